@@ -1,0 +1,19 @@
+"""The no-attack baseline.
+
+Hands back the benign model untouched, with the scenario's trigger, so every
+defender also plays a match in which there is nothing to find: a defender that
+flags the benign model, or costs too much clean accuracy, loses it. This is
+what rates the defender side on the same scale as the attackers.
+"""
+
+from __future__ import annotations
+
+from arena.protocol import AttackContext, Attacker, Trojan
+
+
+class NoAttack(Attacker):
+    name = "none"
+    version = "1"
+
+    def craft(self, ctx: AttackContext) -> Trojan:
+        return Trojan(model=ctx.benign, trigger=ctx.trigger, notes={"attack": "none"})

@@ -1,0 +1,19 @@
+"""The no-defense baseline: deploys the model as it is.
+
+Its rating anchors the leaderboard at 1000 (ARENA.md, Ratings).
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from arena.protocol import DefenseContext, Defender, Deployment
+
+
+class NoDefense(Defender):
+    name = "none"
+    version = "1"
+    category = "none"
+
+    def deploy(self, model: nn.Module, ctx: DefenseContext) -> Deployment:
+        return Deployment(model=model)

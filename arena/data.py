@@ -1,0 +1,221 @@
+"""Datasets as tensors, and the per-seed splits of a scenario.
+
+Images are kept as one float tensor in [0, 1], N x C x H x W, with int64
+labels: batches are slices, never a DataLoader (ARENA.md, Speed).
+
+A dataset is looked for, in order:
+
+1. the data directory (``ARENA_DATA_DIR`` or ``--data-dir``; default
+   ``~/.cache/backdoor-arena/data``) in the npz layout
+   ``<dir>/<name>/{train,test}.npz`` with arrays ``x`` (uint8) and ``y``;
+2. the standard torchvision layout under that directory
+   (``FashionMNIST/raw``, ``MNIST/raw``, ``cifar-10-batches-py``);
+3. Debian's ``dataset-fashion-mnist`` package (Fashion-MNIST only);
+4. a torchvision download into the data directory.
+
+Offline and absent, one ``DatasetNotFound`` lists every place it looked.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import pickle
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from arena.errors import DatasetNotFound
+from arena.scenario import Scenario
+
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    channels: int
+    size: int
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    torchvision_dir: str
+
+
+DATASET_INFO = {
+    "fashion-mnist": DatasetInfo("fashion-mnist", 1, 28, 10, (0.2860,), (0.3530,), "FashionMNIST"),
+    "mnist": DatasetInfo("mnist", 1, 28, 10, (0.1307,), (0.3081,), "MNIST"),
+    "cifar10": DatasetInfo(
+        "cifar10", 3, 32, 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), "cifar-10-batches-py"
+    ),
+}
+
+
+@dataclass
+class Tensors:
+    """Images (N x C x H x W, float in [0, 1]) and labels (N, int64)."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def to(self, device: torch.device | str) -> "Tensors":
+        return Tensors(self.x.to(device), self.y.to(device))
+
+    def subset(self, idx: torch.Tensor) -> "Tensors":
+        return Tensors(self.x[idx], self.y[idx])
+
+
+@dataclass
+class Splits:
+    """One seed's split of a scenario's data (ARENA.md, Data splits)."""
+
+    attacker: Tensors  # attacker's training data
+    defender: Tensors  # defender's small clean set, never shown to the attacker
+    validation: Tensors  # thresholds, early stopping
+    test: Tensors  # scoring only, never shown to an agent
+    info: DatasetInfo
+
+
+def data_dir() -> Path:
+    env = os.environ.get("ARENA_DATA_DIR")
+    return Path(env) if env else Path.home() / ".cache" / "backdoor-arena" / "data"
+
+
+def _from_uint8(x: np.ndarray, channels: int) -> torch.Tensor:
+    t = torch.from_numpy(np.array(x, copy=True))
+    if t.ndim == 3:
+        t = t.unsqueeze(1)
+    elif t.shape[-1] == channels and t.shape[1] != channels:
+        t = t.permute(0, 3, 1, 2)
+    return t.contiguous()
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    ndim = raw[3]
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def _idx_pair(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray] | None:
+    prefix = "train" if split == "train" else "t10k"
+    for ext in (".gz", ""):
+        xi = folder / f"{prefix}-images-idx3-ubyte{ext}"
+        yi = folder / f"{prefix}-labels-idx1-ubyte{ext}"
+        if xi.is_file() and yi.is_file():
+            return _read_idx(xi), _read_idx(yi).astype(np.int64)
+    return None
+
+
+def _cifar_batches(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray] | None:
+    names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+    if not all((folder / n).is_file() for n in names):
+        return None
+    xs, ys = [], []
+    for n in names:
+        with open(folder / n, "rb") as f:
+            d = pickle.load(f, encoding="latin1")  # the official CIFAR-10 python format
+        xs.append(np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
+        ys.append(np.asarray(d["labels"], dtype=np.int64))
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def _try_sources(name: str, split: str, root: Path) -> tuple[tuple[np.ndarray, np.ndarray] | None, list[str]]:
+    info = DATASET_INFO[name]
+    looked: list[str] = []
+    npz = root / name / f"{split}.npz"
+    looked.append(str(npz))
+    if npz.is_file():
+        with np.load(npz) as d:
+            return (d["x"], d["y"].astype(np.int64)), looked
+    tv = root / info.torchvision_dir
+    if name == "cifar10":
+        looked.append(str(tv))
+        found = _cifar_batches(tv, split)
+    else:
+        looked.append(str(tv / "raw"))
+        found = _idx_pair(tv / "raw", split)
+    if found is not None:
+        return found, looked
+    if name == "fashion-mnist":
+        looked.append(str(DEBIAN_FASHION_MNIST))
+        found = _idx_pair(DEBIAN_FASHION_MNIST, split)
+        if found is not None:
+            return found, looked
+    return None, looked
+
+
+def _download(name: str, root: Path) -> None:
+    import torchvision.datasets as tvd
+
+    cls = {"fashion-mnist": tvd.FashionMNIST, "mnist": tvd.MNIST, "cifar10": tvd.CIFAR10}[name]
+    for train in (True, False):
+        cls(str(root), train=train, download=True)
+
+
+@lru_cache(maxsize=8)
+def load_dataset(name: str, split: str, root: str | None = None) -> Tensors:
+    """The whole train or test split as uint8-backed tensors in [0, 1] (cached in-process)."""
+    if name not in DATASET_INFO:
+        raise DatasetNotFound(f"unknown dataset '{name}'", hint=f"known: {', '.join(DATASET_INFO)}")
+    base = Path(root) if root else data_dir()
+    found, looked = _try_sources(name, split, base)
+    download_error = ""
+    if found is None:
+        try:
+            _download(name, base)
+            found, _ = _try_sources(name, split, base)
+        except Exception as exc:  # offline, disk full, mirror down: report below
+            download_error = f"{type(exc).__name__}: {exc}"
+    if found is None:
+        places = "\n    ".join(looked)
+        hint = (
+            f"put {split}.npz (arrays x uint8, y int) in {base / name}/, or set ARENA_DATA_DIR to a folder "
+            "that has it (e.g. ARENA_DATA_DIR=../shared/data)"
+        )
+        if name == "fashion-mnist":
+            hint += ", or `apt-get install dataset-fashion-mnist`"
+        raise DatasetNotFound(
+            f"dataset '{name}' ({split}) not found; looked in:\n    {places}\n"
+            f"  and the torchvision download failed: {download_error or 'no data after download'}",
+            hint=hint,
+        )
+    x, y = found
+    info = DATASET_INFO[name]
+    xt = _from_uint8(x, info.channels)
+    if tuple(xt.shape[1:]) != (info.channels, info.size, info.size):
+        raise DatasetNotFound(f"dataset '{name}' has images of shape {tuple(xt.shape[1:])}, expected "
+                              f"{(info.channels, info.size, info.size)}")
+    return Tensors(xt.float().div_(255.0), torch.from_numpy(np.asarray(y, dtype=np.int64)))
+
+
+def make_splits(scenario: Scenario, seed: int, device: torch.device | str = "cpu") -> Splits:
+    """Split train into attacker / defender / validation per seed; test stays whole."""
+    info = DATASET_INFO[scenario.dataset]
+    train = load_dataset(scenario.dataset, "train", os.environ.get("ARENA_DATA_DIR"))
+    test = load_dataset(scenario.dataset, "test", os.environ.get("ARENA_DATA_DIR"))
+    g = torch.Generator().manual_seed(10_007 * seed + 17)
+    perm = torch.randperm(len(train), generator=g)
+    if scenario.data.train_limit:
+        perm = perm[: scenario.data.train_limit]
+    n = len(perm)
+    n_def = max(1, int(round(n * scenario.data.defender_fraction)))
+    n_val = max(1, int(round(n * scenario.data.validation_fraction)))
+    test_idx = torch.randperm(len(test), generator=g)
+    if scenario.data.test_limit:
+        test_idx = test_idx[: scenario.data.test_limit]
+    return Splits(
+        attacker=train.subset(perm[n_def + n_val :]).to(device),
+        defender=train.subset(perm[:n_def]).to(device),
+        validation=train.subset(perm[n_def : n_def + n_val]).to(device),
+        test=test.subset(test_idx).to(device),
+        info=info,
+    )

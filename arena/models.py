@@ -1,0 +1,157 @@
+"""Classifiers the arena trains, described by plain data so no code is pickled.
+
+Every model takes images in [0, 1] pixel space and normalizes inside
+(triggers are stamped in pixel space, as TrojanZoo does). Every model exposes
+
+- ``features(x)``: the penultimate representation (for NSR, latent attacks,
+  activation-based defenses);
+- ``feature_mask``: a per-channel buffer on the last convolutional feature
+  map, all ones by default; Fine-Pruning zeroes entries to prune channels, and
+  since it is a buffer it travels in the state dict;
+- ``spec``: an ``ArchSpec`` from which ``build_model`` rebuilds it.
+
+A trojan whose architecture differs from the benign one (e.g. TrojanNet)
+ships its own ``ArchSpec`` with a different ``arch`` name.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    arch: str
+    in_channels: int
+    image_size: int
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @staticmethod
+    def from_dict(d: dict) -> "ArchSpec":
+        return ArchSpec(
+            arch=d["arch"], in_channels=int(d["in_channels"]), image_size=int(d["image_size"]),
+            num_classes=int(d["num_classes"]), mean=tuple(d["mean"]), std=tuple(d["std"]),
+        )
+
+
+class ArenaModel(nn.Module):
+    """Shared plumbing: normalization, channel mask, features/logits split."""
+
+    def __init__(self, spec: ArchSpec, mask_channels: int) -> None:
+        super().__init__()
+        self.spec = spec
+        c = spec.in_channels
+        self.register_buffer("mean", torch.tensor(spec.mean).view(1, c, 1, 1))
+        self.register_buffer("std", torch.tensor(spec.std).view(1, c, 1, 1))
+        self.register_buffer("feature_mask", torch.ones(mask_channels))
+
+    def conv_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Last convolutional feature map, after the channel mask."""
+        fmap = self._conv((x - self.mean) / self.std)
+        return fmap * self.feature_mask.view(1, -1, 1, 1)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self._pool(self.conv_features(x))
+
+    def classify(self, feats: torch.Tensor) -> torch.Tensor:
+        return self.head(feats)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classify(self.features(x))
+
+    def _conv(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _pool(self, fmap: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class SmallCNN(ArenaModel):
+    """Two conv blocks (16 and 32 channels) and a dense layer of 128 (~0.2M parameters on 28x28).
+
+    Sized for a 2-core CPU: a Fashion-MNIST epoch (54k images, batch 256)
+    takes about 14 s and four epochs reach about 90% test accuracy
+    (benchmarks/bench_match.py).
+    """
+
+    def __init__(self, spec: ArchSpec, width: int = 16, hidden: int = 128) -> None:
+        super().__init__(spec, mask_channels=2 * width)
+        self.conv1 = nn.Conv2d(spec.in_channels, width, 3, padding=1)
+        self.conv2 = nn.Conv2d(width, 2 * width, 3, padding=1)
+        side = spec.image_size // 4
+        self.fc = nn.Linear(2 * width * side * side, hidden)
+        self.head = nn.Linear(hidden, spec.num_classes)
+
+    def _conv(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
+        return F.max_pool2d(F.relu(self.conv2(x)), 2)
+
+    def _pool(self, fmap: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.fc(fmap.flatten(1)))
+
+
+class _Block(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.short = nn.Sequential()
+        if stride != 1 or cin != cout:
+            self.short = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(out)) + self.short(x))
+
+
+class ResNet18(ArenaModel):
+    """ResNet-18 for 32x32 inputs: 3x3 stem, no max-pool (the CIFAR variant)."""
+
+    def __init__(self, spec: ArchSpec) -> None:
+        super().__init__(spec, mask_channels=512)
+        self.stem = nn.Sequential(
+            nn.Conv2d(spec.in_channels, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU()
+        )
+        layers, cin = [], 64
+        for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+            layers += [_Block(cin, cout, stride), _Block(cout, cout, 1)]
+            cin = cout
+        self.layers = nn.Sequential(*layers)
+        self.head = nn.Linear(512, spec.num_classes)
+
+    def _conv(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(self.stem(x))
+
+    def _pool(self, fmap: torch.Tensor) -> torch.Tensor:
+        return F.adaptive_avg_pool2d(fmap, 1).flatten(1)
+
+
+_BUILDERS = {"small-cnn": SmallCNN, "resnet18": ResNet18}
+
+
+def register_architecture(name: str, builder) -> None:
+    """Let a plugin add an architecture (e.g. a trojan with an extra module)."""
+    _BUILDERS[name] = builder
+
+
+def build_model(spec: ArchSpec) -> nn.Module:
+    if spec.arch not in _BUILDERS:
+        raise ValueError(f"unknown architecture '{spec.arch}'; known: {', '.join(_BUILDERS)}")
+    return _BUILDERS[spec.arch](spec)
+
+
+def clone(model: nn.Module) -> nn.Module:
+    """An independent copy an agent may change freely."""
+    return copy.deepcopy(model)

@@ -1,0 +1,166 @@
+"""The contract between agents and the referee.
+
+An attacker turns a benign model and the attacker's data into a ``Trojan``;
+a defender turns a (possibly trojan) model and its small clean set into a
+``Deployment``. Agents follow scikit-learn's estimator habit: the constructor
+only stores hyper-parameters (so a scenario file or the CLI can build one),
+and all work happens in ``craft`` / ``deploy``.
+
+The referee computes every metric itself from what the agents return; an
+agent's own numbers are never trusted.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from arena.data import DatasetInfo, Tensors
+from arena.scenario import Scenario
+from arena.training import Progress
+from arena.triggers import Trigger
+
+CATEGORIES = ("none", "input_reformation", "input_filtering", "model_sanitization", "model_inspection")
+
+
+class Agent:
+    """Common base: a name, a version (part of every cache key) and stored hyper-parameters."""
+
+    name: ClassVar[str] = ""
+    version: ClassVar[str] = "1"
+
+    def get_params(self) -> dict[str, Any]:
+        sig = inspect.signature(type(self).__init__)
+        return {
+            p: getattr(self, p)
+            for p in sig.parameters
+            if p != "self" and sig.parameters[p].kind not in (inspect.Parameter.VAR_POSITIONAL,
+                                                               inspect.Parameter.VAR_KEYWORD)
+        }
+
+    def __repr__(self) -> str:
+        params = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({params})"
+
+
+@dataclass
+class RoundRecord:
+    """What a finished round revealed to both sides (``ctx.history``)."""
+
+    round: int
+    outcome: float
+    reason: str
+    metrics: dict[str, Any]
+    attacker_notes: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Trojan:
+    """A trojan model and its trigger.
+
+    ``trigger`` is a fixed patch trigger; attacks whose trigger is a function
+    (reflection, dynamic) set ``stamp`` instead. ``notes`` lands in the match
+    record (e.g. which countermeasure an adaptive attacker used).
+    """
+
+    model: nn.Module
+    trigger: Trigger | None = None
+    stamp_fn: Callable[[torch.Tensor], torch.Tensor] | None = None
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    def stamp(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stamp_fn is not None:
+            return self.stamp_fn(x)
+        if self.trigger is None:
+            raise ValueError("a Trojan needs a trigger or a stamp function")
+        return self.trigger.stamp(x)
+
+
+@dataclass
+class Verdict:
+    """An inspection defender's finding about a model."""
+
+    is_trojan: bool
+    target: int | None = None
+    anomaly_index: list[float] | None = None  # per class
+    mask: torch.Tensor | None = None  # recovered mask of the suspected target (1 x H x W)
+    pattern: torch.Tensor | None = None
+
+
+@dataclass
+class Deployment:
+    """What a defender puts in front of users.
+
+    ``transform`` reforms inputs before the model; ``score`` rates inputs
+    (higher = more suspicious) and inputs with ``score > threshold`` are
+    rejected; ``verdict`` rejects the whole model when ``is_trojan``.
+    """
+
+    model: nn.Module
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = None
+    score: Callable[[torch.Tensor], torch.Tensor] | None = None
+    threshold: float | None = None
+    verdict: Verdict | None = None
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class AttackContext:
+    scenario: Scenario
+    data: Tensors  # the attacker's training data
+    validation: Tensors  # the attacker may use it for checkpoint choice
+    benign: nn.Module  # a copy the attacker may change
+    trigger: Trigger  # the scenario's trigger (size, position, pattern, alpha)
+    info: DatasetInfo
+    device: torch.device
+    generator: torch.Generator
+    defender: "Defender | None" = None  # revealed defender (threat model "full")
+    defender_category: str | None = None  # revealed category ("full" or "category")
+    history: list[RoundRecord] = field(default_factory=list)
+    progress: Progress | None = None
+
+    @property
+    def target(self) -> int:
+        return self.scenario.attack.target_class
+
+
+@dataclass
+class DefenseContext:
+    scenario: Scenario
+    clean: Tensors  # the defender's small clean set
+    info: DatasetInfo
+    device: torch.device
+    generator: torch.Generator
+    history: list[RoundRecord] = field(default_factory=list)
+    progress: Progress | None = None
+
+    @property
+    def fpr_budget(self) -> float:
+        return self.scenario.budgets.fpr
+
+
+class Attacker(Agent):
+    """Base class of attackers. ``adaptive`` attackers read ``ctx.defender`` and ``ctx.history``."""
+
+    adaptive: ClassVar[bool] = False
+
+    def craft(self, ctx: AttackContext) -> Trojan:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class Defender(Agent):
+    category: ClassVar[str] = "none"
+
+    def deploy(self, model: nn.Module, ctx: DefenseContext) -> Deployment:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+def calibrate_threshold(clean_scores: torch.Tensor, fpr: float) -> float:
+    """Threshold that flags at most a fraction ``fpr`` of the clean scores."""
+    s = clean_scores.float().flatten().cpu()
+    return float(torch.quantile(s, 1.0 - fpr).item())

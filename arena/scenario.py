@@ -1,0 +1,314 @@
+"""Scenarios: named, versioned match settings read from ``scenarios/NAME.toml``.
+
+A scenario fixes everything that determines a match except the agents and the
+seed: dataset, architecture, training budget, trigger, target class, poison
+fraction, threat model, budgets and scoring size. Its ``digest`` keys the
+artifact cache and the match store, so editing a scenario file never mixes
+results of two settings.
+
+Validation is strict (unknown keys are errors, not silently ignored): a typo
+in a scenario file must not quietly play a different game.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from arena.errors import ScenarioError
+
+DATASETS = ("fashion-mnist", "mnist", "cifar10")
+ARCHITECTURES = ("small-cnn", "resnet18")
+REVEALS = ("full", "category", "none")
+POSITIONS = ("bottom-right", "bottom-left", "top-right", "top-left", "center")
+PATTERNS = ("checkerboard", "white", "black", "random")
+OPTIMIZERS = ("sgd", "adam")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class Training:
+    """How the benign model is trained and how long an attacker may re-train."""
+
+    epochs: int = 4
+    batch_size: int = 128
+    lr: float = 0.05
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 2e-4
+    augment: bool = False
+    retrain_epochs: int = 2
+    retrain_lr: float = 0.01
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Dataset splits; ``train_limit``/``test_limit`` shrink data for tests."""
+
+    defender_fraction: float = 0.05
+    validation_fraction: float = 0.05
+    train_limit: int | None = None
+    test_limit: int | None = None
+
+
+@dataclass(frozen=True)
+class TriggerSpec:
+    """A patch trigger. ``alpha`` is transparency: 0 opaque, 1 invisible."""
+
+    size: int = 3
+    position: str = "bottom-right"
+    pattern: str = "checkerboard"
+    alpha: float = 0.0
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    target_class: int = 0
+    poison_fraction: float = 0.01
+
+
+@dataclass(frozen=True)
+class ThreatModel:
+    """What the attacker learns of the defender before crafting.
+
+    ``full``: the defender object itself (its method is public, paper 6.3);
+    ``category``: only the defense category; ``none``: nothing.
+    """
+
+    reveal: str = "full"
+
+
+@dataclass(frozen=True)
+class Budgets:
+    """Outcome-rule budgets, in fractions (0.03 = 3 accuracy points)."""
+
+    attack_cad: float = 0.03
+    defense_cad: float = 0.05
+    fpr: float = 0.05
+    fpr_tolerance: float = 0.02
+
+
+@dataclass(frozen=True)
+class Scoring:
+    """Test inputs the referee scores on (clean, and trigger inputs of non-target classes)."""
+
+    inputs: int = 1000
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    dataset: str = "fashion-mnist"
+    architecture: str = "small-cnn"
+    description: str = ""
+    version: int = 1
+    device: str = "auto"
+    seeds: tuple[int, ...] = (0,)
+    rounds: int = 1
+    training: Training = field(default_factory=Training)
+    data: DataSpec = field(default_factory=DataSpec)
+    trigger: TriggerSpec = field(default_factory=TriggerSpec)
+    attack: AttackSpec = field(default_factory=AttackSpec)
+    threat: ThreatModel = field(default_factory=ThreatModel)
+    budgets: Budgets = field(default_factory=Budgets)
+    scoring: Scoring = field(default_factory=Scoring)
+    # Per-agent hyper-parameter overrides: {"imc": {"pgd_iters": 5}, ...}.
+    # Where a CPU scenario reduces a paper default, it says so here.
+    attackers: dict[str, dict[str, Any]] = field(default_factory=dict)
+    defenders: dict[str, dict[str, Any]] = field(default_factory=dict)
+    source: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d.pop("source")
+        d["seeds"] = list(self.seeds)
+        return d
+
+    @property
+    def digest(self) -> str:
+        """Content hash of every setting (not the file's path or comments)."""
+        blob = json.dumps(self.to_dict(), sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def agent_params(self, role: str, name: str) -> dict[str, Any]:
+        table = self.attackers if role == "attacker" else self.defenders
+        return dict(table.get(name, {}))
+
+
+_SECTIONS: dict[str, type] = {
+    "training": Training,
+    "data": DataSpec,
+    "trigger": TriggerSpec,
+    "attack": AttackSpec,
+    "threat": ThreatModel,
+    "budgets": Budgets,
+    "scoring": Scoring,
+}
+
+_CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("", "dataset"): DATASETS,
+    ("", "architecture"): ARCHITECTURES,
+    ("", "device"): DEVICES,
+    ("threat", "reveal"): REVEALS,
+    ("trigger", "position"): POSITIONS,
+    ("trigger", "pattern"): PATTERNS,
+    ("training", "optimizer"): OPTIMIZERS,
+}
+
+_FRACTIONS = {
+    ("data", "defender_fraction"),
+    ("data", "validation_fraction"),
+    ("trigger", "alpha"),
+    ("attack", "poison_fraction"),
+    ("budgets", "attack_cad"),
+    ("budgets", "defense_cad"),
+    ("budgets", "fpr"),
+    ("budgets", "fpr_tolerance"),
+}
+
+
+def _type_ok(value: Any, annotation: Any) -> bool:
+    ann = str(annotation)
+    if ann == "bool":
+        return isinstance(value, bool)
+    if ann == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if ann == "int | None":
+        return value is None or (isinstance(value, int) and not isinstance(value, bool))
+    if ann == "float":
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if ann == "str":
+        return isinstance(value, str)
+    return True
+
+
+def _build_section(cls: type, section: str, raw: Any, where: str) -> Any:
+    if not isinstance(raw, dict):
+        raise ScenarioError(f"{where}: [{section}] must be a table, got {type(raw).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in fields:
+            raise ScenarioError(
+                f"{where}: unknown key '{section}.{key}'",
+                hint=f"allowed keys in [{section}]: {', '.join(sorted(fields))}",
+            )
+        _check_value(section, key, value, fields[key].type, where)
+        values[key] = float(value) if fields[key].type == "float" else value
+    return cls(**values)
+
+
+def _check_value(section: str, key: str, value: Any, annotation: Any, where: str) -> None:
+    label = f"{section}.{key}" if section else key
+    if not _type_ok(value, annotation):
+        raise ScenarioError(f"{where}: '{label}' must be {annotation}, got {value!r}")
+    choices = _CHOICES.get((section, key))
+    if choices and value not in choices:
+        raise ScenarioError(
+            f"{where}: '{label}' = {value!r} is not allowed",
+            hint=f"allowed values: {', '.join(choices)}",
+        )
+    if (section, key) in _FRACTIONS and not 0.0 <= float(value) <= 1.0:
+        raise ScenarioError(f"{where}: '{label}' = {value!r} must lie in [0, 1]")
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
+        raise ScenarioError(f"{where}: '{label}' = {value!r} must not be negative")
+
+
+def scenario_from_dict(raw: dict[str, Any], where: str = "<scenario>") -> Scenario:
+    """Validate a parsed TOML document and build a ``Scenario``."""
+    raw = dict(raw)
+    top_fields = {f.name: f for f in dataclasses.fields(Scenario) if f.name != "source"}
+    if "name" not in raw or not isinstance(raw["name"], str) or not raw["name"]:
+        raise ScenarioError(f"{where}: missing key 'name'", hint='add name = "my-scenario" at the top')
+    values: dict[str, Any] = {"source": where}
+    for key, value in raw.items():
+        if key not in top_fields:
+            raise ScenarioError(
+                f"{where}: unknown key '{key}'",
+                hint=f"allowed top-level keys and tables: {', '.join(sorted(top_fields))}",
+            )
+        if key in _SECTIONS:
+            values[key] = _build_section(_SECTIONS[key], key, value, where)
+        elif key in ("attackers", "defenders"):
+            if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
+                raise ScenarioError(
+                    f"{where}: [{key}] must hold one table per agent",
+                    hint=f"e.g. [{key}.strip] samples = 32",
+                )
+            values[key] = {k: dict(v) for k, v in value.items()}
+        elif key == "seeds":
+            if not isinstance(value, list) or not value or not all(
+                isinstance(s, int) and not isinstance(s, bool) for s in value
+            ):
+                raise ScenarioError(f"{where}: 'seeds' must be a non-empty list of integers, got {value!r}")
+            values[key] = tuple(value)
+        else:
+            _check_value("", key, value, top_fields[key].type, where)
+            values[key] = value
+    scenario = Scenario(**values)
+    _check_consistency(scenario, where)
+    return scenario
+
+
+def _check_consistency(s: Scenario, where: str) -> None:
+    if s.rounds < 1:
+        raise ScenarioError(f"{where}: 'rounds' must be at least 1, got {s.rounds}")
+    if not 0 <= s.attack.target_class < 10:
+        raise ScenarioError(f"{where}: 'attack.target_class' must lie in 0..9 for {s.dataset}")
+    if s.trigger.size < 1:
+        raise ScenarioError(f"{where}: 'trigger.size' must be at least 1")
+    if s.data.defender_fraction + s.data.validation_fraction >= 0.5:
+        raise ScenarioError(f"{where}: defender + validation fractions leave the attacker too little data")
+    if s.training.epochs < 1 or s.training.batch_size < 1:
+        raise ScenarioError(f"{where}: 'training.epochs' and 'training.batch_size' must be at least 1")
+
+
+def scenario_dirs() -> list[Path]:
+    """Where named scenarios are looked up, in order."""
+    dirs = [Path(p) for p in os.environ.get("ARENA_SCENARIO_PATH", "").split(os.pathsep) if p]
+    dirs.append(Path.cwd() / "scenarios")
+    dirs.append(Path(__file__).resolve().parent.parent / "scenarios")
+    seen: list[Path] = []
+    for d in dirs:
+        if d.resolve() not in [s.resolve() for s in seen]:
+            seen.append(d)
+    return seen
+
+
+def available_scenarios() -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for d in scenario_dirs():
+        if d.is_dir():
+            for p in sorted(d.glob("*.toml")):
+                found.setdefault(p.stem, p)
+    return found
+
+
+def load_scenario(name_or_path: str) -> Scenario:
+    """Load a scenario by name (``fmnist-cnn``) or by path (``./my.toml``)."""
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or os.sep in name_or_path:
+        if not path.is_file():
+            raise ScenarioError(f"scenario file not found: {name_or_path}")
+    else:
+        known = available_scenarios()
+        if name_or_path not in known:
+            raise ScenarioError(
+                f"unknown scenario '{name_or_path}'",
+                hint=f"known scenarios: {', '.join(known) or '(none)'}; or pass a path to a .toml file",
+            )
+        path = known[name_or_path]
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenarioError(f"{path}: not valid TOML: {exc}") from None
+    return scenario_from_dict(raw, where=str(path))
+
+
+DEFAULT_SCENARIO = "fmnist-cnn"

@@ -1,0 +1,153 @@
+"""Training and batched inference on device-resident tensors.
+
+No DataLoader: an epoch is a random permutation of indices and a loop over
+slices (airbench's habit). Poisoning hooks in at batch level (paper Remark 13),
+so an attack never copies the training set.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Callable
+from contextlib import nullcontext
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from arena.errors import DeviceError
+
+# (x, y, step) -> (x, y) or (x, y, extra_loss)
+BatchHook = Callable[[torch.Tensor, torch.Tensor, int], tuple]
+Progress = Callable[[str], None]
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when present; asking for CUDA without it is an error, not a silent CPU run."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise DeviceError(
+            f"device '{name}' was asked for but CUDA is not available on this machine",
+            hint="use --device cpu (or auto), or install a CUDA build of torch on a machine with a GPU",
+        )
+    if name not in ("cpu",) and not name.startswith("cuda"):
+        raise DeviceError(f"unknown device '{name}'", hint="use cpu, cuda or auto")
+    return torch.device(name)
+
+
+def stderr_progress(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _autocast(device: torch.device):
+    # bf16 autocast on GPU only: on CPU it is slower for these small convs.
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def make_optimizer(params, name: str, lr: float, momentum: float = 0.9, weight_decay: float = 2e-4):
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=True)
+
+
+def batch_augment(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Random horizontal flip and 2-pixel translation on a whole batch (CIFAR-style)."""
+    n = x.shape[0]
+    flip = torch.rand(n, device=x.device, generator=generator) < 0.5
+    x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
+    pad = F.pad(x, (2, 2, 2, 2), mode="reflect")
+    dx, dy = torch.randint(0, 5, (2,), generator=generator).tolist()
+    return pad[:, :, dy : dy + x.shape[2], dx : dx + x.shape[3]]
+
+
+def fit(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    optimizer: str = "sgd",
+    momentum: float = 0.9,
+    weight_decay: float = 2e-4,
+    augment: bool = False,
+    hook: BatchHook | None = None,
+    generator: torch.Generator | None = None,
+    progress: Progress | None = None,
+    label: str = "train",
+    params=None,
+) -> nn.Module:
+    """Train ``model`` in place with a one-cycle schedule; ``hook`` may poison each batch.
+
+    The hook receives the (possibly augmented) clean batch and returns the batch
+    to train on, optionally with an extra loss term to add.
+    """
+    device = x.device
+    model.train()
+    opt = make_optimizer(params if params is not None else model.parameters(), optimizer, lr, momentum, weight_decay)
+    steps_per_epoch = math.ceil(len(y) / batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=lr, total_steps=max(1, epochs * steps_per_epoch), pct_start=0.2
+    )
+    step = 0
+    for epoch in range(epochs):
+        perm = torch.randperm(len(y), generator=generator).to(device)
+        total, correct, loss_sum = 0, 0, 0.0
+        for i in range(0, len(y), batch_size):
+            idx = perm[i : i + batch_size]
+            xb, yb = x[idx], y[idx]
+            if augment:
+                xb = batch_augment(xb, generator)
+            extra = None
+            if hook is not None:
+                out = hook(xb, yb, step)
+                xb, yb = out[0], out[1]
+                extra = out[2] if len(out) > 2 else None
+            with _autocast(device):
+                logits = model(xb)
+                loss = F.cross_entropy(logits.float(), yb)
+                if extra is not None:
+                    loss = loss + extra
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            step += 1
+            loss_sum += loss.item() * len(yb)
+            total += len(yb)
+            correct += (logits.argmax(1) == yb).sum().item()
+        if progress:
+            progress(f"  {label}: epoch {epoch + 1}/{epochs} loss {loss_sum / total:.3f} train-acc {correct / total:.3f}")
+    model.eval()
+    return model
+
+
+@torch.no_grad()
+def predict_proba(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    """Softmax outputs for a batch of any size, evaluated in chunks."""
+    model.eval()
+    outs = []
+    for i in range(0, len(x), batch_size):
+        with _autocast(x.device):
+            outs.append(model(x[i : i + batch_size]).float().softmax(1))
+    if not outs:
+        return torch.empty(0, model.spec.num_classes if hasattr(model, "spec") else 0)
+    return torch.cat(outs)
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    if len(y) == 0:
+        return float("nan")
+    return (predict_proba(model, x).argmax(1) == y).float().mean().item()
+
+
+@torch.no_grad()
+def features(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    model.eval()
+    return torch.cat([model.features(x[i : i + batch_size]).float() for i in range(0, len(x), batch_size)])

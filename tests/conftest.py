@@ -1,0 +1,82 @@
+"""Shared fixtures: a tiny Fashion-MNIST scenario and one arena home per test session.
+
+The tiny scenario trains on 8,000 images for a few epochs, so the benign model
+costs a few seconds and is trained once for the whole session (the cache).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from arena.data import DEBIAN_FASHION_MNIST, data_dir
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+TINY_TOML = """
+name = "tiny"
+description = "test-sized Fashion-MNIST"
+dataset = "fashion-mnist"
+architecture = "small-cnn"
+device = "cpu"
+seeds = [0]
+
+[training]
+epochs = 3
+batch_size = 128
+lr = 0.05
+retrain_epochs = 2
+retrain_lr = 0.03
+
+[data]
+train_limit = 8000
+test_limit = 2000
+
+[attack]
+target_class = 0
+poison_fraction = 0.1
+
+[scoring]
+inputs = 600
+"""
+
+
+def have_fashion_mnist() -> bool:
+    return (DEBIAN_FASHION_MNIST / "train-images-idx3-ubyte.gz").is_file() or (
+        data_dir() / "fashion-mnist" / "train.npz"
+    ).is_file()
+
+
+requires_fmnist = pytest.mark.skipif(not have_fashion_mnist(), reason="Fashion-MNIST not installed")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def arena_home(tmp_path_factory) -> Path:
+    home = tmp_path_factory.mktemp("arena-home")
+    os.environ["ARENA_HOME"] = str(home)
+    return home
+
+
+@pytest.fixture(scope="session")
+def tiny_path(tmp_path_factory) -> Path:
+    p = tmp_path_factory.mktemp("scenarios") / "tiny.toml"
+    p.write_text(TINY_TOML)
+    return p
+
+
+@pytest.fixture(scope="session")
+def tiny(tiny_path):
+    from arena.scenario import load_scenario
+
+    return load_scenario(str(tiny_path))
+
+
+@pytest.fixture(scope="session")
+def referee(tiny):
+    if not have_fashion_mnist():
+        pytest.skip("Fashion-MNIST not installed")
+    from arena.referee import Referee
+
+    return Referee(tiny, device="cpu")
