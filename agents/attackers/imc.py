@@ -1,0 +1,105 @@
+"""IMC, input-model co-optimization: Pang et al., "A Tale of Evil Twins:
+Adversarial Inputs versus Poisoned Models", CCS 2020 (TrojanZoo's IMC).
+
+The trigger pattern and the trojan model are optimized jointly: the pattern
+(inside the scenario's fixed mask, at the scenario's transparency) is pushed
+by PGD toward the target class of the current model, and the model is
+re-trained on batches poisoned with the current pattern. Because the pattern
+adapts to the model, IMC stays effective at high transparency, where a fixed
+BadNet pattern fades (paper Remark 14, Figure 9).
+
+Defaults (paper Table 20): PGD lr 20/255, 20 PGD iterations; re-training as
+BadNet (SGD Nesterov, scenario ``training.retrain_*``, scenario poison fraction).
+
+Departures from the paper: during re-training one PGD step refreshes the
+pattern every ``refresh_every`` batches instead of a full PGD phase per epoch
+(the CPU scenario re-trains for a single epoch; the alternation is the same at
+a finer grain), and the 20-iteration PGD phase runs at the end, against the
+finished model. The pattern is not optimized against the benign model before
+re-training: there, the quickest way toward the target is to fade into the
+background (black on Fashion-MNIST), a trigger no model can learn.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from arena.poison import poison_batch
+from arena.protocol import AttackContext, Attacker, Trojan
+from arena.training import fit
+from arena.triggers import Trigger
+
+
+def pgd_pattern(model: nn.Module, trigger: Trigger, x: torch.Tensor, target: int, lr: float, iters: int,
+                batch_size: int = 256, generator: torch.Generator | None = None) -> Trigger:
+    """Signed-gradient descent on the pattern toward ``target`` (mask and transparency fixed)."""
+    was_training = model.training
+    model.eval()
+    pattern = trigger.pattern.clone().to(x.device)
+    labels = torch.full((min(batch_size, len(x)),), target, device=x.device, dtype=torch.long)
+    for _ in range(iters):
+        idx = torch.randint(0, len(x), (len(labels),), generator=generator).to(x.device)
+        p = pattern.clone().requires_grad_(True)
+        stamped = Trigger(trigger.mask, p, trigger.alpha).stamp(x[idx])
+        loss = F.cross_entropy(model(stamped), labels)
+        (grad,) = torch.autograd.grad(loss, p)
+        pattern = (pattern - lr * grad.sign()).clamp_(0.0, 1.0)
+    model.train(was_training)
+    return Trigger(trigger.mask, pattern.detach(), trigger.alpha)
+
+
+class IMC(Attacker):
+    name = "imc"
+    version = "1"
+
+    def __init__(self, pgd_lr: float = 20 / 255, pgd_iters: int = 20, refresh_every: int = 10,
+                 poison_fraction: float | None = None, epochs: int | None = None,
+                 lr: float | None = None) -> None:
+        self.pgd_lr = pgd_lr
+        self.pgd_iters = pgd_iters
+        self.refresh_every = refresh_every
+        self.poison_fraction = poison_fraction  # None: the scenario's attack.poison_fraction
+        self.epochs = epochs  # None: the scenario's training.retrain_epochs
+        self.lr = lr  # None: the scenario's training.retrain_lr
+
+    def extra_batch(self, ctx: AttackContext, trigger: Trigger, x: torch.Tensor,
+                    y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Extra training inputs per batch; adaptive variants add their countermeasure here."""
+        return None
+
+    def co_optimize(self, ctx: AttackContext, trigger: Trigger,
+                    extra: Callable[[Trigger, torch.Tensor, torch.Tensor], tuple | None] | None = None) -> Trigger:
+        """Re-train ``ctx.benign`` in place while PGD refreshes the pattern; returns the final trigger."""
+        s = ctx.scenario
+        model = ctx.benign
+        fraction = s.attack.poison_fraction if self.poison_fraction is None else self.poison_fraction
+        # No PGD before the model has seen the trigger: against the benign model the
+        # pattern's best move toward the target is to blend into the background
+        # (on Fashion-MNIST: go black), which no model can learn. Warm up with the
+        # scenario's pattern, then alternate.
+        state = {"trigger": trigger}
+
+        def hook(x, y, step):
+            if self.refresh_every and step % self.refresh_every == 0 and step > 0:
+                state["trigger"] = pgd_pattern(model, state["trigger"], x, ctx.target, self.pgd_lr, 1,
+                                               generator=ctx.generator)
+            xp, yp = poison_batch(x, y, state["trigger"].stamp, ctx.target, fraction, ctx.generator)
+            more = extra(state["trigger"], x, y) if extra else None
+            if more is not None:
+                xp, yp = torch.cat([xp, more[0]]), torch.cat([yp, more[1]])
+            return xp, yp
+
+        fit(model, ctx.data.x, ctx.data.y, epochs=self.epochs or s.training.retrain_epochs,
+            batch_size=s.training.batch_size, lr=self.lr or s.training.retrain_lr, augment=s.training.augment,
+            hook=hook, generator=ctx.generator, progress=ctx.progress, label=f"{self.name} retrain")
+        # A last PGD phase against the finished model (the paper's final input optimization).
+        return pgd_pattern(model, state["trigger"], ctx.data.x, ctx.target, self.pgd_lr, self.pgd_iters,
+                           generator=ctx.generator)
+
+    def craft(self, ctx: AttackContext) -> Trojan:
+        trigger = self.co_optimize(ctx, ctx.trigger.to(ctx.device))
+        return Trojan(model=ctx.benign, trigger=trigger, notes={"attack": "imc"})
