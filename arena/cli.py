@@ -105,6 +105,116 @@ def match(attacker: str, defender: str, scenario: str, seed: int | None, rounds:
         click.echo(_report(result.record))
 
 
+def _split(values: tuple[str, ...]) -> list[str] | None:
+    out = [v for item in values for v in item.split(",") if v]
+    return out or None
+
+
+@main.command()
+@scenario_option
+@click.option("--seeds", type=click.IntRange(min=1), default=None,
+              help="Play the scenario's first N seeds (default: all of them).")
+@click.option("--attackers", "-a", multiple=True, help="Attackers to include (repeat or comma-separate; default all).")
+@click.option("--defenders", "-d", multiple=True, help="Defenders to include (repeat or comma-separate; default all).")
+@click.option("--rounds", type=click.IntRange(min=1), default=None, help="Rounds per match (default: the scenario's).")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Matches played in parallel processes.")
+@device_option
+@_friendly
+def tournament(scenario: str, seeds: int | None, attackers: tuple[str, ...], defenders: tuple[str, ...],
+               rounds: int | None, workers: int, device: str) -> None:
+    """Play all attacker x defender pairs; stored matches are skipped, so a re-run resumes."""
+    from arena import tournament as tour
+    from arena.plugins import resolve
+
+    sc = load_scenario(scenario)
+    att, dfn = _split(attackers), _split(defenders)
+    for role, names in (("attacker", att), ("defender", dfn)):
+        for n in names or []:
+            resolve(role, n)  # unknown names fail here, before any training
+    seed_list = list(sc.seeds[:seeds]) if seeds else list(sc.seeds)
+    try:
+        report = tour.run(sc, attackers=att, defenders=dfn, seeds=seed_list, rounds=rounds, device=device,
+                          workers=workers, progress=stderr_progress)
+    except KeyboardInterrupt:
+        click.echo("interrupted: every finished match is stored; run the same command again to resume", err=True)
+        sys.exit(130)
+    click.echo(f"played {report.played}, skipped {report.skipped} (already stored), failed {len(report.failed)}")
+    for a, d, seed, err in report.failed:
+        click.echo(f"  FAILED {a} vs {d} seed {seed}: {err.splitlines()[0] if err else ''}")
+    sys.exit(1 if report.failed else 0)
+
+
+@main.command()
+@click.argument("scenario", default=DEFAULT_SCENARIO)
+@click.option("--write", is_flag=True, help="Write leaderboards/SCENARIO.md and .csv.")
+@click.option("--out", type=click.Path(file_okay=False), default="leaderboards", show_default=True,
+              help="Folder for --write.")
+@click.option("--bootstrap", type=click.IntRange(min=10), default=200, show_default=True,
+              help="Bootstrap rounds for the 95% intervals.")
+@_friendly
+def leaderboard(scenario: str, write: bool, out: str, bootstrap: int) -> None:
+    """Bradley-Terry ratings (95% bootstrap CI), Elo, and the outcome matrix of a scenario."""
+    from arena.leaderboard import games_from_records, outcome_matrix, render_markdown, write_leaderboard
+    from arena.ratings import rate
+    from arena.store import Store
+
+    sc = load_scenario(scenario)
+    store = Store()
+    records = store.matches(digest=sc.digest, status="ok")
+    if not records:
+        raise ArenaError(f"no stored matches for scenario '{sc.name}' (digest {sc.digest})",
+                         hint=f"play some first: arena tournament --scenario {scenario}")
+    if write:
+        md, csv = write_leaderboard(sc.name, records, Path(out), bootstrap_rounds=bootstrap)
+        click.echo(f"wrote {md} and {csv}")
+    ratings = rate(games_from_records(records), bootstrap_rounds=bootstrap)
+    click.echo(render_markdown(sc.name, ratings, outcome_matrix(records), len(records)))
+
+
+@main.group()
+def matches() -> None:
+    """List and export stored matches."""
+
+
+@matches.command("list")
+@click.option("--scenario", "-s", default=None, help="Only this scenario (name).")
+@click.option("--errors", is_flag=True, help="Only failed matches.")
+@_friendly
+def matches_list(scenario: str | None, errors: bool) -> None:
+    from arena.store import Store
+
+    recs = Store().matches(scenario=scenario, status="error" if errors else None)
+    rows = [(r.id, r.scenario, r.attacker, r.defender, r.seed, r.rounds, r.status,
+             "-" if r.outcome is None else f"{r.outcome:.3f}", (r.reason or r.error or "").splitlines()[0][:70])
+            for r in recs]
+    click.echo(tabulate(rows, headers=["id", "scenario", "attacker", "defender", "seed", "rounds", "status",
+                                       "outcome", "reason / error"]))
+
+
+@matches.command("export")
+@click.option("--scenario", "-s", default=None, help="Only this scenario (name).")
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True)
+@click.option("--output", "-o", type=click.Path(dir_okay=False), default="-", help="File (default stdout).")
+@_friendly
+def matches_export(scenario: str | None, fmt: str, output: str) -> None:
+    """Every stored match with all its metrics (csv: metrics flattened into columns)."""
+    import pandas as pd
+
+    from arena.store import Store
+
+    recs = [r.to_dict() for r in Store().matches(scenario=scenario)]
+    if fmt == "jsonl":
+        text = "".join(json.dumps(r, default=str) + "\n" for r in recs)
+    else:
+        flat = pd.json_normalize([{k: v for k, v in r.items() if k != "round_records"} for r in recs])
+        text = flat.to_csv(index=False)
+    if output == "-":
+        click.echo(text, nl=False)
+    else:
+        Path(output).write_text(text)
+
+
 @main.group()
 def scenarios() -> None:
     """List and show scenarios."""
