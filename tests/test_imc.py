@@ -32,3 +32,39 @@ def test_imc_adaptive_lowers_strip_tpr(referee):
     assert adaptive["attacker_notes"]["countermeasure"] == "strip-high-transparency-retraining"
     assert adaptive["attack"]["asr"] > 0.85
     assert adaptive["defense"]["tpr"] < plain["defense"]["tpr"] - 0.2
+
+
+def _ctx(tiny, defender=None, category=None, history=()):
+    import torch
+
+    from arena.protocol import AttackContext, RoundRecord
+    from arena.triggers import make_trigger
+
+    hist = [RoundRecord(i + 1, score, "", {}) for i, score in enumerate(history)]
+    return AttackContext(scenario=tiny, data=None, validation=None, benign=None,
+                         trigger=make_trigger(tiny.trigger, 1, 28), info=None, device=torch.device("cpu"),
+                         generator=torch.Generator(), defender=defender, defender_category=category,
+                         history=hist)
+
+
+def test_imc_adaptive_picks_its_countermeasure(tiny):
+    from arena.plugins import make_agent
+
+    agent = make_agent("attacker", "imc-adaptive")
+    assert agent._targets_strip(_ctx(tiny, defender=make_agent("defender", "strip")))[0]
+    assert agent._targets_strip(_ctx(tiny, category="input_filtering"))[0]  # reveal = "category"
+    assert not agent._targets_strip(_ctx(tiny, defender=make_agent("defender", "none")))[0]
+    assert not agent._targets_strip(_ctx(tiny))[0]  # reveal = "none"
+
+
+def test_imc_adaptive_strengthens_after_a_lost_round(tiny):
+    from arena.plugins import make_agent
+
+    agent = make_agent("attacker", "imc-adaptive")
+    first = agent.strip_plan(_ctx(tiny), weight=0.5)
+    after_loss = agent.strip_plan(_ctx(tiny, history=[0.1]), weight=0.5)
+    after_win = agent.strip_plan(_ctx(tiny, history=[0.9]), weight=0.5)
+    assert after_loss.fraction == 2 * first.fraction
+    assert (after_loss.hi - after_loss.lo) > (first.hi - first.lo)
+    assert after_win == first
+    assert first.lo < 0.5 < first.hi  # STRIP's 0.5 mix halves an opaque trigger

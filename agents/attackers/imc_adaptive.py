@@ -28,12 +28,22 @@ tiny-scenario tests).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from arena.protocol import AttackContext, Trojan
 from arena.triggers import Trigger
 
 from arena_agents.attackers.imc import IMC
+
+
+@dataclass(frozen=True)
+class StripPlan:
+    fraction: float  # share of each batch spent on counter-examples
+    lo: float  # transparency band of the counter-examples
+    hi: float
+    lost: int  # rounds lost so far
 
 
 class AdaptiveIMC(IMC):
@@ -62,6 +72,15 @@ class AdaptiveIMC(IMC):
             return True, 0.5, "revealed category input_filtering (assumed STRIP-like mixing)"
         return False, 0.0, f"revealed category {ctx.defender_category}" if ctx.defender_category else "nothing revealed"
 
+    def strip_plan(self, ctx: AttackContext, weight: float) -> StripPlan:
+        """How hard to counter STRIP this round: each lost round doubles the share and widens the band."""
+        lost = sum(1 for h in ctx.history if h.outcome < 0.5)
+        fraction = min(0.5, self.counter_fraction * 2**lost)
+        alpha = ctx.trigger.alpha
+        centre = 1.0 - weight * (1.0 - alpha)  # the trigger's transparency inside a STRIP mixture
+        band = self.band * (1 + lost)
+        return StripPlan(fraction, max(alpha + 0.1, centre - band), min(0.95, centre + band), lost)
+
     def craft(self, ctx: AttackContext) -> Trojan:
         is_strip, weight, known = self._targets_strip(ctx)
         if not is_strip:
@@ -70,22 +89,16 @@ class AdaptiveIMC(IMC):
                 "attack": "imc-adaptive", "countermeasure": None,
                 "reason": f"no countermeasure for {known}; played plain IMC"})
 
-        lost = sum(1 for h in ctx.history if h.outcome < 0.5)
-        strength = 2 ** lost
-        fraction = min(0.5, self.counter_fraction * strength)
-        alpha = ctx.trigger.alpha
-        centre = 1.0 - weight * (1.0 - alpha)  # the trigger's transparency inside a STRIP mixture
-        band = self.band * (1 + lost)
-        lo, hi = max(alpha + 0.1, centre - band), min(0.95, centre + band)
+        plan = self.strip_plan(ctx, weight)
 
         def counter(trigger: Trigger, x: torch.Tensor, y: torch.Tensor):
-            k = max(1, int(round(fraction * len(y))))
+            k = max(1, int(round(plan.fraction * len(y))))
             idx = torch.randperm(len(y), generator=ctx.generator)[:k].to(x.device)
-            a = lo + (hi - lo) * torch.rand(k, 1, 1, 1, generator=ctx.generator).to(x.device)
+            a = plan.lo + (plan.hi - plan.lo) * torch.rand(k, 1, 1, 1, generator=ctx.generator).to(x.device)
             return trigger.stamp(x[idx], alpha=a), y[idx]  # true labels: half-strength must not fire
 
         trigger = self.co_optimize(ctx, ctx.trigger.to(ctx.device), extra=counter)
         return Trojan(ctx.benign, trigger, notes={
             "attack": "imc-adaptive", "countermeasure": "strip-high-transparency-retraining",
-            "reason": f"{known}; counter-examples at transparency {lo:.2f}-{hi:.2f}, "
-                      f"{fraction:.0%} of each batch (rounds lost so far: {lost})"})
+            "reason": f"{known}; counter-examples at transparency {plan.lo:.2f}-{plan.hi:.2f}, "
+                      f"{plan.fraction:.0%} of each batch (rounds lost so far: {plan.lost})"})
