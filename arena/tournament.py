@@ -23,14 +23,14 @@ from dataclasses import dataclass, field
 import arena
 from arena.errors import ArenaError
 from arena.plugins import discover, make_agent
-from arena.scenario import Scenario, load_scenario
+from arena.scenario import Scenario
 from arena.store import MatchRecord, Store
 from arena.training import Progress
 
 
 @dataclass(frozen=True)
 class Job:
-    scenario_source: str
+    scenario: Scenario  # the object itself (picklable), not its file: an edited file must not change a plan
     attacker: str
     defender: str
     seed: int
@@ -66,7 +66,7 @@ def plan(scenario: Scenario, attackers: list[str] | None, defenders: list[str] |
                                 seed, rounds):
                     skipped += 1
                 else:
-                    jobs.append(Job(scenario.source, a, d, seed, rounds, device))
+                    jobs.append(Job(scenario, a, d, seed, rounds, device))
     return jobs, skipped
 
 
@@ -95,7 +95,7 @@ def _play(job: Job, progress: Progress | None = None) -> MatchRecord:
     """Play one job; never raises (errors become an error record)."""
     from arena.referee import Referee
 
-    scenario = load_scenario(job.scenario_source)
+    scenario = job.scenario
     try:
         key = (scenario.digest, job.device)
         if key not in _REFEREES:  # one referee per process: data and benign models stay loaded
