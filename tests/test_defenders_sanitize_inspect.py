@@ -1,0 +1,74 @@
+"""Fine-Pruning (model sanitization) and Neural Cleanse (model inspection) on the tiny scenario."""
+
+from __future__ import annotations
+
+import torch
+
+from arena.triggers import make_trigger
+from arena_agents.defenders.neural_cleanse import anomaly_indices
+
+
+def test_anomaly_index_is_signed_mad_score():
+    norms = torch.tensor([10.0, 80.0, 90.0, 100.0, 110.0, 120.0])
+    ai = anomaly_indices(norms)
+    med = norms.median()  # torch's lower median: 90
+    mad = 1.4826 * (norms - med).abs().median()
+    assert torch.allclose(ai, (med - norms) / mad)
+    assert int(ai.argmax()) == 0 and ai[0] > 2  # small norm: large positive index
+    assert (ai[3:] < 0).all()  # larger norms than the median are negative, never anomalous
+
+
+def test_fine_pruning_lowers_badnet_asr_within_budget(referee, tiny):
+    result = referee.play("badnet", "fine-pruning", seed=0)
+    m = result.record.metrics
+    a, d = m["attack"], m["defense"]
+    assert a["asr"] > 0.9
+    assert d["ard"] > 0.1  # the backdoor is weakened (ASR 0.97 -> ~0.55 here)
+    assert d["cad"] <= tiny.budgets.defense_cad
+    assert result.record.outcome < a["asr"]
+    assert m["gate"] == "play"
+    notes = m["defender_notes"]
+    assert 0 < notes["pruned_channels"] <= int(0.95 * notes["channels"])
+    assert notes["holdout_acc_before"] - notes["holdout_acc_after"] <= notes["allowance"] + 1e-9
+
+
+def test_neural_cleanse_flags_badnet_and_recovers_its_trigger(referee, tiny):
+    result = referee.play("badnet", "neural-cleanse", seed=0)
+    m = result.record.metrics
+    d = m["defense"]
+    assert d["flagged"] is True
+    assert d["suspected_target"] == tiny.attack.target_class == 0
+    assert d["aiv"] > 2
+    assert len(d["aiv_per_class"]) == 10
+    assert d["mjs"] > 0  # the recovered mask overlaps the 3x3 bottom-right patch
+    assert d["mln"] < 3 * tiny.trigger.size**2  # a small mask, as the backdoor is a shortcut
+    assert d["effective_asr"] == 0.0 and result.record.outcome == 0.0
+    assert m["control"]["flagged"] is False  # the benign model of the control run is not flagged
+    assert d["cad"] == 0.0  # inspection does not touch the model
+
+
+def test_neural_cleanse_does_not_flag_the_benign_model(referee):
+    result = referee.play("none", "neural-cleanse", seed=0)
+    d = result.record.metrics["defense"]
+    assert d["flagged"] is False
+    assert max(d["aiv_per_class"]) < 2
+    assert result.record.outcome == result.record.metrics["attack"]["asr"]
+
+
+def test_neural_cleanse_mask_lies_on_the_trigger(referee, tiny):
+    # The verdict's mask itself: most of its mass near the true trigger (bottom-right corner).
+    from arena.models import clone
+    from arena.plugins import make_agent
+    from arena.protocol import DefenseContext
+
+    sp = referee.splits(0)
+    trojan, _ = referee._craft(make_agent("attacker", "badnet", {}), make_agent("defender", "none", {}), 0, 1, [])
+    true = make_trigger(tiny.trigger, sp.info.channels, sp.info.size).mask
+    ctx = DefenseContext(scenario=tiny, clean=sp.defender, info=sp.info, device=referee.device,
+                         generator=torch.Generator().manual_seed(123))
+    dep = make_agent("defender", "neural-cleanse", {}).deploy(clone(trojan.model), ctx)
+    v = dep.verdict
+    assert v.mask.shape == true.shape and v.mask.device.type == "cpu"
+    assert v.pattern.shape == (sp.info.channels, sp.info.size, sp.info.size)
+    near = torch.nn.functional.max_pool2d(true.unsqueeze(0), 5, 1, 2).squeeze(0)  # trigger grown by 2 pixels
+    assert (v.mask * near).sum() > 0.5 * v.mask.sum()
