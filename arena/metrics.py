@@ -3,6 +3,13 @@
 All accuracies and rates are fractions in [0, 1]; CAD is in fractions too
 (0.03 = 3 accuracy points). Trigger inputs are test inputs whose true class
 is not the target, stamped by the trojan's own trigger.
+
+Accuracies, CAD and ASR use the whole test split (a forward pass each is
+cheap, and a 3-point budget needs more than a few hundred inputs to gate on).
+Input filters score the first ``scoring.inputs`` clean and trigger inputs
+(the paper scores 100 pairs), since each filter query can cost many forward
+passes; TPR, FPR, AUROC and the effective ASR of filtered deployments come
+from that prefix.
 """
 
 from __future__ import annotations
@@ -88,21 +95,24 @@ class DefenseMetrics:
     art_input_ms: float = 0.0  # per-input cost of transform + score (online defenses)
 
 
-def _pipeline(dep: Deployment, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _pipeline(dep: Deployment, x: torch.Tensor, n_scored: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Predictions through transform + model for all of ``x``; filter scores for its first ``n_scored``."""
     xin = dep.transform(x) if dep.transform is not None else x
     probs = predict_proba(dep.model, xin)
-    scores = dep.score(x) if dep.score is not None else None
+    scores = dep.score(x[:n_scored]) if dep.score is not None else None
     return probs, scores
 
 
 def defense_metrics(dep: Deployment, category: str, trojan: Trojan, attack: AttackMetrics,
                     clean_x: torch.Tensor, clean_y: torch.Tensor, trig_x: torch.Tensor, target: int,
-                    deploy_seconds: float) -> DefenseMetrics:
+                    deploy_seconds: float, filter_inputs: int = 1000) -> DefenseMetrics:
     stamped = trojan.stamp(trig_x)
+    n = filter_inputs
     t0 = time.perf_counter()
-    pc, sc = _pipeline(dep, clean_x)
-    pt, st = _pipeline(dep, stamped)
-    per_input_ms = 1000 * (time.perf_counter() - t0) / max(1, len(clean_x) + len(stamped))
+    pc, sc = _pipeline(dep, clean_x, n)
+    pt, st = _pipeline(dep, stamped, n)
+    queried = len(clean_x) + len(stamped) if dep.score is None else min(n, len(clean_x)) + min(n, len(stamped))
+    per_input_ms = 1000 * (time.perf_counter() - t0) / max(1, queried)
     clean_acc = (pc.argmax(1) == clean_y).float().mean().item()
     asr, tmc = _asr_tmc(pt, target)
     hit = pt.argmax(1) == target
@@ -118,7 +128,7 @@ def defense_metrics(dep: Deployment, category: str, trojan: Trojan, attack: Atta
         m.fpr = flag_c.float().mean().item()
         labels = torch.cat([torch.zeros(len(sc)), torch.ones(len(st))]).numpy()
         m.auroc = float(roc_auc_score(labels, torch.cat([sc, st]).float().cpu().numpy()))
-        m.effective_asr = (hit & ~flag_t).float().mean().item()
+        m.effective_asr = (hit[: len(flag_t)] & ~flag_t).float().mean().item()
     v = dep.verdict
     if v is not None:
         m.flagged = bool(v.is_trojan)

@@ -51,8 +51,10 @@ def _generator(seed: int, *labels: Any) -> torch.Generator:
 
 
 def _benign_fields(s: Scenario, seed: int) -> dict[str, Any]:
+    # The attacker's re-training budget does not shape the benign model: leave it out of the key.
+    training = {k: v for k, v in dataclasses.asdict(s.training).items() if not k.startswith("retrain_")}
     return {"kind": "benign", "dataset": s.dataset, "arch": s.architecture,
-            "training": dataclasses.asdict(s.training), "data": dataclasses.asdict(s.data), "seed": seed}
+            "training": training, "data": dataclasses.asdict(s.data), "seed": seed}
 
 
 def _model_payload(model: nn.Module) -> dict[str, Any]:
@@ -121,10 +123,9 @@ class Referee:
         return self._benign[seed]
 
     def _scoring_inputs(self, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The whole test split, and its non-target inputs (to be stamped). Filters score a prefix of each."""
         test = self.splits(seed).test
-        n = self.scenario.scoring.inputs
-        trig = test.x[test.y != self.scenario.attack.target_class][:n]
-        return test.x[:n], test.y[:n], trig
+        return test.x, test.y, test.x[test.y != self.scenario.attack.target_class]
 
     # --- agents -----------------------------------------------------------
     def _revealed(self, defender: Defender) -> tuple[Defender | None, str | None]:
@@ -189,7 +190,8 @@ class Referee:
             acc_d = (predict_proba(dep.model, xin).argmax(1) == clean_y).float().mean().item()
             fpr = None
             if dep.score is not None and dep.threshold is not None:
-                fpr = (dep.score(clean_x) > dep.threshold).float().mean().item()
+                n = self.scenario.scoring.inputs
+                fpr = (dep.score(clean_x[:n]) > dep.threshold).float().mean().item()
             flagged = bool(dep.verdict.is_trojan) if dep.verdict is not None else False
             return {"control": json.dumps({"flagged": flagged, "fpr": fpr, "cad": acc_b - acc_d})}
 
@@ -231,7 +233,8 @@ class Referee:
             self._say(f"{agent_name(defender)} deploys (round {rnd})")
             dep, deploy_s = self._deploy(defender, clone(trojan.model), seed, history, label=f"round{rnd}")
             dm: DefenseMetrics = defense_metrics(dep, defender.category, trojan, am, clean_x, clean_y,
-                                                 trig_x, s.attack.target_class, deploy_s)
+                                                 trig_x, s.attack.target_class, deploy_s,
+                                                 filter_inputs=s.scoring.inputs)
             control = self._control(defender, seed)
             outcome = decide(am, dm, control, s.budgets)
             metrics = {

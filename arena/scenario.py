@@ -96,7 +96,7 @@ class Budgets:
 
 @dataclass(frozen=True)
 class Scoring:
-    """Test inputs the referee scores on (clean, and trigger inputs of non-target classes)."""
+    """How many clean and trigger test inputs an input filter scores (accuracy and ASR use all of test)."""
 
     inputs: int = 1000
 

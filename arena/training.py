@@ -7,6 +7,7 @@ so an attack never copies the training set.
 
 from __future__ import annotations
 
+import copy
 import math
 import sys
 from collections.abc import Callable
@@ -127,10 +128,24 @@ def fit(
     return model
 
 
+def _fast_inference_copy(model: nn.Module, x: torch.Tensor) -> nn.Module:
+    """On the CPU, a channels-last copy: NCHW max-pooling took over half of the small CNN's
+    forward time in profiles, and channels-last evaluates ~1.5x faster. The copy keeps the
+    caller's model untouched (its training stays NCHW, which trains faster here)."""
+    if x.device.type != "cpu" or x.ndim != 4:
+        return model
+    try:
+        return copy.deepcopy(model).to(memory_format=torch.channels_last)
+    except Exception:  # a plugin model that cannot be copied is evaluated as it is
+        return model
+
+
 @torch.no_grad()
 def predict_proba(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
     """Softmax outputs for a batch of any size, evaluated in chunks."""
     model.eval()
+    if len(x) > batch_size:
+        model = _fast_inference_copy(model, x)
     outs = []
     for i in range(0, len(x), batch_size):
         with _autocast(x.device):
