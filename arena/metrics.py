@@ -95,12 +95,23 @@ class DefenseMetrics:
     art_input_ms: float = 0.0  # per-input cost of transform + score (online defenses)
 
 
-def _pipeline(dep: Deployment, x: torch.Tensor, n_scored: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Predictions through transform + model for all of ``x``; filter scores for its first ``n_scored``."""
+def _predict(dep: Deployment, x: torch.Tensor) -> torch.Tensor:
+    """Predictions through transform + model."""
     xin = dep.transform(x) if dep.transform is not None else x
-    probs = predict_proba(dep.model, xin)
-    scores = dep.score(x[:n_scored]) if dep.score is not None else None
-    return probs, scores
+    return predict_proba(dep.model, xin)
+
+
+def stream_scores(dep: Deployment, clean: torch.Tensor, stamped: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Filter scores of a scoring window: clean and trigger inputs interleaved in a fixed random order.
+
+    One call, as deployment traffic would arrive: batch-aware filters (AC, SS)
+    see a mixed window, per-input filters are unaffected by the order.
+    """
+    x = torch.cat([clean, stamped])
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0)).to(x.device)
+    scores = torch.empty(len(x))
+    scores[order.cpu()] = dep.score(x[order]).float().cpu()
+    return scores[: len(clean)], scores[len(clean) :]
 
 
 def defense_metrics(dep: Deployment, category: str, trojan: Trojan, attack: AttackMetrics,
@@ -109,8 +120,8 @@ def defense_metrics(dep: Deployment, category: str, trojan: Trojan, attack: Atta
     stamped = trojan.stamp(trig_x)
     n = filter_inputs
     t0 = time.perf_counter()
-    pc, sc = _pipeline(dep, clean_x, n)
-    pt, st = _pipeline(dep, stamped, n)
+    pc, pt = _predict(dep, clean_x), _predict(dep, stamped)
+    sc, st = stream_scores(dep, clean_x[:n], stamped[:n]) if dep.score is not None else (None, None)
     queried = len(clean_x) + len(stamped) if dep.score is None else min(n, len(clean_x)) + min(n, len(stamped))
     per_input_ms = 1000 * (time.perf_counter() - t0) / max(1, queried)
     clean_acc = (pc.argmax(1) == clean_y).float().mean().item()

@@ -17,7 +17,9 @@ ships its own ``ArchSpec`` with a different ``arch`` name.
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+from importlib.metadata import entry_points
+from typing import Any
 
 import torch
 from torch import nn
@@ -32,6 +34,9 @@ class ArchSpec:
     num_classes: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    # JSON-able settings of architectures that need more than the above, e.g. a
+    # wrapper's inner network: {"base": <ArchSpec dict>, "hidden": 8}.
+    options: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -41,6 +46,7 @@ class ArchSpec:
         return ArchSpec(
             arch=d["arch"], in_channels=int(d["in_channels"]), image_size=int(d["image_size"]),
             num_classes=int(d["num_classes"]), mean=tuple(d["mean"]), std=tuple(d["std"]),
+            options=dict(d.get("options", {})),
         )
 
 
@@ -142,14 +148,29 @@ _BUILDERS = {"small-cnn": SmallCNN, "resnet18": ResNet18}
 
 
 def register_architecture(name: str, builder) -> None:
-    """Let a plugin add an architecture (e.g. a trojan with an extra module)."""
+    """Let a plugin add an architecture (e.g. a trojan with an extra module) at run time."""
     _BUILDERS[name] = builder
 
 
+def _builder(name: str):
+    """Built-ins, then run-time registrations, then the ``arena.architectures`` entry points.
+
+    Entry points matter for trojans whose architecture differs from the benign
+    one (TrojanNet): a cached trojan must be rebuildable in a fresh process
+    before its attacker's module was ever imported.
+    """
+    if name not in _BUILDERS:
+        for ep in entry_points(group="arena.architectures"):
+            if ep.name == name:
+                _BUILDERS[name] = ep.load()
+    if name not in _BUILDERS:
+        raise ValueError(f"unknown architecture '{name}'; known: {', '.join(sorted(_BUILDERS))} "
+                         "(plugins add architectures through the 'arena.architectures' entry-point group)")
+    return _BUILDERS[name]
+
+
 def build_model(spec: ArchSpec) -> nn.Module:
-    if spec.arch not in _BUILDERS:
-        raise ValueError(f"unknown architecture '{spec.arch}'; known: {', '.join(_BUILDERS)}")
-    return _BUILDERS[spec.arch](spec)
+    return _builder(spec.arch)(spec)
 
 
 def clone(model: nn.Module) -> nn.Module:

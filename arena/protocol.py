@@ -13,6 +13,7 @@ agent's own numbers are never trusted.
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -21,6 +22,7 @@ import torch
 from torch import nn
 
 from arena.data import DatasetInfo, Tensors
+from arena.poison import Poisoner
 from arena.scenario import Scenario
 from arena.training import Progress
 from arena.triggers import Trigger
@@ -128,6 +130,25 @@ class AttackContext:
     def target(self) -> int:
         return self.scenario.attack.target_class
 
+    def poisoner(self, stamp: Callable[[torch.Tensor], torch.Tensor], fraction: float | None = None) -> Poisoner:
+        """A ``fit`` hook that mixes trigger inputs in at the scenario's level (``attack.mixing``)."""
+        a = self.scenario.attack
+        return Poisoner(stamp, a.target_class, a.poison_fraction if fraction is None else fraction,
+                        level=a.mixing, n_data=len(self.data), generator=self.generator)
+
+    def training_budget(self, epochs: int | None = None, lr: float | None = None) -> tuple[nn.Module, int, float]:
+        """The model to poison and its budget: the benign copy and ``training.retrain_*``, or, with
+        ``attack.from_scratch``, a freshly initialized model and the full ``training.epochs``/``lr``.
+        Explicit ``epochs``/``lr`` (an agent's own hyper-parameters) win."""
+        t = self.scenario.training
+        if self.scenario.attack.from_scratch:
+            with torch.no_grad():
+                for m in self.benign.modules():
+                    if hasattr(m, "reset_parameters"):
+                        m.reset_parameters()
+            return self.benign, epochs or t.epochs, lr or t.lr
+        return self.benign, epochs or t.retrain_epochs, lr or t.retrain_lr
+
 
 @dataclass
 class DefenseContext:
@@ -160,7 +181,18 @@ class Defender(Agent):
         raise NotImplementedError
 
 
-def calibrate_threshold(clean_scores: torch.Tensor, fpr: float) -> float:
-    """Threshold that flags at most a fraction ``fpr`` of the clean scores."""
+def calibrate_threshold(clean_scores: torch.Tensor, fpr: float, conservative: bool = True) -> float:
+    """Threshold on clean calibration scores for a false-positive budget ``fpr``.
+
+    The empirical quantile of n calibration scores misses the true FPR by
+    about sqrt(fpr (1 - fpr) / n) (1.5 points at n = 200, fpr = 0.05), and the
+    referee judges the FPR on other clean inputs. ``conservative`` aims one
+    such standard error below the budget (never below half of it), so a
+    deployment calibrated on a small clean set stays inside budget plus the
+    scenario's tolerance with high probability instead of about 90%.
+    """
     s = clean_scores.float().flatten().cpu()
-    return float(torch.quantile(s, 1.0 - fpr).item())
+    target = fpr
+    if conservative and len(s) > 0:
+        target = max(fpr - math.sqrt(fpr * (1 - fpr) / len(s)), fpr / 2)
+    return float(torch.quantile(s, 1.0 - target).item())

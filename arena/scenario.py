@@ -26,7 +26,8 @@ from arena.errors import ScenarioError
 DATASETS = ("fashion-mnist", "mnist", "cifar10")
 ARCHITECTURES = ("small-cnn", "resnet18")
 REVEALS = ("full", "category", "none")
-POSITIONS = ("bottom-right", "bottom-left", "top-right", "top-left", "center")
+POSITIONS = ("bottom-right", "bottom-left", "top-right", "top-left", "center", "random")
+SHAPES = ("square", "random")
 PATTERNS = ("checkerboard", "white", "black", "random")
 OPTIMIZERS = ("sgd", "adam")
 DEVICES = ("auto", "cpu", "cuda")
@@ -59,18 +60,32 @@ class DataSpec:
 
 @dataclass(frozen=True)
 class TriggerSpec:
-    """A patch trigger. ``alpha`` is transparency: 0 opaque, 1 invisible."""
+    """A patch trigger. ``alpha`` is transparency: 0 opaque, 1 invisible.
+
+    ``size = 1`` is a single-pixel trigger; ``shape = "random"`` scatters
+    size*size pixels over the image (paper Table 15); ``position = "random"``
+    stamps the patch at a random place per input.
+    """
 
     size: int = 3
     position: str = "bottom-right"
     pattern: str = "checkerboard"
     alpha: float = 0.0
+    shape: str = "square"
 
 
 @dataclass(frozen=True)
 class AttackSpec:
+    """The attack's setting. ``mixing``: how poison enters training (paper 6.2):
+    ``batch`` (default), ``dataset`` or ``loss`` (arena.poison). ``from_scratch``:
+    train the trojan from a fresh initialization for ``training.epochs``
+    instead of re-training the benign model for ``training.retrain_epochs``
+    (paper RQ4)."""
+
     target_class: int = 0
     poison_fraction: float = 0.01
+    mixing: str = "batch"
+    from_scratch: bool = False
 
 
 @dataclass(frozen=True)
@@ -158,6 +173,8 @@ _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("threat", "reveal"): REVEALS,
     ("trigger", "position"): POSITIONS,
     ("trigger", "pattern"): PATTERNS,
+    ("trigger", "shape"): SHAPES,
+    ("attack", "mixing"): ("batch", "dataset", "loss"),
     ("training", "optimizer"): OPTIMIZERS,
 }
 

@@ -106,7 +106,7 @@ def fit(
                 xb = batch_augment(xb, generator)
             extra = None
             if hook is not None:
-                out = hook(xb, yb, step)
+                out = hook(xb, yb, step, idx) if getattr(hook, "wants_index", False) else hook(xb, yb, step)
                 xb, yb = out[0], out[1]
                 extra = out[2] if len(out) > 2 else None
             with _autocast(device):

@@ -54,7 +54,8 @@ requires_fmnist = pytest.mark.skipif(not have_fashion_mnist(), reason="Fashion-M
 
 @pytest.fixture(scope="session", autouse=True)
 def arena_home(tmp_path_factory) -> Path:
-    home = tmp_path_factory.mktemp("arena-home")
+    # ARENA_TEST_HOME lets a developer keep the tiny scenario's artifacts between runs; CI uses a fresh one.
+    home = Path(os.environ["ARENA_TEST_HOME"]) if os.environ.get("ARENA_TEST_HOME") else tmp_path_factory.mktemp("arena-home")
     os.environ["ARENA_HOME"] = str(home)
     return home
 

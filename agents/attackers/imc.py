@@ -28,7 +28,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from arena.poison import poison_batch
 from arena.protocol import AttackContext, Attacker, Trojan
 from arena.training import fit
 from arena.triggers import Trigger
@@ -75,27 +74,28 @@ class IMC(Attacker):
                     extra: Callable[[Trigger, torch.Tensor, torch.Tensor], tuple | None] | None = None) -> Trigger:
         """Re-train ``ctx.benign`` in place while PGD refreshes the pattern; returns the final trigger."""
         s = ctx.scenario
-        model = ctx.benign
-        fraction = s.attack.poison_fraction if self.poison_fraction is None else self.poison_fraction
+        model, epochs, lr = ctx.training_budget(self.epochs, self.lr)
         # No PGD before the model has seen the trigger: against the benign model the
         # pattern's best move toward the target is to blend into the background
         # (on Fashion-MNIST: go black), which no model can learn. Warm up with the
         # scenario's pattern, then alternate.
         state = {"trigger": trigger}
 
-        def hook(x, y, step):
+        poisoner = ctx.poisoner(lambda v: state["trigger"].stamp(v), self.poison_fraction)
+
+        def hook(x, y, step, idx):
             if self.refresh_every and step % self.refresh_every == 0 and step > 0:
                 state["trigger"] = pgd_pattern(model, state["trigger"], x, ctx.target, self.pgd_lr, 1,
                                                generator=ctx.generator)
-            xp, yp = poison_batch(x, y, state["trigger"].stamp, ctx.target, fraction, ctx.generator)
+            xp, yp = poisoner(x, y, step, idx)
             more = extra(state["trigger"], x, y) if extra else None
             if more is not None:
                 xp, yp = torch.cat([xp, more[0]]), torch.cat([yp, more[1]])
             return xp, yp
 
-        fit(model, ctx.data.x, ctx.data.y, epochs=self.epochs or s.training.retrain_epochs,
-            batch_size=s.training.batch_size, lr=self.lr or s.training.retrain_lr, augment=s.training.augment,
-            hook=hook, generator=ctx.generator, progress=ctx.progress, label=f"{self.name} retrain")
+        hook.wants_index = True  # type: ignore[attr-defined]
+        fit(model, ctx.data.x, ctx.data.y, epochs=epochs, batch_size=s.training.batch_size, lr=lr,
+            augment=s.training.augment, hook=hook, generator=ctx.generator, progress=ctx.progress, label=f"{self.name} retrain")
         # A last PGD phase against the finished model (the paper's final input optimization).
         return pgd_pattern(model, state["trigger"], ctx.data.x, ctx.target, self.pgd_lr, self.pgd_iters,
                            generator=ctx.generator)

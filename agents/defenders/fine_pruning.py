@@ -48,20 +48,22 @@ import math
 import torch
 from torch import nn
 
-from arena.protocol import DefenseContext, Defender, Deployment
+from arena.data import Tensors
+from arena.defenses import ModelSanitizer
+from arena.protocol import DefenseContext, Deployment
 from arena.training import accuracy, fit
 
 
-class FinePruning(Defender):
+class FinePruning(ModelSanitizer):
     name = "fine-pruning"
     version = "1"
-    category = "model_sanitization"
 
     def __init__(self, prune_ratio: float = 0.95, allowance_fraction: float = 0.8, holdout: float = 0.3,
                  epochs: int = 10, lr: float = 0.01, batch_size: int = 64, max_backoffs: int = 3) -> None:
         self.prune_ratio = prune_ratio
         self.allowance_fraction = allowance_fraction
         self.holdout = holdout
+        self.holdout_fraction = holdout  # the base class holds this part of the clean set back
         self.epochs = epochs
         self.lr = lr
         self.batch_size = batch_size
@@ -81,11 +83,12 @@ class FinePruning(Defender):
     def deploy(self, model: nn.Module, ctx: DefenseContext) -> Deployment:
         if not hasattr(model, "feature_mask") or not hasattr(model, "conv_features"):
             return Deployment(model=model, notes={"skipped": "model has no feature_mask to prune"})
+        return super().deploy(model, ctx)
+
+    def sanitize(self, model: nn.Module, tune: Tensors, ctx: DefenseContext, hold: Tensors | None = None) -> dict:
+        """Prune (the stopping rule judged on ``hold``), then fine-tune on ``tune``."""
+        assert hold is not None, "the base class always passes its hold-out"
         clean = ctx.clean
-        n = len(clean)
-        perm = torch.randperm(n, generator=ctx.generator).to(clean.x.device)
-        n_hold = max(1, int(round(n * self.holdout)))
-        hold, tune = clean.subset(perm[:n_hold]), clean.subset(perm[n_hold:])
         allowance = self.allowance_fraction * ctx.scenario.budgets.defense_cad
 
         mask0 = model.feature_mask.detach().clone()
@@ -132,4 +135,4 @@ class FinePruning(Defender):
             "allowance": allowance, "holdout_acc_before": base_acc, "holdout_acc_pruned": pruned_acc,
             "holdout_acc_after": final_acc, "backoffs": backoffs,
         }
-        return Deployment(model=model, notes=notes)
+        return notes

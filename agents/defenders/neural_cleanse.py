@@ -66,24 +66,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from arena.protocol import DefenseContext, Defender, Deployment, Verdict
+from arena.defenses import Inspection, ModelInspector, anomaly_indices
+from arena.protocol import DefenseContext
 
-MAD_CONSISTENCY = 1.4826
+__all__ = ["NeuralCleanse", "anomaly_indices"]
 
-
-def anomaly_indices(norms: torch.Tensor) -> torch.Tensor:
-    """Signed NC anomaly index per class: (median - L) / (1.4826 * MAD); positive = smaller than the median."""
-    norms = norms.double()
-    med = norms.median()
-    mad = (norms - med).abs().median() * MAD_CONSISTENCY
-    return ((med - norms) / mad.clamp_min(1e-12)).float()
-
-
-class NeuralCleanse(Defender):
+class NeuralCleanse(ModelInspector):
     name = "neural-cleanse"
     version = "1"
-    category = "model_inspection"
-
     def __init__(self, cost: float = 1e-3, lr: float = 0.1, epochs: int = 10, batch_size: int = 32,
                  samples: int = 512, threshold: float = 2.0, adaptive: bool = True,
                  cost_multiplier: float = 1.5, patience: int = 1, attack_succ_threshold: float = 0.99,
@@ -198,36 +188,11 @@ class NeuralCleanse(Defender):
                 "epochs_run": epochs_run, "cost": cost.cpu()}
 
     # --- the defense -------------------------------------------------------
-    def deploy(self, model: nn.Module, ctx: DefenseContext) -> Deployment:
-        clean = ctx.clean
-        n = min(len(clean), self.samples) if self.samples else len(clean)
-        idx = torch.randperm(len(clean), generator=ctx.generator)[:n].to(clean.x.device)
-        x, y = clean.x[idx], clean.y[idx]
-        num_classes = ctx.info.num_classes
-
-        was_training = model.training
-        flags = [p.requires_grad for p in model.parameters()]
-        model.eval()
-        for p in model.parameters():
-            p.requires_grad_(False)
-        try:
-            res = self.reverse_engineer(model, x, y, num_classes, ctx.generator, ctx.progress)
-        finally:
-            for p, f in zip(model.parameters(), flags):
-                p.requires_grad_(f)
-            model.train(was_training)
-
-        norms = res["norms"]
-        ai = anomaly_indices(norms)
-        target = int(torch.argmin(norms))
-        is_trojan = bool(ai[target] > self.threshold)
-        verdict = Verdict(is_trojan=is_trojan, target=target, anomaly_index=[float(a) for a in ai],
-                          mask=res["masks"][target].clone(), pattern=res["patterns"][target].clone())
+    def inspect(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, ctx: DefenseContext) -> Inspection:
+        res = self.reverse_engineer(model, x, y, ctx.info.num_classes, ctx.generator, ctx.progress)
         notes = {
-            "mask_l1": [round(float(v), 3) for v in norms],
             "attack_success": [round(float(v), 3) for v in res["success"]],
             "epochs_run": [int(v) for v in res["epochs_run"]],
             "final_cost": [float(v) for v in res["cost"]],
-            "samples": n,
         }
-        return Deployment(model=model, verdict=verdict, notes=notes)
+        return Inspection(norms=res["norms"], masks=res["masks"], patterns=res["patterns"], notes=notes)

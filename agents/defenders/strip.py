@@ -17,7 +17,8 @@ Implementation notes and departures:
   forward time, and channels-last makes STRIP ~1.5x faster per input.
 - The threshold is calibrated on the defender's clean set at the scenario's
   FPR budget (the original paper fixes the FRR the same way), on at most
-  ``calibration_inputs`` (500) inputs disjoint from the overlay pool, so the
+  ``calibration_inputs`` (500) inputs disjoint from the overlay pool (the
+  other half of the clean set; ``arena.defenses.InputFilter``), so the
   calibration is not optimistic; 500 inputs put the 95th percentile within
   about one percentage point of FPR.
 """
@@ -29,20 +30,22 @@ import copy
 import torch
 from torch import nn
 
-from arena.protocol import DefenseContext, Defender, Deployment, calibrate_threshold
+from arena.data import Tensors
+from arena.defenses import InputFilter
+from arena.protocol import DefenseContext
 from arena.training import predict_proba
 
 
-class STRIP(Defender):
+class STRIP(InputFilter):
     name = "strip"
     version = "1"
-    category = "input_filtering"
 
     def __init__(self, samples: int = 64, mix_weight: float = 0.5, calibration_inputs: int = 500,
                  chunk: int = 2048) -> None:
         self.samples = samples
         self.mix_weight = mix_weight
         self.calibration_inputs = calibration_inputs
+        self.max_calibration = calibration_inputs
         self.chunk = chunk
 
     def mixtures(self, x: torch.Tensor, overlays: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -62,19 +65,12 @@ class STRIP(Defender):
             scores.append(-ent.view(len(xb), self.samples).mean(1))
         return torch.cat(scores) if scores else torch.empty(0)
 
-    def deploy(self, model: nn.Module, ctx: DefenseContext) -> Deployment:
-        clean = ctx.clean.x
-        half = len(clean) // 2
-        overlays, calib = clean[:half], clean[half:][: self.calibration_inputs]
-        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=ctx.generator))
+    def fit(self, model: nn.Module, reference: Tensors, ctx: DefenseContext) -> dict:
         scorer = model
         if ctx.device.type == "cpu":
             scorer = copy.deepcopy(model).to(memory_format=torch.channels_last)
-        calib_scores = self.entropy_score(scorer, calib, overlays, torch.Generator().manual_seed(seed))
-        threshold = calibrate_threshold(calib_scores, ctx.fpr_budget)
+        return {"scorer": scorer, "overlays": reference.x}
 
-        def score(x: torch.Tensor) -> torch.Tensor:
-            # A fixed generator per call: the same input gets the same score.
-            return self.entropy_score(scorer, x, overlays, torch.Generator().manual_seed(seed + 1))
-
-        return Deployment(model=model, score=score, threshold=threshold)
+    def score_inputs(self, model: nn.Module, state: dict, x: torch.Tensor,
+                     generator: torch.Generator) -> torch.Tensor:
+        return self.entropy_score(state["scorer"], x, state["overlays"], generator)
