@@ -105,6 +105,45 @@ def match(attacker: str, defender: str, scenario: str, seed: int | None, rounds:
         click.echo(_report(result.record))
 
 
+@main.command()
+@click.argument("attacker")
+@scenario_option
+@click.option("--seed", type=int, default=None, help="Seed (default: the scenario's first seed).")
+@click.option("--fractions", default="0.005,0.01,0.02,0.05,0.1", show_default=True,
+              help="Comma-separated poison fractions to craft the attack at.")
+@device_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the table.")
+@_friendly
+def sweep(attacker: str, scenario: str, seed: int | None, fractions: str, device: str, as_json: bool) -> None:
+    """Efficacy-specificity AUC of ATTACKER: ASR and CAD over poison fractions (paper Figure 5)."""
+    import dataclasses
+
+    from arena.store import Store
+    from arena.sweep import run_sweep
+
+    sc = load_scenario(scenario)
+    try:
+        fr = tuple(float(v) for v in fractions.split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(f"'{fractions}' is not a comma-separated list of numbers", param_hint="--fractions")
+    try:
+        result = run_sweep(sc, attacker, fr, seed=sc.seeds[0] if seed is None else seed, device=device,
+                           progress=None if as_json else stderr_progress)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--fractions")
+    store = Store()
+    store.save_sweep(result)
+    store.close()
+    if as_json:
+        click.echo(json.dumps(dataclasses.asdict(result)))
+        return
+    rows = [(f"{p.fraction:g}", f"{p.asr:.4f}", f"{100 * p.cad:.2f}", "yes" if p.within_budget else "no")
+            for p in result.points]
+    click.echo(tabulate(rows, headers=["poison fraction", "ASR", "CAD (points)", "within budget"]))
+    auc = "-" if result.auc is None else f"{result.auc:.3f}"
+    click.echo(f"efficacy-specificity AUC: {auc}  (normalized CAD over normalized ASR; smaller = stronger leverage)")
+
+
 def _split(values: tuple[str, ...]) -> list[str] | None:
     out = [v for item in values for v in item.split(",") if v]
     return out or None

@@ -14,16 +14,22 @@ A dataset is looked for, in order:
 4. a torchvision download into the data directory.
 
 Offline and absent, one ``DatasetNotFound`` lists every place it looked.
+Decoded datasets are cached as uint8 tensors on disk (under the arena home)
+and in memory for the process.
 """
 
 from __future__ import annotations
 
 import gzip
+import hashlib
+import json
 import os
 import pickle
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -128,28 +134,73 @@ def _cifar_batches(folder: Path, split: str) -> tuple[np.ndarray, np.ndarray] | 
     return np.concatenate(xs), np.concatenate(ys)
 
 
-def _try_sources(name: str, split: str, root: Path) -> tuple[tuple[np.ndarray, np.ndarray] | None, list[str]]:
+def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    with np.load(path) as d:
+        return d["x"], d["y"].astype(np.int64)
+
+
+def _sources(name: str, split: str, root: Path) -> list[tuple[Path, Callable[[], Any]]]:
+    """Candidate (place, reader) pairs in priority order; a reader returns (x, y) or None."""
     info = DATASET_INFO[name]
-    looked: list[str] = []
     npz = root / name / f"{split}.npz"
-    looked.append(str(npz))
-    if npz.is_file():
-        with np.load(npz) as d:
-            return (d["x"], d["y"].astype(np.int64)), looked
     tv = root / info.torchvision_dir
+    out: list[tuple[Path, Callable[[], Any]]] = [(npz, lambda: _read_npz(npz) if npz.is_file() else None)]
     if name == "cifar10":
-        looked.append(str(tv))
-        found = _cifar_batches(tv, split)
+        out.append((tv, lambda: _cifar_batches(tv, split)))
     else:
-        looked.append(str(tv / "raw"))
-        found = _idx_pair(tv / "raw", split)
-    if found is not None:
-        return found, looked
+        out.append((tv / "raw", lambda: _idx_pair(tv / "raw", split)))
     if name == "fashion-mnist":
-        looked.append(str(DEBIAN_FASHION_MNIST))
-        found = _idx_pair(DEBIAN_FASHION_MNIST, split)
-        if found is not None:
-            return found, looked
+        out.append((DEBIAN_FASHION_MNIST, lambda: _idx_pair(DEBIAN_FASHION_MNIST, split)))
+    return out
+
+
+def _fingerprint(place: Path) -> str | None:
+    """Size and mtime of a source (file, or the files of a folder); None when absent."""
+    files = [place] if place.is_file() else sorted(p for p in place.glob("*") if p.is_file()) if place.is_dir() else []
+    if not files:
+        return None
+    return json.dumps([[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in files])
+
+
+def _tensor_cache_path(name: str, split: str, fingerprint: str) -> Path:
+    from arena.cache import arena_home  # late: the cache module is not needed to read data
+
+    key = hashlib.sha256(fingerprint.encode()).hexdigest()[:16]
+    return arena_home() / "cache" / "datasets" / f"{name}-{split}-{key}.pt"
+
+
+def _try_sources(name: str, split: str, root: Path) -> tuple[tuple[Any, Any] | None, list[str]]:
+    """The first source that has the split, read through an on-disk uint8 tensor cache.
+
+    Decoding gzip'd IDX or pickled CIFAR batches costs about a second per
+    process; the decoded uint8 tensors are saved under the arena home, keyed
+    by the source's paths, sizes and mtimes, so a changed source is re-read.
+    """
+    looked: list[str] = []
+    for place, read in _sources(name, split, root):
+        looked.append(str(place))
+        fp = _fingerprint(place)
+        if fp is None:
+            continue
+        cached = _tensor_cache_path(name, split, fp)
+        if cached.is_file():
+            try:
+                d = torch.load(cached, weights_only=True)
+                return (d["x"], d["y"]), looked
+            except Exception:  # a corrupt cache file is re-made below
+                pass
+        found = read()
+        if found is None:
+            continue
+        try:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cached.with_suffix(f".tmp{os.getpid()}")
+            torch.save({"x": _from_uint8(found[0], DATASET_INFO[name].channels),
+                        "y": torch.from_numpy(np.asarray(found[1], dtype=np.int64))}, tmp)
+            os.replace(tmp, cached)
+        except OSError:  # a read-only home only costs the decoding next time
+            pass
+        return found, looked
     return None, looked
 
 
@@ -190,11 +241,12 @@ def load_dataset(name: str, split: str, root: str | None = None) -> Tensors:
         )
     x, y = found
     info = DATASET_INFO[name]
-    xt = _from_uint8(x, info.channels)
+    xt = x if isinstance(x, torch.Tensor) else _from_uint8(x, info.channels)
     if tuple(xt.shape[1:]) != (info.channels, info.size, info.size):
         raise DatasetNotFound(f"dataset '{name}' has images of shape {tuple(xt.shape[1:])}, expected "
                               f"{(info.channels, info.size, info.size)}")
-    return Tensors(xt.float().div_(255.0), torch.from_numpy(np.asarray(y, dtype=np.int64)))
+    yt = y if isinstance(y, torch.Tensor) else torch.from_numpy(np.asarray(y, dtype=np.int64))
+    return Tensors(xt.float().div_(255.0), yt)
 
 
 def make_splits(scenario: Scenario, seed: int, device: torch.device | str = "cpu") -> Splits:

@@ -24,6 +24,9 @@ class Control:
     flagged: bool
     fpr: float | None
     cad: float
+    # what the defender saw on the clean model: its suspected class and anomaly index (inspection)
+    suspected_target: int | None = None
+    aiv: float | None = None
 
 
 @dataclass(frozen=True)
@@ -46,7 +49,9 @@ def decide(attack: AttackMetrics, defense: DefenseMetrics, control: Control, bud
         return Outcome(1.0, f"defender gate: the filter rejects {defense.fpr:.1%} of clean inputs "
                             f"(budget {budgets.fpr:.0%} + tolerance {budgets.fpr_tolerance:.0%})", "defender")
     if control.flagged:
-        return Outcome(1.0, "defender gate: the defender flags the benign model as a trojan (control run)",
+        why = (f" (class {control.suspected_target}, anomaly index {control.aiv:.2f})"
+               if control.aiv is not None else "")
+        return Outcome(1.0, f"defender gate: the defender flags the benign model as a trojan (control run){why}",
                        "defender")
     if defense.flagged:
         return Outcome(0.0, f"inspection rejects the model (suspected target {defense.suspected_target}, "

@@ -192,8 +192,13 @@ class Referee:
             if dep.score is not None and dep.threshold is not None:
                 n = self.scenario.scoring.inputs
                 fpr = (dep.score(clean_x[:n]) > dep.threshold).float().mean().item()
-            flagged = bool(dep.verdict.is_trojan) if dep.verdict is not None else False
-            return {"control": json.dumps({"flagged": flagged, "fpr": fpr, "cad": acc_b - acc_d})}
+            v = dep.verdict
+            flagged = bool(v.is_trojan) if v is not None else False
+            target = v.target if v is not None else None
+            aiv = (float(v.anomaly_index[target]) if v is not None and v.anomaly_index is not None
+                   and target is not None else None)
+            return {"control": json.dumps({"flagged": flagged, "fpr": fpr, "cad": acc_b - acc_d,
+                                           "suspected_target": target, "aiv": aiv})}
 
         payload, _ = self.cache.get_or_make("control", key, run)
         return Control(**json.loads(payload["control"]))

@@ -9,6 +9,7 @@ what is stored and a re-run of a failed match replaces its error row.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 from dataclasses import dataclass, field
@@ -39,6 +40,18 @@ CREATE TABLE IF NOT EXISTS matches (
     started_at TEXT,
     duration_s REAL,
     UNIQUE (scenario_digest, attacker, attacker_version, defender, defender_version, seed, rounds)
+);
+CREATE TABLE IF NOT EXISTS sweeps (        -- efficacy-specificity curves (arena.sweep)
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    scenario TEXT NOT NULL,
+    scenario_digest TEXT NOT NULL,
+    attacker TEXT NOT NULL,
+    seed INTEGER NOT NULL,
+    fractions TEXT NOT NULL,         -- JSON list, sorted
+    points TEXT NOT NULL,            -- JSON: [{fraction, asr, cad, within_budget}]
+    auc REAL,
+    created_at TEXT,
+    UNIQUE (scenario_digest, attacker, seed, fractions)
 );
 """
 
@@ -101,6 +114,35 @@ class Store:
                  json.dumps(r.round_records), r.error, r.device, r.code_version, r.started_at, r.duration_s),
             )
             return int(cur.lastrowid)
+
+    def save_sweep(self, result: Any) -> None:
+        """Store an ``arena.sweep.SweepResult`` (replacing the same sweep run before)."""
+        import datetime as dt
+
+        points = [dataclasses.asdict(p) for p in result.points]
+        fractions = json.dumps(sorted(p["fraction"] for p in points))
+        with self._conn:
+            self._conn.execute(
+                """INSERT INTO sweeps (scenario, scenario_digest, attacker, seed, fractions, points, auc, created_at)
+                   VALUES (?,?,?,?,?,?,?,?)
+                   ON CONFLICT (scenario_digest, attacker, seed, fractions)
+                   DO UPDATE SET points=excluded.points, auc=excluded.auc, created_at=excluded.created_at""",
+                (result.scenario, result.scenario_digest, result.attacker, result.seed, fractions,
+                 json.dumps(points), result.auc, dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")),
+            )
+
+    def sweeps(self, scenario: str | None = None) -> list[dict[str, Any]]:
+        q, args = "SELECT * FROM sweeps", []
+        if scenario:
+            q += " WHERE scenario=?"
+            args.append(scenario)
+        cur = self._conn.execute(q + " ORDER BY id", args)
+        cols = [c[0] for c in cur.description]
+        rows = [dict(zip(cols, r)) for r in cur.fetchall()]
+        for r in rows:
+            r["points"] = json.loads(r["points"])
+            r["fractions"] = json.loads(r["fractions"])
+        return rows
 
     def has_ok(self, digest: str, attacker: str, attacker_version: str, defender: str,
                defender_version: str, seed: int, rounds: int) -> bool:
