@@ -177,6 +177,10 @@ class ModelInspector(Defender):
 
     threshold: float = 2.0  # NC's anomaly-index threshold; subclasses take it as a hyper-parameter
     samples: int | None = 512  # clean images handed to ``inspect`` (None: all)
+    # Optional second condition: the suspect's norm must also be below this fraction of the median
+    # norm. The MAD index alone is scale-free: when most classes' norms cluster tightly, a class that
+    # is merely somewhat easier to reach scores above 2 on a clean model (see NeuralCleanse).
+    max_norm_ratio: float | None = None
 
     def inspect(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                 ctx: DefenseContext) -> Inspection:  # pragma: no cover - interface
@@ -186,7 +190,10 @@ class ModelInspector(Defender):
         """(is_trojan, suspected target, anomaly index per class): NC's MAD rule on ``norms``."""
         ai = anomaly_indices(found.norms)
         target = int(torch.argmin(found.norms))
-        return bool(ai[target] > self.threshold), target, ai
+        flagged = bool(ai[target] > self.threshold)
+        if self.max_norm_ratio is not None:
+            flagged = flagged and bool(found.norms[target] < self.max_norm_ratio * found.norms.median())
+        return flagged, target, ai
 
     def deploy(self, model: nn.Module, ctx: DefenseContext) -> Deployment:
         clean = ctx.clean

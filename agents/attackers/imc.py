@@ -23,6 +23,7 @@ background (black on Fashion-MNIST), a trigger no model can learn.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -34,8 +35,13 @@ from arena.triggers import Trigger
 
 
 def pgd_pattern(model: nn.Module, trigger: Trigger, x: torch.Tensor, target: int, lr: float, iters: int,
-                batch_size: int = 256, generator: torch.Generator | None = None) -> Trigger:
-    """Signed-gradient descent on the pattern toward ``target`` (mask and transparency fixed)."""
+                batch_size: int = 256, generator: torch.Generator | None = None,
+                through: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Trigger:
+    """Signed-gradient descent on the pattern toward ``target`` (mask and transparency fixed).
+
+    ``through`` is an input transform the stamped inputs pass before the model
+    (a revealed reformer's, for adaptive IMC); it must be differentiable.
+    """
     was_training = model.training
     model.eval()
     pattern = trigger.pattern.clone().to(x.device)
@@ -43,12 +49,31 @@ def pgd_pattern(model: nn.Module, trigger: Trigger, x: torch.Tensor, target: int
     for _ in range(iters):
         idx = torch.randint(0, len(x), (len(labels),), generator=generator).to(x.device)
         p = pattern.clone().requires_grad_(True)
-        stamped = Trigger(trigger.mask, p, trigger.alpha).stamp(x[idx])
+        stamped = Trigger(trigger.mask, p, trigger.alpha, trigger.roam).stamp(x[idx])
+        if through is not None:
+            stamped = through(stamped)
         loss = F.cross_entropy(model(stamped), labels)
         (grad,) = torch.autograd.grad(loss, p)
         pattern = (pattern - lr * grad.sign()).clamp_(0.0, 1.0)
     model.train(was_training)
-    return Trigger(trigger.mask, pattern.detach(), trigger.alpha)
+    return Trigger(trigger.mask, pattern.detach(), trigger.alpha, trigger.roam)
+
+
+@dataclass
+class Adaptation:
+    """What an adaptive variant changes in IMC's co-optimization (every part optional).
+
+    - ``extra(trigger, x, y)``: more training inputs per batch (STRIP's counter-examples);
+    - ``clean(model, x, y)``: replaces the batch's inputs before poisoning (AR: adversarial versions);
+    - ``through(x)``: a transform every training input and the trigger optimization pass
+      (MP, DU: the surrogate reformer);
+    - ``loss(model, trigger, x, y)``: a term added to the training loss (ABS's cost).
+    """
+
+    extra: Callable[[Trigger, torch.Tensor, torch.Tensor], tuple | None] | None = None
+    clean: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+    through: Callable[[torch.Tensor], torch.Tensor] | None = None
+    loss: Callable[[nn.Module, Trigger, torch.Tensor, torch.Tensor], torch.Tensor | None] | None = None
 
 
 class IMC(Attacker):
@@ -65,15 +90,10 @@ class IMC(Attacker):
         self.epochs = epochs  # None: the scenario's training.retrain_epochs
         self.lr = lr  # None: the scenario's training.retrain_lr
 
-    def extra_batch(self, ctx: AttackContext, trigger: Trigger, x: torch.Tensor,
-                    y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """Extra training inputs per batch; adaptive variants add their countermeasure here."""
-        return None
-
-    def co_optimize(self, ctx: AttackContext, trigger: Trigger,
-                    extra: Callable[[Trigger, torch.Tensor, torch.Tensor], tuple | None] | None = None) -> Trigger:
+    def co_optimize(self, ctx: AttackContext, trigger: Trigger, adapt: Adaptation | None = None) -> Trigger:
         """Re-train ``ctx.benign`` in place while PGD refreshes the pattern; returns the final trigger."""
         s = ctx.scenario
+        adapt = adapt or Adaptation()
         model, epochs, lr = ctx.training_budget(self.epochs, self.lr)
         # No PGD before the model has seen the trigger: against the benign model the
         # pattern's best move toward the target is to blend into the background
@@ -86,19 +106,25 @@ class IMC(Attacker):
         def hook(x, y, step, idx):
             if self.refresh_every and step % self.refresh_every == 0 and step > 0:
                 state["trigger"] = pgd_pattern(model, state["trigger"], x, ctx.target, self.pgd_lr, 1,
-                                               generator=ctx.generator)
-            xp, yp = poisoner(x, y, step, idx)
-            more = extra(state["trigger"], x, y) if extra else None
+                                               generator=ctx.generator, through=adapt.through)
+            xc = adapt.clean(model, x, y) if adapt.clean else x
+            xp, yp = poisoner(xc, y, step, idx)
+            more = adapt.extra(state["trigger"], x, y) if adapt.extra else None
             if more is not None:
                 xp, yp = torch.cat([xp, more[0]]), torch.cat([yp, more[1]])
-            return xp, yp
+            if adapt.through is not None:
+                with torch.no_grad():
+                    xp = adapt.through(xp)
+            extra_loss = adapt.loss(model, state["trigger"], x, y) if adapt.loss else None
+            return (xp, yp) if extra_loss is None else (xp, yp, extra_loss)
 
         hook.wants_index = True  # type: ignore[attr-defined]
         fit(model, ctx.data.x, ctx.data.y, epochs=epochs, batch_size=s.training.batch_size, lr=lr,
-            augment=s.training.augment, hook=hook, generator=ctx.generator, progress=ctx.progress, label=f"{self.name} retrain")
+            augment=s.training.augment, hook=hook, generator=ctx.generator, progress=ctx.progress,
+            label=f"{self.name} retrain")
         # A last PGD phase against the finished model (the paper's final input optimization).
         return pgd_pattern(model, state["trigger"], ctx.data.x, ctx.target, self.pgd_lr, self.pgd_iters,
-                           generator=ctx.generator)
+                           generator=ctx.generator, through=adapt.through)
 
     def craft(self, ctx: AttackContext) -> Trojan:
         trigger = self.co_optimize(ctx, ctx.trigger.to(ctx.device))
