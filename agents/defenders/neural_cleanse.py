@@ -92,6 +92,17 @@ class NeuralCleanse(ModelInspector):
         self.early_stop_patience = early_stop_patience
 
     # --- reverse engineering ---------------------------------------------
+    def regularizer(self, model: nn.Module, classes: torch.Tensor, mask: torch.Tensor, pattern: torch.Tensor,
+                    x: torch.Tensor, y: torch.Tensor) -> torch.Tensor | None:
+        """Extra loss terms per candidate class (shape ``(A,)``), added to NC's ``CE + cost * |m|_1``.
+
+        ``classes`` (A,) are the candidate targets still optimized, ``mask`` (A,1,H,W) and ``pattern``
+        (A,C,H,W) their current triggers, ``x``/``y`` the clean batch. Each entry must depend only on
+        its own class's trigger, so the classes' optimizations stay independent. NC adds nothing;
+        TABOR (``tabor.py``) adds its regularizers here.
+        """
+        return None
+
     def reverse_engineer(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int,
                          generator: torch.Generator, progress=None) -> dict:
         """All classes' triggers at once; returns per-class norms, masks (K,1,H,W), patterns (K,C,H,W)."""
@@ -139,7 +150,11 @@ class NeuralCleanse(ModelInspector):
                 n = w.sum(1)
                 ce_t = (ce * w).sum(1) / n.clamp_min(1)
                 l1 = m.flatten(1).sum(1)
-                loss = (ce_t + cost[act] * l1).sum()
+                per_class = ce_t + cost[act] * l1
+                extra = self.regularizer(model, act, m, p, xb, yb)
+                if extra is not None:
+                    per_class = per_class + extra
+                loss = per_class.sum()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -179,7 +194,7 @@ class NeuralCleanse(ModelInspector):
                     if self.early_stop and torch.isfinite(best_norm[t]) and stale[t] >= self.early_stop_patience:
                         active[t] = False
                 if progress:
-                    progress(f"  neural-cleanse: epoch {epoch + 1}/{self.epochs} classes {act.tolist()} "
+                    progress(f"  {self.name}: epoch {epoch + 1}/{self.epochs} classes {act.tolist()} "
                              f"mask L1 {[round(float(v), 1) for v in norms]} "
                              f"success {[round(float(v), 3) for v in succ]}")
 
