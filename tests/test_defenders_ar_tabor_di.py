@@ -79,6 +79,7 @@ def test_tabor_singles_out_badnets_target_and_not_the_benign_model(referee, tiny
 
 def test_deep_inspect_flags_badnet_and_not_the_benign_model(referee, tiny):
     # A quarter of the 400-image clean set (the paper's ratio 0.1 would leave 40 images here).
+    # Measured at this seed: target L1 ~7 against 79-226, anomaly index 5.3; benign top index 1.4.
     result = referee.play("badnet", DeepInspect(sample_ratio=0.25), seed=0)
     m = result.record.metrics
     d, notes = m["defense"], m["defender_notes"]
@@ -91,3 +92,17 @@ def test_deep_inspect_flags_badnet_and_not_the_benign_model(referee, tiny):
     assert d["mjs"] > 0  # the perturbation sits on the bottom-right patch
     assert m["control"]["flagged"] is False and m["control"]["aiv"] < d["aiv"]
     assert result.record.outcome == 0.0 and d["cad"] == 0.0
+
+
+def test_inspectors_do_not_flag_the_benign_model_of_the_none_attacker(referee):
+    # The benign model again, with the match's own defender seed (the control run uses another):
+    # a second draw of the inspectors' random initialization on a clean model.
+    for defender in (TABOR(), DeepInspect(sample_ratio=0.25)):
+        result = referee.play("none", defender, seed=0)
+        m = result.record.metrics
+        assert m["defense"]["flagged"] is False, defender.name
+        # No trigger-sized shortcut: even the easiest class needs over half the median norm (BadNet's
+        # target: ~0.1). The MAD index alone can exceed 2 here (DI: 2.8 at ratio 0.8, trousers), which
+        # is why both inspectors also require max_norm_ratio.
+        norms = torch.tensor(m["defender_notes"]["norms"])
+        assert norms.min() > defender.max_norm_ratio * norms.median(), defender.name

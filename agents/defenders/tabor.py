@@ -33,6 +33,9 @@ Implementation notes and departures:
   blocked images); R4 costs a forward pass of the K lone triggers.
 - "Original prediction" in R3 is the model's own prediction on the clean
   input (computed without gradient), not the defender's label.
+- Like the arena's NC, a suspect must also have a mask below
+  ``max_norm_ratio`` (0.5) of the median norm (see ``neural_cleanse.py``);
+  ``None`` leaves the MAD rule alone.
 - Detection uses NC's MAD anomaly index on the mask L1 norms (TrojanZoo does
   the same); TABOR's paper also proposes a trigger-quality score for ranking
   candidate triggers, not implemented.
@@ -63,14 +66,15 @@ def total_variation(z: torch.Tensor) -> torch.Tensor:
 
 class TABOR(NeuralCleanse):
     name = "tabor"
-    version = "1"
+    version = "2"
 
     def __init__(self, lambda1: float = 1e-6, lambda2: float = 1e-5, lambda3: float = 1e-7,
                  lambda4: float = 1e-8, lambda5: float = 0.0, lambda6: float = 1e-2,
                  cost: float = 1e-3, lr: float = 0.1, epochs: int = 10, batch_size: int = 32,
                  samples: int = 512, threshold: float = 2.0, adaptive: bool = True,
                  cost_multiplier: float = 1.5, patience: int = 1, attack_succ_threshold: float = 0.99,
-                 early_stop: bool = True, early_stop_patience: int = 3) -> None:
+                 early_stop: bool = True, early_stop_patience: int = 3,
+                 max_norm_ratio: float | None = 0.5) -> None:
         # Every parameter is listed (no **kwargs) so that get_params() names them all in the cache keys.
         super().__init__(cost=cost, lr=lr, epochs=epochs, batch_size=batch_size, samples=samples,
                          threshold=threshold, adaptive=adaptive, cost_multiplier=cost_multiplier,
@@ -78,6 +82,7 @@ class TABOR(NeuralCleanse):
                          early_stop=early_stop, early_stop_patience=early_stop_patience)
         self.lambda1, self.lambda2, self.lambda3 = lambda1, lambda2, lambda3
         self.lambda4, self.lambda5, self.lambda6 = lambda4, lambda5, lambda6
+        self.max_norm_ratio = max_norm_ratio  # the arena NC's second condition, read by ModelInspector.decide
 
     def regularizer(self, model: nn.Module, classes: torch.Tensor, mask: torch.Tensor, pattern: torch.Tensor,
                     x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
