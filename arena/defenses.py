@@ -30,6 +30,7 @@ a window of deployment traffic. In the control run the window is all clean.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -59,6 +60,14 @@ def frozen(model: nn.Module) -> Iterator[nn.Module]:
         for p, f in zip(model.parameters(), flags):
             p.requires_grad_(f)
         model.train(was_training)
+
+
+def inference_copy(model: nn.Module, device: torch.device) -> nn.Module:
+    """The model for a filter's many scoring passes: a channels-last copy on the CPU (NCHW max-pooling
+    took over half the small CNN's forward time; ~1.5x faster per input), the model itself elsewhere."""
+    if device.type == "cpu":
+        return copy.deepcopy(model).to(memory_format=torch.channels_last)
+    return model
 
 
 def seed_from(generator: torch.Generator) -> int:

@@ -25,13 +25,12 @@ Implementation notes and departures:
 
 from __future__ import annotations
 
-import copy
 
 import torch
 from torch import nn
 
 from arena.data import Tensors
-from arena.defenses import InputFilter
+from arena.defenses import inference_copy, InputFilter
 from arena.protocol import DefenseContext
 from arena.training import predict_proba
 
@@ -66,9 +65,7 @@ class STRIP(InputFilter):
         return torch.cat(scores) if scores else torch.empty(0)
 
     def fit(self, model: nn.Module, reference: Tensors, ctx: DefenseContext) -> dict:
-        scorer = model
-        if ctx.device.type == "cpu":
-            scorer = copy.deepcopy(model).to(memory_format=torch.channels_last)
+        scorer = inference_copy(model, ctx.device)
         return {"scorer": scorer, "overlays": reference.x}
 
     def score_inputs(self, model: nn.Module, state: dict, x: torch.Tensor,
