@@ -18,7 +18,6 @@ import time
 from dataclasses import asdict, dataclass
 
 import torch
-from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from arena.protocol import Deployment, Trojan
@@ -138,6 +137,8 @@ def defense_metrics(dep: Deployment, category: str, trojan: Trojan, attack: Atta
         m.tpr = flag_t.float().mean().item()
         m.fpr = flag_c.float().mean().item()
         labels = torch.cat([torch.zeros(len(sc)), torch.ones(len(st))]).numpy()
+        from sklearn.metrics import roc_auc_score  # imported here: sklearn adds ~1.5 s to every CLI start
+
         m.auroc = float(roc_auc_score(labels, torch.cat([sc, st]).float().cpu().numpy()))
         m.effective_asr = (hit[: len(flag_t)] & ~flag_t).float().mean().item()
     v = dep.verdict
