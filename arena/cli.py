@@ -13,6 +13,7 @@ from typing import Any
 import click
 from tabulate import tabulate
 
+from arena.cache import arena_home
 from arena.errors import ArenaError
 from arena.scenario import DEFAULT_SCENARIO, available_scenarios, load_scenario
 from arena.training import stderr_progress
@@ -63,6 +64,9 @@ def _report(rec) -> str:
     if notes:
         lines.append("")
         lines.append("notes: " + json.dumps(notes, default=str))
+    for name, path in m.get("artifacts", {}).items():
+        if path.endswith(".png"):
+            lines.append(f"{name.replace('_png', '')}: {arena_home() / path}")
     if rec.rounds > 1:
         lines.append("")
         lines.append(tabulate([(r["round"], f"{r['outcome']:.3f}", r["reason"]) for r in rec.round_records],

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 import arena
+from arena.artifacts import save_recovered_trigger
 from arena.cache import ArtifactCache, key_of
 from arena.data import Splits, make_splits
 from arena.metrics import AttackMetrics, DefenseMetrics, attack_metrics, defense_metrics
@@ -242,11 +243,13 @@ class Referee:
                                                  filter_inputs=s.scoring.inputs)
             control = self._control(defender, seed)
             outcome = decide(am, dm, control, s.budgets)
+            artifacts = (save_recovered_trigger(self.cache.root.parent, trojan.trigger, dep.verdict)
+                         if dep.verdict is not None else {})
             metrics = {
                 "attack": dataclasses.asdict(am), "defense": dataclasses.asdict(dm),
                 "control": dataclasses.asdict(control), "gate": outcome.gate,
                 "timing": {"craft_s": craft_s, "trojan_cached": cached, "deploy_s": deploy_s},
-                "attacker_notes": trojan.notes, "defender_notes": dep.notes,
+                "attacker_notes": trojan.notes, "defender_notes": dep.notes, "artifacts": artifacts,
             }
             history.append(RoundRecord(rnd, outcome.score, outcome.reason, metrics, dict(trojan.notes)))
         assert outcome is not None

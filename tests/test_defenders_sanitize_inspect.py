@@ -45,6 +45,17 @@ def test_neural_cleanse_flags_badnet_and_recovers_its_trigger(referee, tiny):
     assert d["effective_asr"] == 0.0 and result.record.outcome == 0.0
     assert m["control"]["flagged"] is False  # the benign model of the control run is not flagged
     assert d["cad"] == 0.0  # inspection does not touch the model
+    # The recovered trigger is kept as an artifact (tensors and a picture) beside the true one.
+    from PIL import Image
+
+    from arena.cache import arena_home
+
+    art = m["artifacts"]
+    saved = torch.load(arena_home() / art["recovered_trigger_pt"], weights_only=True)
+    assert saved["mask"].shape == saved["true_mask"].shape == (1, 28, 28)
+    assert abs(float(saved["mask"].abs().sum()) - d["mln"]) < 1e-3  # the mask MLN was computed from
+    with Image.open(arena_home() / art["recovered_trigger_png"]) as img:
+        assert img.width > 3 * img.height // 2 and img.height >= 28 * 8  # three upscaled panels in a row
 
 
 def test_neural_cleanse_does_not_flag_the_benign_model(referee):
