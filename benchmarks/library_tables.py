@@ -58,12 +58,17 @@ def _by_pair(records: list[MatchRecord]) -> dict[tuple[str, str], list[MatchReco
     return pairs
 
 
-def attack_table(pairs: dict[tuple[str, str], list[MatchRecord]], attackers: list[str]) -> str:
+def attack_table(pairs: dict[tuple[str, str], list[MatchRecord]], attackers: list[str],
+                 transparent: dict[tuple[str, str], list[MatchRecord]], alpha: float) -> str:
     rows = []
     for a in attackers:
         recs = pairs.get((a, "none"), [])
+        tr = [r.metrics["attack"] for r in transparent.get((a, "none"), [])]
+        tr_cell = (f"{_ms([x['asr'] for x in tr])} ({_ms([x['tmc'] for x in tr])}) · CAD "
+                   f"{_ms([x['cad'] for x in tr], '{:.2f}')}" + (f" [{len(tr)}]" if len(tr) > 1 else "")
+                   if tr else "-")
         if not recs:
-            rows.append([a] + ["-"] * 6)
+            rows.append([a] + ["-"] * 6 + [tr_cell])
             continue
         m = [r.metrics["attack"] for r in recs]
         crafts = [r.metrics["timing"]["craft_s"] for rs in pairs.values() for r in rs
@@ -76,9 +81,10 @@ def attack_table(pairs: dict[tuple[str, str], list[MatchRecord]], attackers: lis
             _ms([x["nsr"] for x in m], "{:.2f}", 1.0),
             _ms([x["base_rate"] for x in m]),
             _ms(crafts, "{:.0f}", 1.0),
+            tr_cell,
         ])
     return _table(["attack (seeds)", "ASR % (TMC %)", "CAD points", "CCC %", "NSR", "base rate %",
-                   "craft s"], rows)
+                   "craft s", f"at alpha {alpha}: ASR % (TMC %) · CAD"], rows)
 
 
 def defense_tables(pairs: dict[tuple[str, str], list[MatchRecord]], attackers: list[str],
@@ -140,6 +146,39 @@ def defense_tables(pairs: dict[tuple[str, str], list[MatchRecord]], attackers: l
     return "\n\n".join(parts)
 
 
+def time_table(records: list[MatchRecord], attackers: list[str], defenders: list[str]) -> str:
+    """Where a tournament's time goes, from the stored per-match timings.
+
+    A match's duration covers the attacker's craft (uncached crafts only: a non-adaptive trojan is
+    made once per seed, an adaptive one per defender), the defender's deployment, the defender's
+    control run on the benign model (once per defender and seed, inside its first match) and the
+    referee's scoring. The benign model is trained before the first match and is not in any row.
+    """
+    ok = [r for r in records if r.status == "ok" and r.attacker in attackers and r.defender in defenders]
+    total = sum(r.duration_s for r in ok)
+    crafts = defaultdict(float)
+    for r in ok:
+        if not r.metrics["timing"]["trojan_cached"]:
+            crafts[r.attacker] += r.metrics["timing"]["craft_s"]
+    rows = []
+    for d in defenders:
+        rs = [r for r in ok if r.defender == d]
+        if not rs:
+            continue
+        match_s = sum(r.duration_s for r in rs)
+        craft_s = sum(r.metrics["timing"]["craft_s"] for r in rs if not r.metrics["timing"]["trojan_cached"])
+        deploy_s = sum(r.metrics["timing"]["deploy_s"] for r in rs)
+        rows.append([d, str(len(rs)), f"{match_s / 60:.1f}", f"{craft_s / 60:.1f}", f"{deploy_s / 60:.1f}",
+                     f"{(match_s - craft_s - deploy_s) / 60:.1f}"])
+    rows.sort(key=lambda r: -float(r[2]))
+    crows = [[a, f"{crafts[a] / 60:.1f}"] for a in sorted(crafts, key=lambda a: -crafts[a])]
+    return (f"Sum of stored match durations: {total / 60:.1f} min over {len(ok)} matches.\n\n"
+            "Per defender (minutes; *rest* = the control run on the benign model, the referee's "
+            "scoring and evaluation):\n\n"
+            + _table(["defender", "matches", "total", "attacker crafts", "deploy", "rest"], rows)
+            + "\n\nPer attacker, uncached crafts (minutes):\n\n" + _table(["attacker", "craft"], crows))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--scenario", default="fmnist-cnn")
@@ -147,6 +186,11 @@ def main() -> None:
     ap.add_argument("--attackers", default="", help="comma-separated (default: all installed)")
     ap.add_argument("--defenders", default="", help="comma-separated (default: all installed)")
     ap.add_argument("--play", action="store_true", help="run/resume the tournament first")
+    ap.add_argument("--transparent", default=str(ROOT / "benchmarks" / "scenarios" / "fmnist-cnn-alpha08.toml"),
+                    help="scenario whose attackers-vs-none matches give the transparency column")
+    ap.add_argument("--defense-seeds", type=int, default=None,
+                    help="seeds of the full attackers x defenders tournament (default: --seeds); the "
+                         "attack table's matches against `none` always use --seeds")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--out", default=str(ROOT / "docs"))
     args = ap.parse_args()
@@ -160,24 +204,38 @@ def main() -> None:
     if "none" not in defenders:
         defenders = ["none"] + defenders
     seeds = list(sc.seeds)[: args.seeds]
+    defense_seeds = list(sc.seeds)[: args.defense_seeds or args.seeds]
+    tsc = load_scenario(args.transparent)
     store = Store()
     if args.play:
         from arena.tournament import run
 
-        run(sc, attackers=attackers, defenders=defenders, seeds=seeds, device=args.device, store=store,
+        run(sc, attackers=attackers, defenders=defenders, seeds=defense_seeds, device=args.device, store=store,
             progress=stderr_progress)
-    records = [r for r in store.matches(digest=sc.digest) if r.seed in seeds]
+        run(sc, attackers=attackers, defenders=["none"], seeds=seeds, device=args.device, store=store,
+            progress=stderr_progress)
+        run(tsc, attackers=attackers, defenders=["none"], seeds=seeds[:1], device=args.device, store=store,
+            progress=stderr_progress)
+    records = [r for r in store.matches(digest=sc.digest)
+               if r.seed in (seeds if r.defender == "none" else defense_seeds)]
     pairs = _by_pair(records)
+    transparent = _by_pair([r for r in store.matches(digest=tsc.digest) if r.seed in seeds[:1]])
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    head = (f"Scenario `{sc.name}` (digest {sc.digest}), seeds {seeds}; {len(records)} stored matches. "
-            f"Regenerate: `.venv/bin/python benchmarks/library_tables.py --scenario {sc.name} "
-            f"--seeds {args.seeds} --play`. Cells: mean ± sd over the seeds stored for the pair.\n")
+    regen = (f"`.venv/bin/python benchmarks/library_tables.py --scenario {sc.name} --seeds {args.seeds}"
+             + (f" --defense-seeds {args.defense_seeds}" if args.defense_seeds else "") + " --play`")
+    head = (f"Scenario `{sc.name}` (digest {sc.digest}): matches against `none` over seeds {seeds}, "
+            f"all other pairs over seeds {defense_seeds}; {len(records)} stored matches. Regenerate: {regen}. "
+            "Cells: mean ± sd over the seeds stored for the pair (one value when one seed is stored).\n")
+    alpha = tsc.trigger.alpha
     (out / "attacks.md").write_text(f"# Attack library on `{sc.name}`\n\n{head}\n"
-                                    + attack_table(pairs, attackers) + "\n")
+                                    + attack_table(pairs, attackers, transparent, alpha)
+                                    + f"\n\nThe last column is the same attack against `none` in `{tsc.name}` "
+                                    f"(trigger transparency {alpha}, seed {seeds[0]}).\n")
     (out / "defenses.md").write_text(f"# Defense library on `{sc.name}`\n\n{head}\n"
                                      + defense_tables(pairs, [a for a in attackers], [d for d in defenders if d != "none"])
-                                     + "\n")
+                                     + "\n\n## Where the time goes\n\n"
+                                     + time_table(records, attackers, defenders) + "\n")
     print(f"wrote {out / 'attacks.md'} and {out / 'defenses.md'} from {len(records)} matches")
 
 
