@@ -42,15 +42,13 @@ def trigger_panels(true: Trigger | None, verdict: Verdict) -> torch.Tensor:
     """The panels of the PNG as one N x 3 x H x W batch (true trigger, recovered mask, recovered trigger)."""
     assert verdict.mask is not None
     mask = verdict.mask.detach().float().cpu()
-    size = mask.shape[-2:]
     panels = []
     if true is not None:
         panels.append(_rgb(true.mask.cpu() * true.pattern.cpu()))
     panels.append(_rgb(mask))
     if verdict.pattern is not None:
         panels.append(_rgb(mask * verdict.pattern.detach().float().cpu()))
-    batch = torch.stack([p if p.shape[-2:] == size else F.interpolate(p[None], size=size)[0] for p in panels])
-    return F.interpolate(batch, scale_factor=SCALE, mode="nearest")
+    return F.interpolate(torch.stack(panels), scale_factor=SCALE, mode="nearest")
 
 
 def save_recovered_trigger(home: Path, true: Trigger | None, verdict: Verdict) -> dict[str, str]:
@@ -81,7 +79,7 @@ def save_recovered_trigger(home: Path, true: Trigger | None, verdict: Verdict) -
         # Write under a temporary name and rename, as the cache does: a killed run leaves no half file.
         tmp_pt, tmp_png = folder / f"{key}.tmp{os.getpid()}.pt", folder / f"{key}.tmp{os.getpid()}.png"
         torch.save(tensors, tmp_pt)
-        save_image(trigger_panels(true, verdict), tmp_png, nrow=3, padding=2 * SCALE // 4, pad_value=0.5)
+        save_image(trigger_panels(true, verdict), tmp_png, nrow=3, padding=2, pad_value=0.5)
         os.replace(tmp_pt, pt)
         os.replace(tmp_png, png)
     return {"recovered_trigger_pt": str(rel / pt.name), "recovered_trigger_png": str(rel / png.name)}
