@@ -179,6 +179,19 @@ def time_table(records: list[MatchRecord], attackers: list[str], defenders: list
             + "\n\nPer attacker, uncached crafts (minutes):\n\n" + _table(["attacker", "craft"], crows))
 
 
+NOTES_MARKER = "<!-- hand-written notes below: library_tables.py keeps them when it rewrites the tables -->"
+
+
+def write_keeping_notes(path: Path, generated: str) -> None:
+    """Write the generated tables, keeping the hand-written notes after ``NOTES_MARKER``."""
+    notes = ""
+    if path.is_file():
+        old = path.read_text()
+        if NOTES_MARKER in old:
+            notes = old[old.index(NOTES_MARKER):]
+    path.write_text(generated + ("\n" + notes if notes else ""))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--scenario", default="fmnist-cnn")
@@ -228,11 +241,11 @@ def main() -> None:
             f"all other pairs over seeds {defense_seeds}; {len(records)} stored matches. Regenerate: {regen}. "
             "Cells: mean ± sd over the seeds stored for the pair (one value when one seed is stored).\n")
     alpha = tsc.trigger.alpha
-    (out / "attacks.md").write_text(f"# Attack library on `{sc.name}`\n\n{head}\n"
+    write_keeping_notes(out / "attacks.md", f"# Attack library on `{sc.name}`\n\n{head}\n"
                                     + attack_table(pairs, attackers, transparent, alpha)
                                     + f"\n\nThe last column is the same attack against `none` in `{tsc.name}` "
                                     f"(trigger transparency {alpha}, seed {seeds[0]}).\n")
-    (out / "defenses.md").write_text(f"# Defense library on `{sc.name}`\n\n{head}\n"
+    write_keeping_notes(out / "defenses.md", f"# Defense library on `{sc.name}`\n\n{head}\n"
                                      + defense_tables(pairs, [a for a in attackers], [d for d in defenders if d != "none"])
                                      + "\n\n## Where the time goes\n\n"
                                      + time_table(records, attackers, defenders) + "\n")
