@@ -237,8 +237,11 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     regen = (f"`.venv/bin/python benchmarks/library_tables.py --scenario {sc.name} --seeds {args.seeds}"
              + (f" --defense-seeds {args.defense_seeds}" if args.defense_seeds else "") + " --play`")
-    head = (f"Scenario `{sc.name}` (digest {sc.digest}): matches against `none` over seeds {seeds}, "
-            f"all other pairs over seeds {defense_seeds}; {len(records)} stored matches. Regenerate: {regen}. "
+    stored_none = sorted({r.seed for r in records if r.defender == "none"})
+    stored_rest = sorted({r.seed for r in records if r.defender != "none"})
+    head = (f"Scenario `{sc.name}` (digest {sc.digest}): matches against `none` stored for seeds {stored_none} "
+            f"(asked: {seeds}), all other pairs for seeds {stored_rest} (asked: {defense_seeds}); "
+            f"{len(records)} stored matches. Regenerate: {regen}. "
             "Cells: mean ± sd over the seeds stored for the pair (one value when one seed is stored).\n")
     alpha = tsc.trigger.alpha
     write_keeping_notes(out / "attacks.md", f"# Attack library on `{sc.name}`\n\n{head}\n"
