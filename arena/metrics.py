@@ -5,7 +5,12 @@ All accuracies and rates are fractions in [0, 1]; CAD is in fractions too
 is not the target, stamped by the trojan's own trigger.
 
 Accuracies, CAD and ASR use the whole test split (a forward pass each is
-cheap, and a 3-point budget needs more than a few hundred inputs to gate on).
+cheap, and a 3-point budget needs more than a few hundred inputs to gate on),
+except for a deployment that runs many forward passes per input (randomized
+smoothing): it is scored on a prefix of each set sized by the scenario's
+``scoring.passes`` budget, and its ARD and CAD are taken against the
+trojan's own accuracy and ASR on that same prefix (paired, so the prefix's
+sampling error largely cancels).
 Input filters score the first ``scoring.inputs`` clean and trigger inputs
 (the paper scores 100 pairs), since each filter query can cost many forward
 passes; TPR, FPR, AUROC and the effective ASR of filtered deployments come
@@ -92,6 +97,7 @@ class DefenseMetrics:
     mjs: float | None = None
     art_model_s: float = 0.0  # deploy() wall time (per model: sanitization, inspection, calibration)
     art_input_ms: float = 0.0  # per-input cost of transform + score (online defenses)
+    scored_inputs: int | None = None  # clean inputs the accuracy was measured on (trigger: at most as many)
 
 
 def _predict(dep: Deployment, x: torch.Tensor) -> torch.Tensor:
@@ -113,9 +119,25 @@ def stream_scores(dep: Deployment, clean: torch.Tensor, stamped: torch.Tensor) -
     return scores[: len(clean)], scores[len(clean) :]
 
 
+def scored_prefix(available: int, passes_per_input: int, max_passes: int | None) -> int:
+    """How many inputs of a test set a deployment is scored on: all of them, unless its passes per
+    input times their number exceed the budget ``max_passes`` (then at least one)."""
+    if max_passes is None or passes_per_input <= 1:
+        return available
+    return max(1, min(available, max_passes // passes_per_input))
+
+
 def defense_metrics(dep: Deployment, category: str, trojan: Trojan, attack: AttackMetrics,
                     clean_x: torch.Tensor, clean_y: torch.Tensor, trig_x: torch.Tensor, target: int,
-                    deploy_seconds: float, filter_inputs: int = 1000) -> DefenseMetrics:
+                    deploy_seconds: float, filter_inputs: int = 1000,
+                    max_passes: int | None = None) -> DefenseMetrics:
+    ref_acc, ref_asr = attack.trojan_acc, attack.asr
+    k = scored_prefix(len(clean_x), dep.passes_per_input, max_passes)
+    if k < len(clean_x) or k < len(trig_x):
+        # A costly deployment: score it on prefixes, and the undefended trojan on the same ones.
+        clean_x, clean_y, trig_x = clean_x[:k], clean_y[:k], trig_x[:k]
+        ref_acc = (predict_proba(trojan.model, clean_x).argmax(1) == clean_y).float().mean().item()
+        ref_asr, _ = _asr_tmc(predict_proba(trojan.model, trojan.stamp(trig_x)), target)
     stamped = trojan.stamp(trig_x)
     n = filter_inputs
     t0 = time.perf_counter()
@@ -127,9 +149,10 @@ def defense_metrics(dep: Deployment, category: str, trojan: Trojan, attack: Atta
     asr, tmc = _asr_tmc(pt, target)
     hit = pt.argmax(1) == target
     m = DefenseMetrics(
-        category=category, clean_acc=clean_acc, cad=attack.trojan_acc - clean_acc,
-        ccc=pc.gather(1, clean_y.view(-1, 1)).mean().item(), asr=asr, ard=attack.asr - asr, tmc=tmc,
+        category=category, clean_acc=clean_acc, cad=ref_acc - clean_acc,
+        ccc=pc.gather(1, clean_y.view(-1, 1)).mean().item(), asr=asr, ard=ref_asr - asr, tmc=tmc,
         effective_asr=hit.float().mean().item(), art_model_s=deploy_seconds, art_input_ms=per_input_ms,
+        scored_inputs=len(clean_x),
     )
     if sc is not None and st is not None:
         thr = dep.threshold if dep.threshold is not None else float("inf")

@@ -109,6 +109,9 @@ class Deployment:
     threshold: float | None = None
     verdict: Verdict | None = None
     notes: dict[str, Any] = field(default_factory=dict)
+    # Forward passes of the model per input (randomized smoothing: its samples); the referee scores
+    # a costly deployment on fewer test inputs (scenario ``scoring.passes``).
+    passes_per_input: int = 1
 
 
 @dataclass

@@ -29,7 +29,7 @@ import arena
 from arena.artifacts import save_recovered_trigger
 from arena.cache import ArtifactCache, key_of
 from arena.data import Splits, make_splits
-from arena.metrics import AttackMetrics, DefenseMetrics, attack_metrics, defense_metrics
+from arena.metrics import AttackMetrics, DefenseMetrics, attack_metrics, defense_metrics, scored_prefix
 from arena.models import ArchSpec, build_model, clone
 from arena.outcome import Control, decide
 from arena.plugins import agent_name, make_agent
@@ -180,12 +180,15 @@ class Referee:
         """The defender on the benign model: does it flag a clean model, what does it cost?"""
         benign, benign_key = self.benign(seed)
         key = key_of({"kind": "control", "benign": benign_key, "defender": _agent_id(defender),
-                      "budgets": dataclasses.asdict(self.scenario.budgets), "seed": seed})
+                      "budgets": dataclasses.asdict(self.scenario.budgets),
+                      "scoring": dataclasses.asdict(self.scenario.scoring), "seed": seed})
 
         def run() -> dict[str, Any]:
             self._say(f"{agent_name(defender)} control run on the benign model (seed {seed})")
             dep, _ = self._deploy(defender, clone(benign), seed, [], label="control")
             clean_x, clean_y, _ = self._scoring_inputs(seed)
+            k = scored_prefix(len(clean_x), dep.passes_per_input, self.scenario.scoring.passes)
+            clean_x, clean_y = clean_x[:k], clean_y[:k]
             xin = dep.transform(clean_x) if dep.transform is not None else clean_x
             acc_b = (predict_proba(benign, clean_x).argmax(1) == clean_y).float().mean().item()
             acc_d = (predict_proba(dep.model, xin).argmax(1) == clean_y).float().mean().item()
@@ -240,7 +243,7 @@ class Referee:
             dep, deploy_s = self._deploy(defender, clone(trojan.model), seed, history, label=f"round{rnd}")
             dm: DefenseMetrics = defense_metrics(dep, defender.category, trojan, am, clean_x, clean_y,
                                                  trig_x, s.attack.target_class, deploy_s,
-                                                 filter_inputs=s.scoring.inputs)
+                                                 filter_inputs=s.scoring.inputs, max_passes=s.scoring.passes)
             control = self._control(defender, seed)
             outcome = decide(am, dm, control, s.budgets)
             artifacts = (save_recovered_trigger(self.cache.root.parent, trojan.trigger, dep.verdict)

@@ -111,9 +111,20 @@ class Budgets:
 
 @dataclass(frozen=True)
 class Scoring:
-    """How many clean and trigger test inputs an input filter scores (accuracy and ASR use all of test)."""
+    """How many test inputs the referee scores a deployment on.
+
+    ``inputs``: clean and trigger inputs each filter scores (TPR, FPR, AUROC).
+    ``passes``: forward passes of the model spent on each of the clean and
+    trigger test sets when measuring a deployment's accuracy and ASR. A
+    deployment that runs k passes per input (randomized smoothing: one per
+    noise sample) is scored on the first ``passes // k`` inputs of each set,
+    and the undefended reference (for ARD and CAD) on the same inputs; one
+    pass per input (every other defender) covers the whole test split at any
+    realistic budget. None: always the whole test split.
+    """
 
     inputs: int = 1000
+    passes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -282,6 +293,8 @@ def _check_consistency(s: Scenario, where: str) -> None:
         raise ScenarioError(f"{where}: 'trigger.size' must be at least 1")
     if s.data.defender_fraction + s.data.validation_fraction >= 0.5:
         raise ScenarioError(f"{where}: defender + validation fractions leave the attacker too little data")
+    if s.scoring.passes is not None and s.scoring.passes < 1:
+        raise ScenarioError(f"{where}: 'scoring.passes' must be at least 1 (or left out: score all of test)")
     if s.training.epochs < 1 or s.training.batch_size < 1:
         raise ScenarioError(f"{where}: 'training.epochs' and 'training.batch_size' must be at least 1")
 

@@ -223,12 +223,15 @@ def main() -> None:
     if args.play:
         from arena.tournament import run
 
-        run(sc, attackers=attackers, defenders=defenders, seeds=defense_seeds, device=args.device, store=store,
-            progress=stderr_progress)
+        # Cheapest first, and one seed at a time, so that a run cut short leaves whole tables behind:
+        # the attack table (attackers vs none), its transparency column, then the full tournament.
         run(sc, attackers=attackers, defenders=["none"], seeds=seeds, device=args.device, store=store,
             progress=stderr_progress)
         run(tsc, attackers=attackers, defenders=["none"], seeds=seeds[:1], device=args.device, store=store,
             progress=stderr_progress)
+        for seed in defense_seeds:
+            run(sc, attackers=attackers, defenders=defenders, seeds=[seed], device=args.device, store=store,
+                progress=stderr_progress)
     records = [r for r in store.matches(digest=sc.digest)
                if r.seed in (seeds if r.defender == "none" else defense_seeds)]
     pairs = _by_pair(records)

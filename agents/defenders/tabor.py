@@ -37,7 +37,8 @@ Implementation notes and departures:
   ``max_norm_ratio`` (0.5) of the median norm (see ``neural_cleanse.py``);
   ``None`` leaves the MAD rule alone.
 - Detection uses NC's MAD anomaly index on the mask L1 norms (TrojanZoo does
-  the same); TABOR's paper also proposes a trigger-quality score for ranking
+  the same), on their logs like the arena's NC (``log_scale``; see
+  ``neural_cleanse.py``); TABOR's paper also proposes a trigger-quality score for ranking
   candidate triggers, not implemented.
 - TABOR's paper restores the trigger to patch the model; the arena's
   inspectors only flag (a flagged model is rejected), so no patching.
@@ -66,7 +67,7 @@ def total_variation(z: torch.Tensor) -> torch.Tensor:
 
 class TABOR(NeuralCleanse):
     name = "tabor"
-    version = "2"
+    version = "3"
 
     def __init__(self, lambda1: float = 1e-6, lambda2: float = 1e-5, lambda3: float = 1e-7,
                  lambda4: float = 1e-8, lambda5: float = 0.0, lambda6: float = 1e-2,
@@ -74,7 +75,8 @@ class TABOR(NeuralCleanse):
                  samples: int = 512, threshold: float = 2.0, adaptive: bool = True,
                  cost_multiplier: float = 1.5, patience: int = 1, attack_succ_threshold: float = 0.99,
                  early_stop: bool = True, early_stop_patience: int = 3,
-                 max_norm_ratio: float | None = 0.5) -> None:
+                 max_norm_ratio: float | None = 0.5,
+                 log_scale: bool = True) -> None:
         # Every parameter is listed (no **kwargs) so that get_params() names them all in the cache keys.
         super().__init__(cost=cost, lr=lr, epochs=epochs, batch_size=batch_size, samples=samples,
                          threshold=threshold, adaptive=adaptive, cost_multiplier=cost_multiplier,
@@ -83,6 +85,7 @@ class TABOR(NeuralCleanse):
         self.lambda1, self.lambda2, self.lambda3 = lambda1, lambda2, lambda3
         self.lambda4, self.lambda5, self.lambda6 = lambda4, lambda5, lambda6
         self.max_norm_ratio = max_norm_ratio  # the arena NC's second condition, read by ModelInspector.decide
+        self.log_scale = log_scale
 
     def regularizer(self, model: nn.Module, classes: torch.Tensor, mask: torch.Tensor, pattern: torch.Tensor,
                     x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
