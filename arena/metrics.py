@@ -131,14 +131,15 @@ def defense_metrics(dep: Deployment, category: str, trojan: Trojan, attack: Atta
                     clean_x: torch.Tensor, clean_y: torch.Tensor, trig_x: torch.Tensor, target: int,
                     deploy_seconds: float, filter_inputs: int = 1000,
                     max_passes: int | None = None) -> DefenseMetrics:
-    ref_acc, ref_asr = attack.trojan_acc, attack.asr
     k = scored_prefix(len(clean_x), dep.passes_per_input, max_passes)
-    if k < len(clean_x) or k < len(trig_x):
-        # A costly deployment: score it on prefixes, and the undefended trojan on the same ones.
+    paired = k < len(clean_x) or k < len(trig_x)
+    if paired:  # a costly deployment: scored on prefixes, and the undefended trojan on the same ones
         clean_x, clean_y, trig_x = clean_x[:k], clean_y[:k], trig_x[:k]
-        ref_acc = (predict_proba(trojan.model, clean_x).argmax(1) == clean_y).float().mean().item()
-        ref_asr, _ = _asr_tmc(predict_proba(trojan.model, trojan.stamp(trig_x)), target)
     stamped = trojan.stamp(trig_x)
+    ref_acc, ref_asr = attack.trojan_acc, attack.asr
+    if paired:
+        ref_acc = (predict_proba(trojan.model, clean_x).argmax(1) == clean_y).float().mean().item()
+        ref_asr, _ = _asr_tmc(predict_proba(trojan.model, stamped), target)
     n = filter_inputs
     t0 = time.perf_counter()
     pc, pt = _predict(dep, clean_x), _predict(dep, stamped)

@@ -101,10 +101,13 @@ def defense_tables(pairs: dict[tuple[str, str], list[MatchRecord]], attackers: l
             for a in attackers:
                 ms = [r.metrics["defense"] for r in pairs.get((a, d), [])]
                 row.append(f"{_ms([x['ard'] for x in ms])} ({_ms([x['tmc'] for x in ms])})" if ms else "-")
-            cad = [r.metrics["defense"]["cad"] for a in attackers for r in pairs.get((a, d), [])]
-            rows.append(row + [_ms(cad, "{:.2f}")])
+            ms = [r.metrics["defense"] for a in attackers for r in pairs.get((a, d), [])]
+            # Clean inputs each match scored the deployment on (fewer for costly ones: scoring.passes).
+            scored = sorted({x.get("scored_inputs") for x in ms} - {None})
+            span = "?" if not scored else str(scored[0]) if len(scored) == 1 else f"{scored[0]}-{scored[-1]}"
+            rows.append(row + [_ms([x["cad"] for x in ms], "{:.2f}"), span])
         parts.append("### ARD % (TMC %) of reformation and sanitization defenses\n\n"
-                     + _table(["defense"] + attackers + ["defense CAD points"], rows))
+                     + _table(["defense"] + attackers + ["defense CAD points", "test inputs scored"], rows))
     filters = [d for d in defenders if cats.get(d) == "input_filtering"]
     if filters:
         rows = []
@@ -131,8 +134,9 @@ def defense_tables(pairs: dict[tuple[str, str], list[MatchRecord]], attackers: l
                 row.append(f"{hit:.0%} · AIV {_ms([x['aiv'] for x in ms], '{:.2f}', 1.0)} · "
                            f"MLN {_ms([x['mln'] for x in ms], '{:.1f}', 1.0)} · "
                            f"MJS {_ms([x['mjs'] for x in ms], '{:.2f}', 1.0)}")
-            ctl = [r.metrics["control"]["flagged"] for a in attackers for r in pairs.get((a, d), [])]
-            rows.append(row + [f"{sum(ctl)}/{len(ctl)}" if ctl else "-"])
+            # One control run per seed (every match of that seed shares it): count seeds, not matches.
+            ctl = {r.seed: r.metrics["control"]["flagged"] for a in attackers for r in pairs.get((a, d), [])}
+            rows.append(row + [f"{sum(ctl.values())}/{len(ctl)} seeds" if ctl else "-"])
         parts.append("### Inspection: detection rate · AIV · MLN · MJS (control: benign model flagged)\n\n"
                      + _table(["inspector"] + attackers + ["control flagged"], rows))
     rows = []
