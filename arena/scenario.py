@@ -118,9 +118,9 @@ class Scoring:
     trigger test sets when measuring a deployment's accuracy and ASR. A
     deployment that runs k passes per input (randomized smoothing: one per
     noise sample) is scored on the first ``passes // k`` inputs of each set,
-    and the undefended reference (for ARD and CAD) on the same inputs; one
-    pass per input (every other defender) covers the whole test split at any
-    realistic budget. None: always the whole test split.
+    and the undefended reference (for ARD and CAD) on the same inputs. A
+    deployment with one pass per input (every other defender) is always
+    scored on the whole test split. None: no budget.
     """
 
     inputs: int = 1000

@@ -106,6 +106,11 @@ def test_scenario_wrong_type(home, tmp_path):
     assert_user_error(invoke("scenarios", "show", str(p)), str(p), "'training.epochs' must be int")
 
 
+def test_scenario_zero_scoring_budget(home, tmp_path):
+    p = write_scenario(tmp_path, TINY_TOML.replace("inputs = 600", "inputs = 600\npasses = 0"))
+    assert_user_error(invoke("scenarios", "show", str(p)), str(p), "'scoring.passes' must be at least 1")
+
+
 # --- environment: device and data --------------------------------------------------------------
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")
