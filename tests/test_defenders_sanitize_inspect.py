@@ -83,3 +83,22 @@ def test_neural_cleanse_mask_lies_on_the_trigger(referee, tiny):
     assert v.pattern.shape == (sp.info.channels, sp.info.size, sp.info.size)
     near = torch.nn.functional.max_pool2d(true.unsqueeze(0), 5, 1, 2).squeeze(0)  # trigger grown by 2 pixels
     assert (v.mask * near).sum() > 0.5 * v.mask.sum()
+
+
+def test_an_inspector_that_flags_every_model_loses_at_the_defender_gate(referee):
+    # It rejects BadNet's trojan, but it rejects the benign model of the control run too: the
+    # referee gives the match to the attacker (score 1), whatever it did to the trojan.
+    from arena.protocol import Defender, Deployment, Verdict
+
+    class Paranoid(Defender):
+        name = "paranoid"
+        category = "model_inspection"
+
+        def deploy(self, model, ctx):
+            return Deployment(model=model, verdict=Verdict(is_trojan=True, target=0))
+
+    result = referee.play("badnet", Paranoid(), seed=0)
+    m = result.record.metrics
+    assert m["defense"]["flagged"] is True and m["control"]["flagged"] is True
+    assert m["gate"] == "defender" and result.record.outcome == 1.0
+    assert "benign" in result.record.reason
