@@ -123,9 +123,12 @@ def test_input_reformation_removes_trojannet(referee, tiny):
 def test_a_costly_deployment_is_scored_on_a_prefix_against_the_paired_reference(referee, tiny):
     # Scoring budget (scenario ``scoring.passes``): a deployment that runs k passes per input is
     # scored on the first passes // k inputs, and ARD/CAD compare it with the trojan on those inputs.
+    import dataclasses
+
     from arena.metrics import attack_metrics, defense_metrics
     from arena.plugins import make_agent
     from arena.protocol import Deployment
+    from arena.referee import Referee
 
     trojan, _ = referee._craft(make_agent("attacker", "badnet", {}), make_agent("defender", "none", {}), 0, 1, [])
     benign, _ = referee.benign(0)
@@ -145,10 +148,6 @@ def test_a_costly_deployment_is_scored_on_a_prefix_against_the_paired_reference(
     assert full.scored_inputs == len(clean_x)  # one pass per input: the whole test split
 
     # Through the referee: RS declares its samples as passes per input.
-    import dataclasses
-
-    from arena.referee import Referee
-
     budgeted = dataclasses.replace(tiny, scoring=dataclasses.replace(tiny.scoring, passes=800))
     result = Referee(budgeted, device="cpu").play("badnet", RandomizedSmoothing(samples=8, std=0.1), seed=0)
     assert result.record.metrics["defense"]["scored_inputs"] == 100
