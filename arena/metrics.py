@@ -164,7 +164,8 @@ def defense_metrics(dep: Deployment, category: str, trojan: Trojan, attack: Atta
         from sklearn.metrics import roc_auc_score  # imported here: sklearn adds ~1.5 s to every CLI start
 
         m.auroc = float(roc_auc_score(labels, torch.cat([sc, st]).float().cpu().numpy()))
-        m.effective_asr = (hit[: len(flag_t)] & ~flag_t).float().mean().item()
+        # Filter scores live on the CPU (stream_scores); predictions on the referee's device.
+        m.effective_asr = (hit[: len(flag_t)].cpu() & ~flag_t).float().mean().item()
     v = dep.verdict
     if v is not None:
         m.flagged = bool(v.is_trojan)

@@ -58,7 +58,9 @@ def make_optimizer(params, name: str, lr: float, momentum: float = 0.9, weight_d
 def batch_augment(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Random horizontal flip and 2-pixel translation on a whole batch (CIFAR-style)."""
     n = x.shape[0]
-    flip = torch.rand(n, device=x.device, generator=generator) < 0.5
+    # Draws come from the seeded CPU generator and move to x's device: CUDA refuses a CPU generator,
+    # and drawing on the CPU keeps a seed's numbers the same on every device.
+    flip = (torch.rand(n, generator=generator) < 0.5).to(x.device)
     x = torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
     pad = F.pad(x, (2, 2, 2, 2), mode="reflect")
     dx, dy = torch.randint(0, 5, (2,), generator=generator).tolist()

@@ -128,3 +128,16 @@ def test_outcome_play_is_effective_asr():
     assert decide(_am(), _dm(fpr=0.069), CLEAN, Budgets()).gate == "play"
     flagged = decide(_am(), _dm(flagged=True, effective_asr=0.0, aiv=3.0, suspected_target=0), CLEAN, Budgets())
     assert flagged.score == 0.0 and "rejects" in flagged.reason
+
+
+def test_batch_augment_draws_on_the_cpu_generator_for_any_device():
+    # Regression (CUDA crash): a seeded CPU generator with a batch on another device. The meta
+    # device stands in for CUDA here; the draws must come from the CPU generator either way.
+    from arena.training import batch_augment
+
+    x = torch.rand(8, 3, 32, 32)
+    out_meta = batch_augment(x.to("meta"), torch.Generator().manual_seed(3))
+    assert out_meta.device.type == "meta" and out_meta.shape == x.shape
+    a = batch_augment(x, torch.Generator().manual_seed(3))
+    b = batch_augment(x, torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)
