@@ -8,15 +8,27 @@ import sys
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from tabulate import tabulate
 
+from arena import __version__
 from arena.cache import arena_home
-from arena.errors import ArenaError
-from arena.scenario import DEFAULT_SCENARIO, available_scenarios, load_scenario
+from arena.errors import ArenaError, ScenarioError
+from arena.scenario import (
+    DEFAULT_SCENARIO,
+    MAX_SEED,
+    Scenario,
+    available_scenarios,
+    check_agent_tables,
+    load_scenario,
+    looks_like_path,
+)
 from arena.training import stderr_progress
+
+if TYPE_CHECKING:
+    from arena.store import Store
 
 
 def _friendly(fn: Callable) -> Callable:
@@ -34,6 +46,7 @@ def _friendly(fn: Callable) -> Callable:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="arena")
 def main() -> None:
     """Backdoor Arena: backdoor attacks and defenses play each other."""
 
@@ -74,8 +87,39 @@ def _report(rec) -> str:
     return "\n".join(lines)
 
 
+def _load(scenario: str) -> Scenario:
+    """A scenario to play: loaded by name or path, and its agent tables naming installed agents."""
+    sc = load_scenario(scenario)
+    check_agent_tables(sc)
+    return sc
+
+
+def _stored_name(store: Store, value: str) -> str:
+    """The name stored matches carry for a --scenario value: a scenario's name or path, or a stored name.
+
+    A stored name whose file is gone (or was renamed) still selects its
+    matches; a value that is neither is an error, not an empty listing.
+    """
+    try:
+        return load_scenario(value).name
+    except ScenarioError:
+        stored = store.scenario_names()
+        if value in stored:
+            return value
+        if looks_like_path(value) or value in available_scenarios():
+            raise  # a file that does not load: its own error says why
+        raise ScenarioError(
+            f"unknown scenario '{value}': no scenario file of that name and no stored matches under it",
+            hint=f"stored scenarios: {', '.join(stored) or '(none)'}; "
+                 f"scenario files: {', '.join(available_scenarios()) or '(none)'}",
+        ) from None
+
+
+# Seeds go to torch and numpy generators: keep them in a range both accept everywhere.
+SEED = click.IntRange(0, MAX_SEED)
+
 scenario_option = click.option("--scenario", "-s", default=DEFAULT_SCENARIO, show_default=True,
-                               help="Scenario name (scenarios/NAME.toml) or path to a .toml file.")
+                               help="Scenario name (see `arena scenarios list`) or path to a .toml file.")
 device_option = click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
                              show_default=True, help="Where to train and score.")
 
@@ -84,7 +128,7 @@ device_option = click.option("--device", type=click.Choice(["auto", "cpu", "cuda
 @click.argument("attacker")
 @click.argument("defender")
 @scenario_option
-@click.option("--seed", type=int, default=None, help="Seed (default: the scenario's first seed).")
+@click.option("--seed", type=SEED, default=None, help="Seed (default: the scenario's first seed).")
 @click.option("--rounds", type=click.IntRange(min=1), default=None, help="Rounds (default: the scenario's).")
 @device_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the report.")
@@ -94,13 +138,14 @@ def match(attacker: str, defender: str, scenario: str, seed: int | None, rounds:
           as_json: bool, no_store: bool) -> None:
     """Play ATTACKER against DEFENDER (names, or path/file.py:Class)."""
     from arena.referee import Referee
-    from arena.store import Store
+    from arena.store import Store, require_writable_home
 
-    sc = load_scenario(scenario)
+    sc = _load(scenario)
+    require_writable_home()  # the model cache is written even with --no-store
+    store = None if no_store else Store()  # a broken store fails now, not after training
     referee = Referee(sc, device=device, progress=None if as_json else stderr_progress)
     result = referee.play(attacker, defender, seed=sc.seeds[0] if seed is None else seed, rounds=rounds)
-    if not no_store:
-        store = Store()
+    if store is not None:
         result.record.id = store.save(result.record)
         store.close()
     if as_json:
@@ -112,7 +157,7 @@ def match(attacker: str, defender: str, scenario: str, seed: int | None, rounds:
 @main.command()
 @click.argument("attacker")
 @scenario_option
-@click.option("--seed", type=int, default=None, help="Seed (default: the scenario's first seed).")
+@click.option("--seed", type=SEED, default=None, help="Seed (default: the scenario's first seed).")
 @click.option("--fractions", default="0.005,0.01,0.02,0.05,0.1", show_default=True,
               help="Comma-separated poison fractions to craft the attack at.")
 @device_option
@@ -125,17 +170,17 @@ def sweep(attacker: str, scenario: str, seed: int | None, fractions: str, device
     from arena.store import Store
     from arena.sweep import run_sweep
 
-    sc = load_scenario(scenario)
+    sc = _load(scenario)
     try:
         fr = tuple(float(v) for v in fractions.split(",") if v.strip())
     except ValueError:
         raise click.BadParameter(f"'{fractions}' is not a comma-separated list of numbers", param_hint="--fractions")
+    store = Store()  # a broken or read-only store fails now, not after training
     try:
         result = run_sweep(sc, attacker, fr, seed=sc.seeds[0] if seed is None else seed, device=device,
                            progress=None if as_json else stderr_progress)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--fractions")
-    store = Store()
     store.save_sweep(result)
     store.close()
     if as_json:
@@ -169,12 +214,14 @@ def tournament(scenario: str, seeds: int | None, attackers: tuple[str, ...], def
     """Play all attacker x defender pairs; stored matches are skipped, so a re-run resumes."""
     from arena import tournament as tour
     from arena.plugins import resolve
+    from arena.store import require_writable_home
 
-    sc = load_scenario(scenario)
+    sc = _load(scenario)
     att, dfn = _split(attackers), _split(defenders)
     for role, names in (("attacker", att), ("defender", dfn)):
         for n in names or []:
             resolve(role, n)  # unknown names fail here, before any training
+    require_writable_home()
     seed_list = list(sc.seeds[:seeds]) if seeds else list(sc.seeds)
     try:
         report = tour.run(sc, attackers=att, defenders=dfn, seeds=seed_list, rounds=rounds, device=device,
@@ -190,29 +237,44 @@ def tournament(scenario: str, seeds: int | None, attackers: tuple[str, ...], def
 
 @main.command()
 @click.argument("scenario", default=DEFAULT_SCENARIO)
-@click.option("--write", is_flag=True, help="Write leaderboards/SCENARIO.md and .csv.")
+@click.option("--write", is_flag=True, help="Write leaderboards/SCENARIO.md and .csv (SCENARIO: the scenario's name).")
 @click.option("--out", type=click.Path(file_okay=False), default="leaderboards", show_default=True,
               help="Folder for --write.")
 @click.option("--bootstrap", type=click.IntRange(min=10), default=200, show_default=True,
               help="Bootstrap rounds for the 95% intervals.")
 @_friendly
 def leaderboard(scenario: str, write: bool, out: str, bootstrap: int) -> None:
-    """Bradley-Terry ratings (95% bootstrap CI), Elo, and the outcome matrix of a scenario."""
+    """Bradley-Terry ratings (95% bootstrap CI), Elo, and the outcome matrix of a scenario.
+
+    SCENARIO is a scenario name or .toml path; a name with no scenario file
+    but with stored matches rates the matches of its most recent setting.
+    """
     from arena.leaderboard import games_from_records, outcome_matrix, render_markdown, write_leaderboard
     from arena.ratings import rate
     from arena.store import Store
 
-    sc = load_scenario(scenario)
-    store = Store()
-    records = store.matches(digest=sc.digest, status="ok")
+    store = Store(readonly=True)
+    try:
+        sc = load_scenario(scenario)
+        name, digest = sc.name, sc.digest
+    except ScenarioError:
+        latest = None if looks_like_path(scenario) else store.latest_digest(scenario)
+        if latest is None or scenario in available_scenarios():
+            raise
+        # The file is gone or renamed, but its matches are stored: settings are told apart by digest.
+        name, digest = scenario, latest
+        click.echo(f"note: no scenario file '{scenario}'; rating its stored matches of the most recent "
+                   f"setting (digest {digest})", err=True)
+    records = store.matches(digest=digest, status="ok")
+    store.close()
     if not records:
-        raise ArenaError(f"no stored matches for scenario '{sc.name}' (digest {sc.digest})",
+        raise ArenaError(f"no stored matches for scenario '{name}' (digest {digest})",
                          hint=f"play some first: arena tournament --scenario {scenario}")
     if write:
-        md, csv = write_leaderboard(sc.name, records, Path(out), bootstrap_rounds=bootstrap)
+        md, csv = write_leaderboard(name, records, Path(out), bootstrap_rounds=bootstrap)
         click.echo(f"wrote {md} and {csv}")
     ratings = rate(games_from_records(records), bootstrap_rounds=bootstrap)
-    click.echo(render_markdown(sc.name, ratings, outcome_matrix(records), len(records)))
+    click.echo(render_markdown(name, ratings, outcome_matrix(records), len(records)))
 
 
 @main.group()
@@ -220,23 +282,32 @@ def matches() -> None:
     """List and export stored matches."""
 
 
+def _first_line(text: str | None) -> str:
+    # A match may carry no reason at all (an empty string splits into no lines).
+    return ((text or "").splitlines() or [""])[0][:70]
+
+
 @matches.command("list")
-@click.option("--scenario", "-s", default=None, help="Only this scenario (name).")
+@click.option("--scenario", "-s", default=None, help="Only this scenario (name, stored name, or .toml path).")
 @click.option("--errors", is_flag=True, help="Only failed matches.")
 @_friendly
 def matches_list(scenario: str | None, errors: bool) -> None:
+    """One line per stored match: agents, seed, status, outcome and its reason (or error)."""
     from arena.store import Store
 
-    recs = Store().matches(scenario=scenario, status="error" if errors else None)
+    store = Store(readonly=True)
+    name = None if scenario is None else _stored_name(store, scenario)
+    recs = store.matches(scenario=name, status="error" if errors else None)
+    store.close()
     rows = [(r.id, r.scenario, r.attacker, r.defender, r.seed, r.rounds, r.status,
-             "-" if r.outcome is None else f"{r.outcome:.3f}", (r.reason or r.error or "").splitlines()[0][:70])
+             "-" if r.outcome is None else f"{r.outcome:.3f}", _first_line(r.reason or r.error))
             for r in recs]
     click.echo(tabulate(rows, headers=["id", "scenario", "attacker", "defender", "seed", "rounds", "status",
                                        "outcome", "reason / error"]))
 
 
 @matches.command("export")
-@click.option("--scenario", "-s", default=None, help="Only this scenario (name).")
+@click.option("--scenario", "-s", default=None, help="Only this scenario (name, stored name, or .toml path).")
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True)
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default="-", help="File (default stdout).")
 @_friendly
@@ -246,16 +317,26 @@ def matches_export(scenario: str | None, fmt: str, output: str) -> None:
 
     from arena.store import Store
 
-    recs = [r.to_dict() for r in Store().matches(scenario=scenario)]
+    target = None if output == "-" else Path(output)
+    if target is not None and not target.parent.is_dir():  # before reading the store: fail fast
+        raise ArenaError(f"cannot write {output}: the folder {target.parent} does not exist",
+                         hint="create the folder first, or choose another --output")
+    store = Store(readonly=True)
+    name = None if scenario is None else _stored_name(store, scenario)
+    recs = [r.to_dict() for r in store.matches(scenario=name)]
+    store.close()
     if fmt == "jsonl":
         text = "".join(json.dumps(r, default=str) + "\n" for r in recs)
     else:
         flat = pd.json_normalize([{k: v for k, v in r.items() if k != "round_records"} for r in recs])
         text = flat.to_csv(index=False)
-    if output == "-":
+    if target is None:
         click.echo(text, nl=False)
-    else:
-        Path(output).write_text(text)
+        return
+    try:
+        target.write_text(text)
+    except OSError as exc:
+        raise ArenaError(f"cannot write {output}: {exc.strerror or exc}") from None
 
 
 @main.group()
@@ -266,10 +347,11 @@ def scenarios() -> None:
 @scenarios.command("list")
 @_friendly
 def scenarios_list() -> None:
+    """Every scenario found by name (ARENA_SCENARIO_PATH, ./scenarios, the built-ins), and its file."""
     rows = []
     for name, path in available_scenarios().items():
         try:
-            s = load_scenario(str(path))
+            s = _load(str(path))
             rows.append((name, s.dataset, s.architecture, s.description, str(path)))
         except ArenaError as exc:
             rows.append((name, "-", "-", f"INVALID: {str(exc).splitlines()[0]}", str(path)))
@@ -280,7 +362,8 @@ def scenarios_list() -> None:
 @click.argument("name", default=DEFAULT_SCENARIO)
 @_friendly
 def scenarios_show(name: str) -> None:
-    s = load_scenario(name)
+    """Every setting of scenario NAME (a name or .toml path), with its digest."""
+    s = _load(name)
     click.echo(f"# {s.source} (digest {s.digest})")
     click.echo(json.dumps(s.to_dict(), indent=2))
 
@@ -293,6 +376,7 @@ def agents() -> None:
 @agents.command("list")
 @_friendly
 def agents_list() -> None:
+    """Installed attackers and defenders (entry points), and the distribution each comes from."""
     from arena.plugins import discover
 
     rows = []

@@ -17,7 +17,9 @@ from pathlib import Path
 import pandas as pd
 from tabulate import tabulate
 
+from arena.errors import ArenaError
 from arena.ratings import BASE_RATING, DEFAULT_ANCHOR, Game, Rating, rate
+from arena.scenario import is_safe_name
 from arena.store import MatchRecord
 
 CSV_FIELDS = ("rank", "player", "role", "name", "rating", "ci_low", "ci_high", "elo", "matches", "mean_score")
@@ -137,15 +139,23 @@ def write_leaderboard(scenario_name: str, records: Iterable[MatchRecord], out_di
     """Write ``out_dir/SCENARIO.md`` and ``out_dir/SCENARIO.csv``; return their paths.
 
     ``records`` should be one scenario's matches (e.g. ``Store.matches(scenario=...)``);
-    only those with status ``ok`` count.
+    only those with status ``ok`` count. The name becomes the file stem, so a
+    name that would put the files anywhere but ``out_dir`` is refused.
     """
+    out_dir = Path(out_dir)
+    md = out_dir / f"{scenario_name}.md"
+    cv = out_dir / f"{scenario_name}.csv"
+    # Names come from scenario files and from the store (written by older versions): check both ways.
+    if not is_safe_name(scenario_name) or any(p.resolve().parent != out_dir.resolve() for p in (md, cv)):
+        raise ArenaError(f"scenario name {scenario_name!r} cannot name a leaderboard file in {out_dir}",
+                         hint="rename the scenario: letters, digits, '.', '_' and '-', without '/' or '..'")
     records = list(records)
     games = games_from_records(records)
     ratings = rate(games, bootstrap_rounds=bootstrap_rounds, seed=seed)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    md = out_dir / f"{scenario_name}.md"
-    cv = out_dir / f"{scenario_name}.csv"
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ArenaError(f"cannot create the leaderboard folder {out_dir}: {exc.strerror or exc}") from None
     md.write_text(render_markdown(scenario_name, ratings, outcome_matrix(records), len(games)))
     cv.write_text(render_csv(ratings))
     return md, cv

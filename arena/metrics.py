@@ -20,14 +20,15 @@ from that prefix.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 
-from arena.protocol import Deployment, Trojan
 from arena.training import features, predict_proba
-from arena.triggers import mask_jaccard
+from arena.triggers import Trigger, mask_jaccard
 
 
 @dataclass
@@ -40,6 +41,11 @@ class AttackMetrics:
     ccc: float  # mean true-class confidence over clean inputs (trojan model)
     nsr: float  # neuron separation ratio, penultimate layer
     base_rate: float  # benign model's ASR: how often the trigger "works" without a backdoor
+    # The trigger's perturbation on the stamped test inputs (checked against the scenario's budget):
+    trigger_area: float = 0.0  # largest share of pixel positions an input has changed (> 1/255 in a channel)
+    trigger_linf: float = 0.0  # largest change of any pixel value
+    over_budget: float = 0.0  # share of stamped inputs over both the area and the L-inf budget
+    finite: bool = True  # the trojan's weights, outputs and stamped inputs are all finite (inputs in [0, 1])
 
 
 def _asr_tmc(probs: torch.Tensor, target: int) -> tuple[float, float]:
@@ -60,19 +66,47 @@ def neuron_separation_ratio(model: nn.Module, clean: torch.Tensor, trigger: torc
     return 1.0 - len(nc & nt) / len(nc | nt)
 
 
-def attack_metrics(benign: nn.Module, trojan: Trojan, clean_x: torch.Tensor, clean_y: torch.Tensor,
-                   trig_x: torch.Tensor, target: int) -> AttackMetrics:
-    stamped = trojan.stamp(trig_x)
+PIXEL_TOLERANCE = 1 / 255  # a change below one grey level is no change (blending round-off)
+
+
+def perturbation(x: torch.Tensor, stamped: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per input: the share of pixel positions changed (any channel above one grey level), and the
+    largest absolute change (L-inf)."""
+    d = (stamped - x).abs().flatten(2)  # N x C x HW
+    area = (d.amax(1) > PIXEL_TOLERANCE).float().mean(1)
+    return area, d.flatten(1).amax(1)
+
+
+def attack_metrics(benign: nn.Module, model: nn.Module, trig_x: torch.Tensor, stamped: torch.Tensor,
+                   clean_x: torch.Tensor, clean_y: torch.Tensor, target: int,
+                   area_budget: float = 1.0, linf_budget: float = 1.0) -> AttackMetrics:
+    """The trojan ``model`` and its stamped non-target inputs ``stamped`` (of ``trig_x``), against the benign model."""
+    finite = bool(torch.isfinite(stamped).all()) and bool(((stamped >= 0) & (stamped <= 1)).all())
+    finite = finite and all(bool(torch.isfinite(p).all()) for p in model.state_dict().values()
+                            if p.is_floating_point())
+    area, linf = perturbation(trig_x, stamped) if finite else (torch.ones(len(stamped)), torch.ones(len(stamped)))
+    over = ((area > area_budget) & (linf > linf_budget)).float().mean().item() if len(area) else 0.0
+    if not finite:  # nothing below would mean anything
+        nan = float("nan")
+        return AttackMetrics(nan, nan, nan, nan, nan, nan, nan, nan, float(area.max()), float(linf.max()),
+                             over, False)
     pb = predict_proba(benign, clean_x)
-    pt = predict_proba(trojan.model, clean_x)
+    pt = predict_proba(model, clean_x)
+    pts = predict_proba(model, stamped)
+    if not (torch.isfinite(pt).all() and torch.isfinite(pts).all()):
+        nan = float("nan")
+        return AttackMetrics(nan, nan, nan, nan, nan, nan, nan, nan, float(area.max()), float(linf.max()),
+                             over, False)
     benign_acc = (pb.argmax(1) == clean_y).float().mean().item()
     trojan_acc = (pt.argmax(1) == clean_y).float().mean().item()
-    asr, tmc = _asr_tmc(predict_proba(trojan.model, stamped), target)
+    asr, tmc = _asr_tmc(pts, target)
     base, _ = _asr_tmc(predict_proba(benign, stamped), target)
     ccc = pt.gather(1, clean_y.view(-1, 1)).mean().item()
     return AttackMetrics(
         benign_acc=benign_acc, trojan_acc=trojan_acc, cad=benign_acc - trojan_acc, asr=asr, tmc=tmc,
-        ccc=ccc, nsr=neuron_separation_ratio(trojan.model, clean_x, stamped), base_rate=base,
+        ccc=ccc, nsr=neuron_separation_ratio(model, clean_x, stamped), base_rate=base,
+        trigger_area=float(area.max()) if len(area) else 0.0, trigger_linf=float(linf.max()) if len(linf) else 0.0,
+        over_budget=over, finite=True,
     )
 
 
@@ -89,6 +123,7 @@ class DefenseMetrics:
     tpr: float | None = None
     fpr: float | None = None
     auroc: float | None = None
+    threshold: float | None = None  # the filter's threshold, as deployed
     flagged: bool | None = None
     suspected_target: int | None = None
     aiv: float | None = None  # anomaly index of the suspected target (or the true one)
@@ -100,13 +135,7 @@ class DefenseMetrics:
     scored_inputs: int | None = None  # clean inputs the accuracy was measured on (trigger: at most as many)
 
 
-def _predict(dep: Deployment, x: torch.Tensor) -> torch.Tensor:
-    """Predictions through transform + model."""
-    xin = dep.transform(x) if dep.transform is not None else x
-    return predict_proba(dep.model, xin)
-
-
-def stream_scores(dep: Deployment, clean: torch.Tensor, stamped: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def stream_scores(dep: "DeploymentHandle", clean: torch.Tensor, stamped: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Filter scores of a scoring window: clean and trigger inputs interleaved in a fixed random order.
 
     One call, as deployment traffic would arrive: batch-aware filters (AC, SS)
@@ -127,22 +156,64 @@ def scored_prefix(available: int, passes_per_input: int, max_passes: int | None)
     return max(1, min(available, max_passes // passes_per_input))
 
 
-def defense_metrics(dep: Deployment, category: str, trojan: Trojan, attack: AttackMetrics,
-                    clean_x: torch.Tensor, clean_y: torch.Tensor, trig_x: torch.Tensor, target: int,
-                    deploy_seconds: float, filter_inputs: int = 1000,
+class DeploymentHandle(Protocol):
+    """A deployment as the referee queries it (``arena.referee.ServedDeployment``): predictions through
+    transform + model, the filter's scores, and the deploy-time facts."""
+
+    threshold: float | None
+    passes_per_input: int
+    verdict: Any  # arena.execution.VerdictData or None
+    score: Callable[[torch.Tensor], torch.Tensor] | None
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor: ...
+
+
+@dataclass
+class LocalDeployment:
+    """A ``protocol.Deployment`` queried in this process (tests, notebooks): the ``DeploymentHandle``
+    the referee otherwise gets from the defender's host."""
+
+    dep: Any
+
+    @property
+    def threshold(self) -> float | None:
+        return self.dep.threshold
+
+    @property
+    def passes_per_input(self) -> int:
+        return self.dep.passes_per_input
+
+    @property
+    def verdict(self) -> Any:
+        return self.dep.verdict
+
+    @property
+    def score(self) -> Callable[[torch.Tensor], torch.Tensor] | None:
+        return self.dep.score
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        xin = self.dep.transform(x) if self.dep.transform is not None else x
+        return predict_proba(self.dep.model, xin)
+
+
+def defense_metrics(dep: DeploymentHandle, category: str, model: nn.Module, trigger: Trigger | None,
+                    attack: AttackMetrics, clean_x: torch.Tensor, clean_y: torch.Tensor,
+                    stamped_all: torch.Tensor, target: int, deploy_seconds: float, filter_inputs: int = 1000,
                     max_passes: int | None = None) -> DefenseMetrics:
+    """The deployment of a defender on the trojan ``model``, scored on clean inputs and the trojan's
+    stamped inputs ``stamped_all``; ``trigger`` (the true one, when it is a mask) gives MJS."""
     k = scored_prefix(len(clean_x), dep.passes_per_input, max_passes)
-    paired = k < len(clean_x) or k < len(trig_x)
+    paired = k < len(clean_x) or k < len(stamped_all)
+    stamped = stamped_all
     if paired:  # a costly deployment: scored on prefixes, and the undefended trojan on the same ones
-        clean_x, clean_y, trig_x = clean_x[:k], clean_y[:k], trig_x[:k]
-    stamped = trojan.stamp(trig_x)
+        clean_x, clean_y, stamped = clean_x[:k], clean_y[:k], stamped_all[:k]
     ref_acc, ref_asr = attack.trojan_acc, attack.asr
     if paired:
-        ref_acc = (predict_proba(trojan.model, clean_x).argmax(1) == clean_y).float().mean().item()
-        ref_asr, _ = _asr_tmc(predict_proba(trojan.model, stamped), target)
+        ref_acc = (predict_proba(model, clean_x).argmax(1) == clean_y).float().mean().item()
+        ref_asr, _ = _asr_tmc(predict_proba(model, stamped), target)
     n = filter_inputs
     t0 = time.perf_counter()
-    pc, pt = _predict(dep, clean_x), _predict(dep, stamped)
+    pc, pt = dep.predict(clean_x), dep.predict(stamped)
     sc, st = stream_scores(dep, clean_x[:n], stamped[:n]) if dep.score is not None else (None, None)
     queried = len(clean_x) + len(stamped) if dep.score is None else min(n, len(clean_x)) + min(n, len(stamped))
     per_input_ms = 1000 * (time.perf_counter() - t0) / max(1, queried)
@@ -158,6 +229,7 @@ def defense_metrics(dep: Deployment, category: str, trojan: Trojan, attack: Atta
     if sc is not None and st is not None:
         thr = dep.threshold if dep.threshold is not None else float("inf")
         flag_c, flag_t = sc > thr, st > thr
+        m.threshold = dep.threshold
         m.tpr = flag_t.float().mean().item()
         m.fpr = flag_c.float().mean().item()
         labels = torch.cat([torch.zeros(len(sc)), torch.ones(len(st))]).numpy()
@@ -176,8 +248,8 @@ def defense_metrics(dep: Deployment, category: str, trojan: Trojan, attack: Atta
             m.aiv = m.aiv_per_class[cls]
         if v.mask is not None:
             m.mln = float(v.mask.abs().sum().item())
-            if trojan.trigger is not None:
-                m.mjs = mask_jaccard(trojan.trigger.mask.cpu(), v.mask.detach().cpu())
+            if trigger is not None:
+                m.mjs = mask_jaccard(trigger.mask.cpu(), v.mask.detach().cpu())
         if v.is_trojan:
             m.effective_asr = 0.0  # the model is rejected before deployment
     return m

@@ -5,8 +5,23 @@
 2. Defender gate: a deployment that costs more clean accuracy than the
    defense budget, rejects clean inputs beyond the FPR budget plus tolerance,
    or flags the benign model in its control run is unusable: s = 1.
-3. Otherwise s = effective ASR: trigger inputs that pass the whole deployment
-   unflagged and land in the target class (0 if inspection rejects the model).
+3. Otherwise s = the effective ASR above the trigger's base rate:
+
+       s = max(0, (e - b) / (1 - b))      (s = 0 when b = 1)
+
+   where e, the effective ASR, is the share of trigger inputs that pass the
+   whole deployment unflagged and land in the target class (0 if inspection
+   rejects the model), and b, the base rate, is the share of the same
+   stamped inputs that the *benign* model already puts in the target class.
+   s is the share of the inputs the trigger could still move that the
+   backdoor moved: a "trigger" that pastes a target-class image (b = 1)
+   scores 0, a patch that does nothing on the benign model (b = 0) scores e.
+
+The attacker gate also rejects a trojan whose weights, outputs or stamped
+inputs are not finite (or leave [0, 1]), and a trigger over the scenario's
+perturbation budget on any stamped test input (``Budgets``). An agent that
+crashes, overruns its time or memory limit, is killed or returns garbage
+forfeits (``forfeit``): an attacker's forfeit scores 0, a defender's 1.
 """
 
 from __future__ import annotations
@@ -27,6 +42,7 @@ class Control:
     # what the defender saw on the clean model: its suspected class and anomaly index (inspection)
     suspected_target: int | None = None
     aiv: float | None = None
+    fault: str | None = None  # the defender's agent failed on the benign model (it then loses)
 
 
 @dataclass(frozen=True)
@@ -36,11 +52,42 @@ class Outcome:
     gate: str  # "attacker", "defender" or "play"
 
 
-def decide(attack: AttackMetrics, defense: DefenseMetrics, control: Control, budgets: Budgets) -> Outcome:
+def forfeit(side: str, why: str) -> Outcome:
+    """The outcome when one side's agent fails (crash, limit, garbage): that side loses."""
+    if side == "attacker":
+        return Outcome(0.0, f"attacker forfeits: {why}", "attacker")
+    return Outcome(1.0, f"defender forfeits: {why}", "defender")
+
+
+def above_base_rate(effective_asr: float, base_rate: float) -> float:
+    """The attacker's score from the effective ASR e and the benign base rate b: max(0, (e - b) / (1 - b))."""
+    if base_rate >= 1.0:
+        return 0.0
+    return max(0.0, (effective_asr - base_rate) / (1.0 - base_rate))
+
+
+def attack_gate(attack: AttackMetrics, budgets: Budgets) -> Outcome | None:
+    """The attacker gate alone (decided before the defender plays): None when the trojan passes."""
     pts = lambda v: f"{100 * v:.1f} points"  # noqa: E731 - local formatter
+    if not attack.finite:
+        return Outcome(0.0, "attacker gate: the trojan's weights, outputs or stamped inputs are not finite "
+                            "or leave [0, 1]", "attacker")
+    if attack.over_budget > 0:
+        return Outcome(0.0, f"attacker gate: the trigger is over the perturbation budget on "
+                            f"{attack.over_budget:.1%} of stamped inputs (changes up to {attack.trigger_area:.1%} "
+                            f"of pixels, L-inf {attack.trigger_linf:.2f}; budget {budgets.trigger_area:.1%} of "
+                            f"pixels or L-inf {budgets.trigger_linf:.2f})", "attacker")
     if attack.cad > budgets.attack_cad:
         return Outcome(0.0, f"attacker gate: the trojan loses {pts(attack.cad)} of clean accuracy "
                             f"(budget {pts(budgets.attack_cad)})", "attacker")
+    return None
+
+
+def decide(attack: AttackMetrics, defense: DefenseMetrics, control: Control, budgets: Budgets) -> Outcome:
+    pts = lambda v: f"{100 * v:.1f} points"  # noqa: E731 - local formatter
+    gate = attack_gate(attack, budgets)
+    if gate is not None:
+        return gate
     if defense.cad > budgets.defense_cad:
         return Outcome(1.0, f"defender gate: the deployment loses {pts(defense.cad)} of clean accuracy "
                             f"(budget {pts(budgets.defense_cad)})", "defender")
@@ -57,8 +104,10 @@ def decide(attack: AttackMetrics, defense: DefenseMetrics, control: Control, bud
         return Outcome(0.0, f"inspection rejects the model (suspected target {defense.suspected_target}, "
                             f"anomaly index {defense.aiv:.2f})" if defense.aiv is not None
                        else "inspection rejects the model", "play")
-    s = defense.effective_asr
-    parts = [f"{s:.1%} of trigger inputs pass the deployment and hit the target"]
+    s = above_base_rate(defense.effective_asr, attack.base_rate)
+    parts = [f"{defense.effective_asr:.1%} of trigger inputs pass the deployment and hit the target"]
+    if attack.base_rate > 0:
+        parts.append(f"{attack.base_rate:.1%} would without a backdoor (base rate): score {s:.3f}")
     if defense.tpr is not None:
         parts.append(f"filter caught {defense.tpr:.1%} at FPR {defense.fpr:.1%}")
     if defense.ard:

@@ -7,7 +7,10 @@ one ``PluginError`` naming the plugin and where it came from, and only the
 match that uses it fails.
 
 ``path/to/file.py:ClassName`` loads a class from a file, for agents that are
-not installed.
+not installed. Such an agent is named by its canonical spec (``canonical_spec``)
+so ``./x.py:A``, ``x.py:A`` and ``/abs/x.py:A`` are one player, and
+``agent_code_digest`` hashes the file it came from, so the artifact cache
+tells an edited file from the one that was cached.
 """
 
 from __future__ import annotations
@@ -137,7 +140,10 @@ def check_interface(cls: Any, ref: AgentRef) -> None:
 
 def make_agent(role: str, spec: str, params: dict[str, Any] | None = None) -> Agent:
     """Resolve, import, check and construct an agent with the scenario's parameters."""
+    from arena.scenario import validate_agent_params  # late: scenario is imported by protocol
+
     ref = resolve(role, spec)
+    validate_agent_params(role, ref.name, params or {})
     cls = load_class(ref)
     try:
         agent = cls(**(params or {}))
@@ -145,8 +151,43 @@ def make_agent(role: str, spec: str, params: dict[str, Any] | None = None) -> Ag
         raise PluginError(f"{role} '{ref.name}' rejects its parameters {params}: {exc}",
                           hint="check the scenario's [attackers.NAME] / [defenders.NAME] table") from exc
     # A file-loaded agent is known by its spec, so results never mix with an installed namesake.
-    agent.arena_name = spec if ref.file else ref.name  # type: ignore[attr-defined]
+    agent.arena_name = canonical_spec(spec) if ref.file else ref.name  # type: ignore[attr-defined]
+    if ref.file:
+        source = Path(spec.partition(":")[0]).resolve()
+        agent.arena_source = str(source)  # type: ignore[attr-defined]
+        # Hashed now, right after the import, so the digest is of the code that runs, not of
+        # whatever the file holds when a cache key is computed later.
+        agent.arena_source_digest = _file_digest(source)  # type: ignore[attr-defined]
     return agent
+
+
+def canonical_spec(spec: str) -> str:
+    """One name per file agent: the path relative to the working directory when inside it,
+    else absolute, symlinks resolved, then ``:Class``. Installed names are returned as given."""
+    if not is_file_spec(spec):
+        return spec
+    path_s, _, attr = spec.partition(":")
+    path = Path(path_s).resolve()
+    cwd = Path.cwd().resolve()
+    shown = path.relative_to(cwd).as_posix() if path.is_relative_to(cwd) else path.as_posix()
+    return f"{shown}:{attr}"
+
+
+def _file_digest(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    except OSError:
+        return None
+
+
+def agent_code_digest(agent: Agent) -> str | None:
+    """sha256 (16 hex) of the file a ``file.py:Class`` agent was loaded from; None for an
+    installed agent (its distribution's version names its code). Only that file is hashed,
+    not modules it imports."""
+    if hasattr(agent, "arena_source_digest"):
+        return agent.arena_source_digest
+    source = getattr(agent, "arena_source", None)
+    return _file_digest(Path(source)) if source else None
 
 
 def agent_name(agent: Agent) -> str:

@@ -7,7 +7,9 @@ only stores hyper-parameters (so a scenario file or the CLI can build one),
 and all work happens in ``craft`` / ``deploy``.
 
 The referee computes every metric itself from what the agents return; an
-agent's own numbers are never trusted.
+agent's own numbers are never trusted. What each side's context holds is the
+capability contract of ``arena.views``; by default each call runs in the
+agent's own process (``arena.execution``).
 """
 
 from __future__ import annotations
@@ -23,9 +25,9 @@ from torch import nn
 
 from arena.data import DatasetInfo, Tensors
 from arena.poison import Poisoner
-from arena.scenario import Scenario
 from arena.training import Progress
 from arena.triggers import Trigger
+from arena.views import AttackerScenario, DefenderScenario, RevealedDefender
 
 CATEGORIES = ("none", "input_reformation", "input_filtering", "model_sanitization", "model_inspection")
 
@@ -65,9 +67,20 @@ class RoundRecord:
 class Trojan:
     """A trojan model and its trigger.
 
-    ``trigger`` is a fixed patch trigger; attacks whose trigger is a function
-    (reflection, dynamic) set ``stamp`` instead. ``notes`` lands in the match
-    record (e.g. which countermeasure an adaptive attacker used).
+    ``model`` must carry an ``arena.models.ArchSpec`` as ``model.spec`` (models
+    from ``arena.models.build_model`` or an ``arena.architectures`` entry point
+    do): the referee rebuilds it from its spec and weights. ``trigger`` is a
+    mask-and-pattern trigger the referee stamps itself (every built-in
+    attacker returns one, reflection included). Attacks whose trigger is a
+    function (a warp, an input-specific pattern) set ``stamp_fn`` instead: the
+    referee then sends the non-target test inputs to the attacker's process
+    to be stamped, after the trojan is fixed, and the stamped inputs must stay
+    within the scenario's perturbation budget like any other trigger.
+    Trojans are cached by the attacker's name, version, parameters (and, for
+    file plugins, source hash), scenario and seed; a ``stamp_fn`` trojan is
+    cached with the test inputs it stamped, so later matches reuse both
+    without running the attacker again. ``notes`` lands in the match record
+    (e.g. which countermeasure an adaptive attacker used).
     """
 
     model: nn.Module
@@ -116,7 +129,9 @@ class Deployment:
 
 @dataclass
 class AttackContext:
-    scenario: Scenario
+    """The attacker's view (``arena.views``): its data, a benign copy, the trigger, what is revealed."""
+
+    scenario: AttackerScenario
     data: Tensors  # the attacker's training data
     validation: Tensors  # the attacker may use it for checkpoint choice
     benign: nn.Module  # a copy the attacker may change
@@ -124,7 +139,8 @@ class AttackContext:
     info: DatasetInfo
     device: torch.device
     generator: torch.Generator
-    defender: "Defender | None" = None  # revealed defender (threat model "full")
+    revealed: RevealedDefender | None = None  # threat model "full": name, category, parameters
+    defender: "Defender | None" = None  # under "full": a fresh instance built from ``revealed``, the attacker's own
     defender_category: str | None = None  # revealed category ("full" or "category")
     history: list[RoundRecord] = field(default_factory=list)
     progress: Progress | None = None
@@ -155,7 +171,9 @@ class AttackContext:
 
 @dataclass
 class DefenseContext:
-    scenario: Scenario
+    """The defender's view (``arena.views``): its clean set, the budgets, the data's shape; nothing of the attack."""
+
+    scenario: DefenderScenario
     clean: Tensors  # the defender's small clean set
     info: DatasetInfo
     device: torch.device
@@ -174,13 +192,24 @@ class Attacker(Agent):
     adaptive: ClassVar[bool] = False
 
     def craft(self, ctx: AttackContext) -> Trojan:  # pragma: no cover - interface
+        """Return a ``Trojan``: usually ``ctx.benign`` re-trained with ``ctx.poisoner(...)`` as the batch
+        hook, within ``ctx.training_budget()``, and the trigger it plants. Runs in the attacker's own
+        process under the scenario's ``budgets.craft_seconds`` and ``budgets.memory_mb``; raising,
+        overrunning or returning anything but a ``Trojan`` loses the match."""
         raise NotImplementedError
 
 
 class Defender(Agent):
+    """Base class of defenders; ``category`` is one of ``CATEGORIES``. Subclass a category base of
+    ``arena.defenses`` (it does the calibration and the clean-set splits) where one fits."""
+
     category: ClassVar[str] = "none"
 
     def deploy(self, model: nn.Module, ctx: DefenseContext) -> Deployment:  # pragma: no cover - interface
+        """Return a ``Deployment`` for ``model`` (a copy the defender may change). Runs in the defender's
+        own process under ``budgets.deploy_seconds`` and ``budgets.memory_mb``; the deployment then
+        serves the referee's queries there. Raising, overrunning, or a deployment whose outputs are
+        not finite loses the match."""
         raise NotImplementedError
 
 

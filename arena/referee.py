@@ -1,9 +1,13 @@
 """The referee: plays one match (attacker x defender x scenario x seed, R rounds).
 
-Per round: the attacker crafts a trojan (seeing the revealed defender and the
-history), the defender deploys on it, and the referee scores the deployment on
-held-out test inputs and applies the outcome rule. The match's outcome is its
-last round's; every round is kept.
+Per round: the attacker crafts a trojan (seeing its view: ``arena.views``),
+the defender deploys on it, and the referee scores the deployment on held-out
+test inputs and applies the outcome rule. The match's outcome is its last
+round's; every round is kept. Agents named by a string (installed names, file
+plugins) run in their own processes under the scenario's limits
+(``arena.execution``); a crash, overrun or garbage loses the match for that
+side, with the reason stored. The referee's process alone holds the store,
+the cache, the test split and the outcome rule.
 
 Caching (``arena.cache``): the benign model once per scenario training setting
 and seed; a non-adaptive trojan once per attacker, scenario and seed; the
@@ -14,10 +18,12 @@ round history as well.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import datetime as dt
 import hashlib
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,15 +35,18 @@ import arena
 from arena.artifacts import save_recovered_trigger
 from arena.cache import ArtifactCache, key_of
 from arena.data import Splits, make_splits
+from arena.execution import (AgentCard, AgentFault, DeploymentSummary, InProcessHost, TrojanPayload,
+                             model_from_payload, open_host)
 from arena.metrics import AttackMetrics, DefenseMetrics, attack_metrics, defense_metrics, scored_prefix
-from arena.models import ArchSpec, build_model, clone
-from arena.outcome import Control, decide
-from arena.plugins import agent_name, make_agent
-from arena.protocol import (AttackContext, Attacker, DefenseContext, Defender, RoundRecord, Trojan)
+from arena.models import ArchSpec, build_model
+from arena.outcome import Control, attack_gate, decide, forfeit
+from arena.plugins import agent_name, is_file_spec
+from arena.protocol import AttackContext, Agent, DefenseContext, RoundRecord
 from arena.scenario import Scenario
 from arena.store import MatchRecord
-from arena.training import Progress, fit, predict_proba, resolve_device
+from arena.training import Progress, fit, match_threads, pinned_threads, predict_proba, resolve_device
 from arena.triggers import Trigger, make_trigger
+from arena.views import RevealedDefender, attacker_scenario, defender_scenario, plain
 
 
 @dataclass
@@ -63,24 +72,100 @@ def _model_payload(model: nn.Module) -> dict[str, Any]:
 
 
 def _model_from_payload(payload: dict[str, Any], device: torch.device) -> nn.Module:
-    model = build_model(ArchSpec.from_dict(payload["arch"]))
-    model.load_state_dict(payload["state"])
-    return model.to(device).eval()
+    return model_from_payload(payload, device)
 
 
-def _agent_id(agent: Any) -> dict[str, Any]:
-    return {"name": agent_name(agent), "version": type(agent).version, "params": agent.get_params()}
+@dataclass
+class PlayedTrojan:
+    """A trojan as the referee holds it: the model rebuilt from its spec, the trigger (when it is a
+    mask and pattern), and the non-target test inputs stamped with it."""
+
+    model: nn.Module
+    trigger: Trigger | None
+    stamped: torch.Tensor
+    notes: dict[str, Any]
+    cached: bool
+
+    def stamp(self, x: torch.Tensor) -> torch.Tensor:
+        """Stamp other inputs (a mask-and-pattern trigger only: a function trigger lives in the
+        attacker's process, which stamped the test inputs in ``stamped``)."""
+        if self.trigger is None:
+            raise ValueError("this trojan's trigger is a function of the attacker's process; use .stamped")
+        return self.trigger.stamp(x)
+
+
+@dataclass
+class ServedDeployment:
+    """A deployment served by the defender's host: the referee queries it like a user would."""
+
+    host: Any
+    summary: DeploymentSummary
+    seconds: float
+    limit: float | None
+    num_classes: int
+
+    @property
+    def threshold(self) -> float | None:
+        return self.summary.threshold
+
+    @property
+    def passes_per_input(self) -> int:
+        return self.summary.passes_per_input
+
+    @property
+    def verdict(self) -> Any:
+        return self.summary.verdict
+
+    @property
+    def notes(self) -> dict[str, Any]:
+        return self.summary.notes
+
+    @property
+    def score(self) -> Any:
+        return self._score if self.summary.has_score else None
+
+    def _fault(self, what: str) -> AgentFault:
+        return AgentFault("defender", self.host.card.name, "returned garbage", what)
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.host.call("predict", x, self.limit)
+        if not isinstance(p, torch.Tensor) or p.shape != (len(x), self.num_classes):
+            raise self._fault(f"predictions of shape {tuple(getattr(p, 'shape', ()))} for {len(x)} inputs "
+                              f"and {self.num_classes} classes")
+        if not torch.isfinite(p).all():
+            raise self._fault("non-finite predictions (NaN or inf)")
+        return p.to(x.device)
+
+    def _score(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.host.call("score", x, self.limit)
+        if not isinstance(s, torch.Tensor) or s.shape != (len(x),):
+            raise self._fault(f"filter scores of shape {tuple(getattr(s, 'shape', ()))} for {len(x)} inputs "
+                              "(one score per input expected)")
+        if not torch.isfinite(s).all():
+            raise self._fault("non-finite filter scores (NaN or inf)")
+        return s
+
+
+AgentLike = str | Agent
 
 
 class Referee:
-    """Plays matches of one scenario on one device, sharing data and cache across them."""
+    """Plays matches of one scenario on one device, sharing data and cache across them.
+
+    ``isolation``: ``"process"`` (default) runs every agent named by a string in its own process
+    with the scenario's limits; ``"inprocess"`` runs it here (for a debugger: no limits, no
+    process boundary). Agent *objects* passed to ``play`` always run in this process.
+    """
 
     def __init__(self, scenario: Scenario, device: str = "auto", cache: ArtifactCache | None = None,
-                 progress: Progress | None = None) -> None:
+                 progress: Progress | None = None, isolation: str = "process") -> None:
         self.scenario = scenario
         self.device = resolve_device(device if device != "auto" else scenario.device)
         self.cache = cache or ArtifactCache()
+        if self.cache.on_event is None:  # a corrupt entry is rebuilt, and the user is told so
+            self.cache.on_event = self._say
         self.progress = progress
+        self.isolation = isolation
         self._splits: dict[int, Splits] = {}
         self._benign: dict[int, tuple[nn.Module, str]] = {}
 
@@ -106,6 +191,10 @@ class Referee:
         key = key_of(_benign_fields(s, seed))
 
         def train() -> dict[str, Any]:
+            with pinned_threads(match_threads()):  # the same bytes whoever trains it first
+                return _train()
+
+        def _train() -> dict[str, Any]:
             self._say(f"training the benign {s.architecture} on {s.dataset} (seed {seed})")
             torch.manual_seed(seed)
             info = sp.info
@@ -129,74 +218,161 @@ class Referee:
         return test.x, test.y, test.x[test.y != self.scenario.attack.target_class]
 
     # --- agents -----------------------------------------------------------
-    def _revealed(self, defender: Defender) -> tuple[Defender | None, str | None]:
-        reveal = self.scenario.threat.reveal
-        if reveal == "full":
-            return defender, defender.category
-        if reveal == "category":
-            return None, defender.category
-        return None, None
+    def _host(self, role: str, agent: AgentLike) -> Any:
+        """A fresh host for one side of one call sequence (a new process per craft, per deployment)."""
+        if isinstance(agent, str):
+            return open_host(role, agent, self.scenario.agent_params(role, agent), self.device, self.isolation,
+                             self.scenario.budgets.memory_mb)
+        return InProcessHost(role, agent_name(agent), agent.get_params(), self.device, agent=agent)
 
-    def _craft(self, attacker: Attacker, defender: Defender, seed: int, rnd: int,
-               history: list[RoundRecord]) -> tuple[Trojan, bool]:
-        s, sp = self.scenario, self.splits(seed)
-        benign, benign_key = self.benign(seed)
-        revealed, category = self._revealed(defender)
+    def card(self, role: str, agent: AgentLike) -> AgentCard:
+        """An agent's name, version, category and parameters, read in its own host."""
+        host = self._host(role, agent)
+        try:
+            return host.card
+        finally:
+            host.close()
+
+    def _revealed(self, card: AgentCard, agent: AgentLike) -> tuple[RevealedDefender | None, str | None]:
+        reveal = self.scenario.threat.reveal
+        if reveal == "none":
+            return None, None
+        if reveal == "category":
+            return None, card.category
+        name = agent if isinstance(agent, str) else card.name
+        if isinstance(agent, str) and is_file_spec(agent):
+            path, _, attr = agent.partition(":")
+            name = f"{os.path.abspath(path)}:{attr}"
+        params = card.params if isinstance(agent, str) else agent.get_params()
+        return RevealedDefender(name, card.category or "none", card.version, plain(params)), card.category
+
+    def _attack_view(self, seed: int, rnd: int, attacker_name: str, revealed: RevealedDefender | None,
+                     category: str | None, history: list[RoundRecord]) -> AttackContext:
+        sp = self.splits(seed)
+        benign, _ = self.benign(seed)
+        return AttackContext(
+            scenario=attacker_scenario(self.scenario), data=sp.attacker, validation=sp.validation,
+            benign=copy.deepcopy(benign), trigger=self.trigger(seed).to(self.device), info=sp.info,
+            device=self.device, generator=_generator(seed, "attack", attacker_name, rnd), revealed=revealed,
+            defender_category=category, history=[RoundRecord(**plain(dataclasses.asdict(h))) for h in history],
+        )
+
+    def _defense_view(self, seed: int, defender_name: str, label: str,
+                      history: list[RoundRecord]) -> DefenseContext:
+        sp = self.splits(seed)
+        # The defender learns how earlier rounds ended, not what the attacker did or aimed at.
+        seen = [RoundRecord(h.round, h.outcome, h.reason, {}) for h in history]
+        return DefenseContext(scenario=defender_scenario(self.scenario), clean=sp.defender, info=sp.info,
+                              device=self.device, generator=_generator(seed, "defense", defender_name, label),
+                              history=seen)
+
+    def _trojan(self, attacker: AgentLike, a_card: AgentCard, d_card: AgentCard, defender: AgentLike,
+                seed: int, rnd: int, history: list[RoundRecord]) -> PlayedTrojan:
+        """The round's trojan: from the cache, or crafted in the attacker's host (``AgentFault`` on failure)."""
+        s = self.scenario
+        _, benign_key = self.benign(seed)
+        _, _, trig_x = self._scoring_inputs(seed)
+        revealed, category = self._revealed(d_card, defender)
         fields: dict[str, Any] = {
-            "kind": "trojan", "benign": benign_key, "attacker": _agent_id(attacker),
+            "kind": "trojan", "benign": benign_key, "attacker": a_card.identity(),
             "trigger": dataclasses.asdict(s.trigger), "attack": dataclasses.asdict(s.attack), "seed": seed,
         }
-        if attacker.adaptive:
-            fields["revealed"] = _agent_id(revealed) if revealed is not None else category
+        if a_card.adaptive:
+            fields["revealed"] = d_card.identity() if revealed is not None else category
             fields["round"] = rnd
             fields["history"] = [dataclasses.asdict(h) for h in history]
         key = key_of(fields)
         cached = self.cache.get("trojan", key)
         if cached is not None:
-            self._say(f"trojan of {agent_name(attacker)} (seed {seed}) from cache")
+            self._say(f"trojan of {a_card.name} (seed {seed}) from cache")
+            model = _model_from_payload(cached, self.device)
             trig = Trigger.from_state(cached["trigger"]).to(self.device) if "trigger" in cached else None
-            return Trojan(_model_from_payload(cached, self.device), trig,
-                          notes=json.loads(cached.get("notes", "{}"))), True
-        self._say(f"{agent_name(attacker)} crafts its trojan (seed {seed}, round {rnd})")
+            stamped = cached["stamped"].to(self.device) if "stamped" in cached else trig.stamp(trig_x)
+            return PlayedTrojan(model, trig, stamped, json.loads(cached.get("notes", "{}")), True)
+        self._say(f"{a_card.name} crafts its trojan (seed {seed}, round {rnd})")
         torch.manual_seed(seed * 7919 + rnd)
-        ctx = AttackContext(
-            scenario=s, data=sp.attacker, validation=sp.validation, benign=clone(benign),
-            trigger=self.trigger(seed).to(self.device), info=sp.info, device=self.device,
-            generator=_generator(seed, "attack", agent_name(attacker), rnd), defender=revealed,
-            defender_category=category, history=list(history), progress=self.progress,
-        )
-        trojan = attacker.craft(ctx)
-        if not isinstance(trojan, Trojan):
-            raise TypeError(f"attacker '{agent_name(attacker)}' returned {type(trojan).__name__}, not a Trojan")
-        trojan.model.eval()
-        if trojan.stamp_fn is None and trojan.trigger is not None:
-            payload = _model_payload(trojan.model)
-            payload["trigger"] = trojan.trigger.state()
-            payload["notes"] = json.dumps(trojan.notes, default=str)
-            self.cache.put("trojan", key, payload)
-        return trojan, False
+        limit = s.budgets.craft_seconds
+        host = self._host("attacker", attacker)
+        try:
+            ctx = self._attack_view(seed, rnd, a_card.name, revealed, category, history)
+            payload: TrojanPayload = host.call("craft", ctx, limit)
+            try:
+                model = _model_from_payload({"arch": payload.arch, "state": payload.state}, self.device)
+            except Exception as exc:
+                raise AgentFault("attacker", a_card.name, "returned garbage",
+                                 f"a model the referee cannot rebuild from its spec ({type(exc).__name__}: {exc})")
+            trig = None
+            if payload.has_stamp_fn:
+                stamped = host.call("stamp", trig_x, limit).to(self.device)
+            else:
+                try:
+                    trig = Trigger.from_state(payload.trigger).to(self.device)
+                    stamped = trig.stamp(trig_x)
+                except Exception as exc:
+                    raise AgentFault("attacker", a_card.name, "returned garbage",
+                                     f"a trigger the referee cannot stamp ({type(exc).__name__}: {exc})")
+        finally:
+            host.close()
+        stored = {"arch": payload.arch, "state": payload.state, "notes": json.dumps(payload.notes, default=str)}
+        if trig is not None:
+            stored["trigger"] = trig.state()
+        else:
+            stored["stamped"] = stamped.detach().cpu()
+        self.cache.put("trojan", key, stored)
+        return PlayedTrojan(model, trig, stamped, payload.notes, False)
 
-    def _control(self, defender: Defender, seed: int) -> Control:
-        """The defender on the benign model: does it flag a clean model, what does it cost?"""
+    def craft(self, attacker: AgentLike, seed: int = 0, defender: AgentLike = "none", rnd: int = 1,
+              history: list[RoundRecord] | None = None) -> PlayedTrojan:
+        """The trojan ``attacker`` plays against ``defender`` in round ``rnd`` (from the cache when it was
+        crafted before): for inspecting an attack outside a match."""
+        a_card, d_card = self.card("attacker", attacker), self.card("defender", defender)
+        return self._trojan(attacker, a_card, d_card, defender, seed, rnd, list(history or []))
+
+    def _deploy(self, defender: AgentLike, d_card: AgentCard, model: nn.Module, seed: int,
+                history: list[RoundRecord], label: str) -> ServedDeployment:
+        """Open a defender host and deploy on ``model``; the caller closes ``served.host``."""
+        limit = self.scenario.budgets.deploy_seconds
+        host = self._host("defender", defender)
+        try:
+            ctx = self._defense_view(seed, d_card.name, label, history)
+            torch.manual_seed(seed * 104_729 + len(history))
+            t0 = time.perf_counter()
+            summary = host.call("deploy", (_model_payload(model), ctx), limit)
+            seconds = time.perf_counter() - t0
+        except BaseException:
+            host.close()
+            raise
+        return ServedDeployment(host, summary, seconds, limit, self.splits(seed).info.num_classes)
+
+    def _control(self, defender: AgentLike, d_card: AgentCard, seed: int) -> Control:
+        """The defender on the benign model (its own process): does it flag a clean model, what does it
+        cost? A control run that fails is stored as such (``fault``) and loses the defender its matches."""
         benign, benign_key = self.benign(seed)
-        key = key_of({"kind": "control", "benign": benign_key, "defender": _agent_id(defender),
-                      "budgets": dataclasses.asdict(self.scenario.budgets),
+        key = key_of({"kind": "control", "benign": benign_key, "defender": d_card.identity(),
+                      "budgets": {"fpr": self.scenario.budgets.fpr},
                       "scoring": dataclasses.asdict(self.scenario.scoring), "seed": seed})
 
         def run() -> dict[str, Any]:
-            self._say(f"{agent_name(defender)} control run on the benign model (seed {seed})")
-            dep, _ = self._deploy(defender, clone(benign), seed, [], label="control")
-            clean_x, clean_y, _ = self._scoring_inputs(seed)
-            k = scored_prefix(len(clean_x), dep.passes_per_input, self.scenario.scoring.passes)
-            clean_x, clean_y = clean_x[:k], clean_y[:k]
-            xin = dep.transform(clean_x) if dep.transform is not None else clean_x
-            acc_b = (predict_proba(benign, clean_x).argmax(1) == clean_y).float().mean().item()
-            acc_d = (predict_proba(dep.model, xin).argmax(1) == clean_y).float().mean().item()
-            fpr = None
-            if dep.score is not None and dep.threshold is not None:
-                n = self.scenario.scoring.inputs
-                fpr = (dep.score(clean_x[:n]) > dep.threshold).float().mean().item()
-            v = dep.verdict
+            self._say(f"{d_card.name} control run on the benign model (seed {seed})")
+            try:
+                served = self._deploy(defender, d_card, benign, seed, [], label="control")
+            except AgentFault as fault:
+                return {"control": json.dumps({"flagged": False, "fpr": None, "cad": 0.0, "fault": str(fault)})}
+            try:
+                clean_x, clean_y, _ = self._scoring_inputs(seed)
+                k = scored_prefix(len(clean_x), served.passes_per_input, self.scenario.scoring.passes)
+                clean_x, clean_y = clean_x[:k], clean_y[:k]
+                acc_b = (predict_proba(benign, clean_x).argmax(1) == clean_y).float().mean().item()
+                acc_d = (served.predict(clean_x).argmax(1).to(clean_y.device) == clean_y).float().mean().item()
+                fpr = None
+                if served.score is not None and served.threshold is not None:
+                    n = self.scenario.scoring.inputs
+                    fpr = (served.score(clean_x[:n]) > served.threshold).float().mean().item()
+                v = served.verdict
+            except AgentFault as fault:
+                return {"control": json.dumps({"flagged": False, "fpr": None, "cad": 0.0, "fault": str(fault)})}
+            finally:
+                served.host.close()
             flagged = bool(v.is_trojan) if v is not None else False
             target = v.target if v is not None else None
             aiv = (float(v.anomaly_index[target]) if v is not None and v.anomaly_index is not None
@@ -207,25 +383,17 @@ class Referee:
         payload, _ = self.cache.get_or_make("control", key, run)
         return Control(**json.loads(payload["control"]))
 
-    def _deploy(self, defender: Defender, model: nn.Module, seed: int, history: list[RoundRecord],
-                label: str) -> tuple[Any, float]:
-        sp = self.splits(seed)
-        ctx = DefenseContext(scenario=self.scenario, clean=sp.defender, info=sp.info, device=self.device,
-                             generator=_generator(seed, "defense", agent_name(defender), label),
-                             history=list(history), progress=self.progress)
-        torch.manual_seed(seed * 104_729 + len(history))
-        t0 = time.perf_counter()
-        dep = defender.deploy(model, ctx)
-        return dep, time.perf_counter() - t0
-
     # --- a match ----------------------------------------------------------
-    def play(self, attacker: Attacker | str, defender: Defender | str, seed: int = 0,
+    def play(self, attacker: AgentLike, defender: AgentLike, seed: int = 0,
              rounds: int | None = None) -> MatchResult:
+        """Play a match. Every match runs on ``match_threads()`` CPU threads, so its bytes do not
+        depend on how many matches run beside it (``arena.training.match_threads``)."""
+        with pinned_threads(match_threads()):
+            return self._play(attacker, defender, seed, rounds)
+
+    def _play(self, attacker: AgentLike, defender: AgentLike, seed: int, rounds: int | None) -> MatchResult:
         s = self.scenario
-        if isinstance(attacker, str):
-            attacker = make_agent("attacker", attacker, s.agent_params("attacker", attacker))
-        if isinstance(defender, str):
-            defender = make_agent("defender", defender, s.agent_params("defender", defender))
+        a_card, d_card = self.card("attacker", attacker), self.card("defender", defender)
         rounds = rounds or s.rounds
         started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
         t_start = time.perf_counter()
@@ -234,35 +402,71 @@ class Referee:
         metrics: dict[str, Any] = {}
         clean_x, clean_y, trig_x = self._scoring_inputs(seed)
         for rnd in range(1, rounds + 1):
-            benign, _ = self.benign(seed)
-            t0 = time.perf_counter()
-            trojan, cached = self._craft(attacker, defender, seed, rnd, history)
-            craft_s = time.perf_counter() - t0
-            am: AttackMetrics = attack_metrics(benign, trojan, clean_x, clean_y, trig_x, s.attack.target_class)
-            self._say(f"{agent_name(defender)} deploys (round {rnd})")
-            dep, deploy_s = self._deploy(defender, clone(trojan.model), seed, history, label=f"round{rnd}")
-            dm: DefenseMetrics = defense_metrics(dep, defender.category, trojan, am, clean_x, clean_y,
-                                                 trig_x, s.attack.target_class, deploy_s,
-                                                 filter_inputs=s.scoring.inputs, max_passes=s.scoring.passes)
-            control = self._control(defender, seed)
-            outcome = decide(am, dm, control, s.budgets)
-            artifacts = (save_recovered_trigger(self.cache.root.parent, trojan.trigger, dep.verdict)
-                         if dep.verdict is not None else {})
-            metrics = {
-                "attack": dataclasses.asdict(am), "defense": dataclasses.asdict(dm),
-                "control": dataclasses.asdict(control), "gate": outcome.gate,
-                "timing": {"craft_s": craft_s, "trojan_cached": cached, "deploy_s": deploy_s},
-                "attacker_notes": trojan.notes, "defender_notes": dep.notes, "artifacts": artifacts,
-            }
-            history.append(RoundRecord(rnd, outcome.score, outcome.reason, metrics, dict(trojan.notes)))
+            outcome, metrics, notes = self._round(attacker, defender, a_card, d_card, seed, rnd, history,
+                                                  clean_x, clean_y, trig_x)
+            history.append(RoundRecord(rnd, outcome.score, outcome.reason, metrics, notes))
+            if "forfeit" in metrics:
+                break  # a side that cannot play this round cannot play the next
         assert outcome is not None
         record = MatchRecord(
-            scenario=s.name, scenario_digest=s.digest, attacker=agent_name(attacker),
-            attacker_version=type(attacker).version, defender=agent_name(defender),
-            defender_version=type(defender).version, seed=seed, rounds=rounds, status="ok",
+            scenario=s.name, scenario_digest=s.digest, attacker=a_card.name, attacker_version=a_card.version,
+            defender=d_card.name, defender_version=d_card.version, seed=seed, rounds=rounds, status="ok",
             outcome=outcome.score, reason=outcome.reason, metrics=metrics,
             round_records=[json.loads(json.dumps(dataclasses.asdict(h), default=str)) for h in history],
             device=str(self.device), code_version=arena.__version__, started_at=started,
             duration_s=time.perf_counter() - t_start,
         )
         return MatchResult(record, history)
+
+    def _round(self, attacker: AgentLike, defender: AgentLike, a_card: AgentCard, d_card: AgentCard, seed: int,
+               rnd: int, history: list[RoundRecord], clean_x: torch.Tensor, clean_y: torch.Tensor,
+               trig_x: torch.Tensor) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+        s = self.scenario
+        benign, _ = self.benign(seed)
+        t0 = time.perf_counter()
+        try:
+            trojan = self._trojan(attacker, a_card, d_card, defender, seed, rnd, history)
+        except AgentFault as fault:
+            return (forfeit("attacker", str(fault)),
+                    {"forfeit": {"side": "attacker", "kind": fault.kind, "message": fault.detail}}, {})
+        craft_s = time.perf_counter() - t0
+        am: AttackMetrics = attack_metrics(benign, trojan.model, trig_x, trojan.stamped, clean_x, clean_y,
+                                           s.attack.target_class, s.budgets.trigger_area, s.budgets.trigger_linf)
+        timing: dict[str, Any] = {"craft_s": craft_s, "trojan_cached": trojan.cached}
+        if not am.finite:  # nothing to defend, nothing to measure: the trojan lost at its gate
+            gate = attack_gate(am, s.budgets)
+            return gate, {"attack": dataclasses.asdict(am), "gate": gate.gate, "timing": timing,
+                          "attacker_notes": trojan.notes}, dict(trojan.notes)
+        # A trojan over its other gates (CAD, perturbation) still meets the defender, so every
+        # match carries the defense metrics; decide() applies the gate.
+        self._say(f"{d_card.name} deploys (round {rnd})")
+        served = None
+        try:
+            served = self._deploy(defender, d_card, trojan.model, seed, history, label=f"round{rnd}")
+            dm: DefenseMetrics = defense_metrics(served, d_card.category or "none", trojan.model, trojan.trigger, am,
+                                                 clean_x, clean_y, trojan.stamped, s.attack.target_class,
+                                                 served.seconds, filter_inputs=s.scoring.inputs,
+                                                 max_passes=s.scoring.passes)
+        except AgentFault as fault:
+            return (forfeit("defender", str(fault)),
+                    {"attack": dataclasses.asdict(am), "attacker_notes": trojan.notes, "timing": timing,
+                     "forfeit": {"side": "defender", "kind": fault.kind, "message": fault.detail}},
+                    dict(trojan.notes))
+        finally:
+            if served is not None:
+                served.host.close()
+        control = self._control(defender, d_card, seed)
+        if control.fault:
+            outcome = forfeit("defender", f"control run: {control.fault}")
+            forfeited = {"forfeit": {"side": "defender", "kind": "control", "message": control.fault}}
+        else:
+            outcome, forfeited = decide(am, dm, control, s.budgets), {}
+        artifacts = (save_recovered_trigger(self.cache.root.parent, trojan.trigger, served.verdict)
+                     if served.verdict is not None else {})
+        timing["deploy_s"] = served.seconds
+        metrics = {
+            "attack": dataclasses.asdict(am), "defense": dataclasses.asdict(dm),
+            "control": dataclasses.asdict(control), "gate": outcome.gate, "timing": timing,
+            "attacker_notes": trojan.notes, "defender_notes": served.notes, "artifacts": artifacts, **forfeited,
+        }
+        return outcome, metrics, dict(trojan.notes)

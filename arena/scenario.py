@@ -13,9 +13,13 @@ in a scenario file must not quietly play a different game.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
+import importlib.resources
 import json
+import math
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +35,12 @@ SHAPES = ("square", "random")
 PATTERNS = ("checkerboard", "white", "black", "random")
 OPTIMIZERS = ("sgd", "adam")
 DEVICES = ("auto", "cpu", "cuda")
+
+# A scenario's name becomes a file stem (leaderboards/NAME.md), so it may not
+# climb out of a folder or hide itself.
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+MAX_EPOCHS = 10_000  # more is a typo, not a budget: it would train for weeks
+MAX_SEED = 2**31 - 1  # seeds go to torch and numpy generators; keep them in a portable int32 range
 
 
 @dataclass(frozen=True)
@@ -101,12 +111,26 @@ class ThreatModel:
 
 @dataclass(frozen=True)
 class Budgets:
-    """Outcome-rule budgets, in fractions (0.03 = 3 accuracy points)."""
+    """Outcome-rule budgets, in fractions (0.03 = 3 accuracy points), and the agents' limits.
+
+    A trigger must stay within a perturbation budget on every stamped test
+    input: it may change at most ``trigger_area`` of the pixel positions (a
+    patch: L0), or change any number of them by at most ``trigger_linf``
+    (a blend or warp: L-inf); an input over both is over budget. Each
+    ``craft`` and ``deploy`` (and a deployment's scoring queries) runs in the
+    agent's own process under a wall-time limit in seconds and a memory limit
+    (resident set, MB); an agent over a limit loses the match.
+    """
 
     attack_cad: float = 0.03
     defense_cad: float = 0.05
     fpr: float = 0.05
     fpr_tolerance: float = 0.02
+    trigger_area: float = 0.05
+    trigger_linf: float = 0.3
+    craft_seconds: float = 3600.0
+    deploy_seconds: float = 3600.0
+    memory_mb: int = 16384
 
 
 @dataclass(frozen=True)
@@ -198,6 +222,8 @@ _FRACTIONS = {
     ("budgets", "defense_cad"),
     ("budgets", "fpr"),
     ("budgets", "fpr_tolerance"),
+    ("budgets", "trigger_area"),
+    ("budgets", "trigger_linf"),
 }
 
 
@@ -236,6 +262,10 @@ def _check_value(section: str, key: str, value: Any, annotation: Any, where: str
     label = f"{section}.{key}" if section else key
     if not _type_ok(value, annotation):
         raise ScenarioError(f"{where}: '{label}' must be {annotation}, got {value!r}")
+    # TOML spells nan and inf; every comparison below is silently false for nan.
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ScenarioError(f"{where}: '{label}' = {value!r} is not a finite number",
+                            hint="nan and inf are not allowed; use a finite number")
     choices = _CHOICES.get((section, key))
     if choices and value not in choices:
         raise ScenarioError(
@@ -254,6 +284,11 @@ def scenario_from_dict(raw: dict[str, Any], where: str = "<scenario>") -> Scenar
     top_fields = {f.name: f for f in dataclasses.fields(Scenario) if f.name != "source"}
     if "name" not in raw or not isinstance(raw["name"], str) or not raw["name"]:
         raise ScenarioError(f"{where}: missing key 'name'", hint='add name = "my-scenario" at the top')
+    if not is_safe_name(raw["name"]):
+        raise ScenarioError(
+            f"{where}: 'name' = {raw['name']!r} is not allowed: it names files such as leaderboards/NAME.md",
+            hint="use letters, digits, '.', '_' and '-', starting with a letter or digit, without '..'",
+        )
     values: dict[str, Any] = {"source": where}
     for key, value in raw.items():
         if key not in top_fields:
@@ -269,12 +304,15 @@ def scenario_from_dict(raw: dict[str, Any], where: str = "<scenario>") -> Scenar
                     f"{where}: [{key}] must hold one table per agent",
                     hint=f"e.g. [{key}.strip] samples = 32",
                 )
+            for agent, params in value.items():
+                validate_agent_params(key[:-1], agent, params, where)
             values[key] = {k: dict(v) for k, v in value.items()}
         elif key == "seeds":
             if not isinstance(value, list) or not value or not all(
-                isinstance(s, int) and not isinstance(s, bool) for s in value
+                isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_SEED for s in value
             ):
-                raise ScenarioError(f"{where}: 'seeds' must be a non-empty list of integers, got {value!r}")
+                raise ScenarioError(f"{where}: 'seeds' must be a non-empty list of integers in 0..{MAX_SEED}, "
+                                    f"got {value!r}")
             values[key] = tuple(value)
         else:
             _check_value("", key, value, top_fields[key].type, where)
@@ -293,17 +331,105 @@ def _check_consistency(s: Scenario, where: str) -> None:
         raise ScenarioError(f"{where}: 'trigger.size' must be at least 1")
     if s.data.defender_fraction + s.data.validation_fraction >= 0.5:
         raise ScenarioError(f"{where}: defender + validation fractions leave the attacker too little data")
+    from arena.data import DATASET_INFO  # late: arena.data imports this module
+
+    side = DATASET_INFO[s.dataset].size
+    if s.trigger.size > side:
+        raise ScenarioError(f"{where}: 'trigger.size' = {s.trigger.size} is larger than the {side}x{side} "
+                            f"images of {s.dataset}", hint=f"use a size in 1..{side}")
     if s.scoring.passes is not None and s.scoring.passes < 1:
         raise ScenarioError(f"{where}: 'scoring.passes' must be at least 1 (or left out: score all of test)")
-    if s.training.epochs < 1 or s.training.batch_size < 1:
-        raise ScenarioError(f"{where}: 'training.epochs' and 'training.batch_size' must be at least 1")
+    if s.scoring.inputs < 1:
+        raise ScenarioError(f"{where}: 'scoring.inputs' = {s.scoring.inputs} must be at least 1")
+    t = s.training
+    for key, value in (("epochs", t.epochs), ("batch_size", t.batch_size)):
+        if value < 1:
+            raise ScenarioError(f"{where}: 'training.{key}' = {value} must be at least 1")
+    for key, value in (("epochs", t.epochs), ("retrain_epochs", t.retrain_epochs)):
+        if value > MAX_EPOCHS:
+            raise ScenarioError(f"{where}: 'training.{key}' = {value} is more than {MAX_EPOCHS}",
+                                hint=f"use 0..{MAX_EPOCHS} epochs")
+    for key, lr in (("lr", t.lr), ("retrain_lr", t.retrain_lr)):
+        if lr <= 0:
+            raise ScenarioError(f"{where}: 'training.{key}' = {lr!r} must be greater than 0")
+
+
+def is_safe_name(name: str) -> bool:
+    """Whether ``name`` can be a file stem in any folder without leaving it."""
+    return SAFE_NAME.fullmatch(name) is not None and ".." not in name
+
+
+def _leaves(value: Any) -> list[Any]:
+    """The scalars inside a TOML value (arrays and inline tables opened up)."""
+    if isinstance(value, dict):
+        return [x for v in value.values() for x in _leaves(v)]
+    if isinstance(value, list):
+        return [x for v in value for x in _leaves(v)]
+    return [value]
+
+
+def validate_agent_params(role: str, name: str, params: dict[str, Any], where: str = "") -> None:
+    """Reject agent hyper-parameters that no agent can mean, whatever its signature.
+
+    Integer parameters are counts, sizes and iterations, so a negative one is
+    a typo; nan and inf pass every ``<``/``>`` check inside an agent and
+    poison training silently. Called when a scenario is loaded and when an
+    agent is constructed (``arena.plugins.make_agent``).
+    """
+    prefix = f"{where}: " if where else ""
+    for key, value in params.items():
+        for v in _leaves(value):
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ScenarioError(f"{prefix}[{role}s.{name}] {key} = {value!r} is not a finite number",
+                                    hint="nan and inf are not allowed; use a finite number")
+            if isinstance(v, int) and not isinstance(v, bool) and v < 0:
+                raise ScenarioError(f"{prefix}[{role}s.{name}] {key} = {value!r} must not be negative",
+                                    hint="integer parameters count samples, iterations or sizes: use 0 or more")
+
+
+def check_agent_tables(scenario: Scenario) -> None:
+    """Every ``[attackers.NAME]`` / ``[defenders.NAME]`` table must name an installed agent or a file spec.
+
+    A misspelt table (``[defenders.stirp]``) would otherwise be ignored and
+    the agent would play with its defaults. Not part of loading: a scenario
+    must load (and hash) even where a plugin it configures is not installed.
+    """
+    from arena.plugins import discover, is_file_spec  # late: plugins -> protocol -> scenario
+
+    for role, table in (("attacker", scenario.attackers), ("defender", scenario.defenders)):
+        named = [n for n in table if not is_file_spec(n)]
+        if not named:
+            continue
+        known = discover(role)
+        for name in named:
+            if name not in known:
+                close = difflib.get_close_matches(name, list(known), n=1)
+                guess = f"did you mean '{close[0]}'? " if close else ""
+                raise ScenarioError(
+                    f"{scenario.source}: [{role}s.{name}] names no installed {role}",
+                    hint=f"{guess}installed {role}s: {', '.join(known) or '(none)'}; "
+                         f'a file agent\'s table is keyed by its spec: [{role}s."my_agent.py:MyClass"]',
+                )
+
+
+def _builtin_dir() -> Path:
+    """The built-in scenarios: the package ``arena_scenarios`` (the folder scenarios/, installed).
+
+    Without it (a checkout on PYTHONPATH, never installed) the checkout's own folder.
+    """
+    try:
+        folder = importlib.resources.files("arena_scenarios")
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parent.parent / "scenarios"
+    # Wheels and editable installs are folders on disk; a zipped install has no Path to glob.
+    return folder if isinstance(folder, Path) else Path(str(folder))
 
 
 def scenario_dirs() -> list[Path]:
-    """Where named scenarios are looked up, in order."""
+    """Where named scenarios are looked up, in order: ``ARENA_SCENARIO_PATH``, ./scenarios, the built-ins."""
     dirs = [Path(p) for p in os.environ.get("ARENA_SCENARIO_PATH", "").split(os.pathsep) if p]
     dirs.append(Path.cwd() / "scenarios")
-    dirs.append(Path(__file__).resolve().parent.parent / "scenarios")
+    dirs.append(_builtin_dir())
     seen: list[Path] = []
     for d in dirs:
         if d.resolve() not in [s.resolve() for s in seen]:
@@ -320,10 +446,16 @@ def available_scenarios() -> dict[str, Path]:
     return found
 
 
+def looks_like_path(name_or_path: str) -> bool:
+    """Whether a scenario argument is a file path (ends in .toml or has a folder) rather than a name."""
+    seps = {os.sep, os.altsep or os.sep}
+    return name_or_path.endswith(".toml") or any(sep in name_or_path for sep in seps)
+
+
 def load_scenario(name_or_path: str) -> Scenario:
     """Load a scenario by name (``fmnist-cnn``) or by path (``./my.toml``)."""
     path = Path(name_or_path)
-    if path.suffix == ".toml" or os.sep in name_or_path:
+    if looks_like_path(name_or_path):
         if not path.is_file():
             raise ScenarioError(f"scenario file not found: {name_or_path}")
     else:
@@ -335,7 +467,14 @@ def load_scenario(name_or_path: str) -> Scenario:
             )
         path = known[name_or_path]
     try:
-        raw = tomllib.loads(path.read_text())
+        text = path.read_bytes().decode("utf-8")  # TOML is UTF-8 whatever the locale says
+    except UnicodeDecodeError as exc:
+        raise ScenarioError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason})",
+                            hint="save the scenario file as UTF-8") from None
+    except OSError as exc:
+        raise ScenarioError(f"{path}: cannot be read: {exc.strerror or exc}") from None
+    try:
+        raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError(f"{path}: not valid TOML: {exc}") from None
     return scenario_from_dict(raw, where=str(path))

@@ -1,5 +1,9 @@
 """The match store: one SQLite database (WAL) under the arena home.
 
+Commands that only read (``matches list``, ``leaderboard``) open the store
+with ``readonly=True``: they create nothing and work in a read-only arena
+home. A store file that is not a database is one clear error, not a traceback.
+
 A match row is written once, when the match ends (successfully or with an
 error), inside one transaction: a killed tournament loses at most the match
 in flight and never leaves a partial row. The natural key (scenario digest,
@@ -11,12 +15,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from arena.cache import arena_home
+from arena.errors import ArenaError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS matches (
@@ -84,14 +90,70 @@ class MatchRecord:
         return asdict(self)
 
 
+def _writable(folder: Path) -> bool:
+    return os.access(folder, os.W_OK | os.X_OK)
+
+
+def require_writable_home(home: Path | None = None) -> Path:
+    """The arena home, created if need be; an ArenaError naming it when nothing can be written there.
+
+    Commands that train call this first, so a read-only home fails before
+    minutes of training rather than when the result is saved.
+    """
+    home = home or arena_home()
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ArenaError(f"cannot create the arena home {home}: {exc.strerror or exc}",
+                         hint="set ARENA_HOME to a writable folder") from None
+    if not _writable(home):
+        raise ArenaError(f"the arena home {home} is not writable (it holds the match store and model cache)",
+                         hint="set ARENA_HOME to a writable folder, or use read-only commands only")
+    return home
+
+
+def _connect_readonly(path: Path) -> sqlite3.Connection:
+    """A connection that never writes: an empty in-memory store when there is no file yet."""
+    if not path.exists():
+        conn = sqlite3.connect(":memory:")  # nothing stored yet; create nothing on disk
+        conn.executescript(SCHEMA)
+        return conn
+    if _writable(path.parent) and os.access(path, os.W_OK):
+        return sqlite3.connect(path, timeout=60)  # a plain reader sees a concurrent writer's WAL
+    uri = path.resolve().as_uri()
+    try:
+        conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=60)
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return conn
+    except sqlite3.OperationalError:
+        # A WAL database whose -shm file cannot be created (read-only folder): no
+        # writer can be at work there either, so read the file as it stands.
+        return sqlite3.connect(f"{uri}?immutable=1", uri=True, timeout=60)
+
+
 class Store:
-    def __init__(self, path: Path | None = None) -> None:
+    def __init__(self, path: Path | None = None, readonly: bool = False) -> None:
         self.path = path or arena_home() / "arena.db"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._conn = sqlite3.connect(self.path, timeout=60)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=NORMAL")
-        self._conn.executescript(SCHEMA)
+        if not readonly:
+            require_writable_home(self.path.parent)
+        try:
+            if readonly:
+                self._conn = _connect_readonly(self.path)
+                # Reading the schema is what fails on a file that is not a database.
+                self._conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            else:
+                self._conn = sqlite3.connect(self.path, timeout=60)
+                self._conn.execute("PRAGMA journal_mode=WAL")
+                self._conn.execute("PRAGMA synchronous=NORMAL")
+                self._conn.executescript(SCHEMA)
+        except sqlite3.OperationalError as exc:  # locked, or no permission: the file may be fine
+            raise ArenaError(f"cannot open the match store {self.path}: {exc}",
+                             hint=f"check that {self.path.parent} is writable and no other process holds the store"
+                             ) from None
+        except sqlite3.DatabaseError as exc:  # not a database, or a damaged one
+            raise ArenaError(f"the match store {self.path} is not a usable SQLite database ({exc})",
+                             hint=f"move it aside (mv {self.path} {self.path}.broken); the next run starts a "
+                                  "fresh, empty store") from None
 
     def close(self) -> None:
         self._conn.close()
@@ -152,6 +214,18 @@ class Store:
             (digest, attacker, attacker_version, defender, defender_version, seed, rounds),
         ).fetchone()
         return row is not None
+
+    def scenario_names(self) -> list[str]:
+        """The scenario names that stored matches were played under, sorted."""
+        return [r[0] for r in self._conn.execute("SELECT DISTINCT scenario FROM matches ORDER BY scenario")]
+
+    def latest_digest(self, scenario: str, status: str = "ok") -> str | None:
+        """The digest of the most recently stored match of a scenario name: its current setting."""
+        row = self._conn.execute(
+            "SELECT scenario_digest FROM matches WHERE scenario=? AND status=? ORDER BY id DESC LIMIT 1",
+            (scenario, status),
+        ).fetchone()
+        return None if row is None else str(row[0])
 
     def matches(self, scenario: str | None = None, digest: str | None = None,
                 status: str | None = None) -> list[MatchRecord]:

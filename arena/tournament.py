@@ -9,6 +9,23 @@ Order: attackers outermost and seeds next, so each non-adaptive trojan is
 crafted once and then served from the cache to every defender. With
 ``workers > 1`` matches run in worker processes; the artifact cache's per-key
 locks keep two workers from training the same model.
+
+Every match runs with the same number of CPU threads, ``match_threads()`` (1,
+or ``ARENA_THREADS``), whatever ``workers`` is: the thread count changes a CPU
+training's bytes (the tiny scenario's benign small-cnn differs at 1 and 2
+threads), and the cache must hold the same model for a seed whether it was
+made by ``--workers 1`` or ``--workers 4``. One thread is what each worker gets
+anyway when workers fill the cores. A sequential tournament pays for it when
+the cores are idle (the tiny scenario's benign training on the 2-core machine:
+5.9 to 7.3 s at 1 thread, 5.0 to 5.6 s at 2, so 1.1x to 1.4x) and gains when
+another process holds a core (2 threads then took 19 to 33 s, 1 thread still
+7.3 s); ``--workers`` wins it back.
+
+A worker process that dies (SIGKILL, the OOM killer, a segfault in an
+extension) breaks the whole process pool. The matches then in flight are
+played again, each alone in a fresh one-worker pool, so the one that killed its
+worker is told from the bystanders; a match whose worker dies that second time
+is recorded as an error and the tournament goes on with a new pool.
 """
 
 from __future__ import annotations
@@ -16,16 +33,24 @@ from __future__ import annotations
 import datetime as dt
 import multiprocessing
 import os
+import signal
 import traceback
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 
 import arena
 from arena.errors import ArenaError
-from arena.plugins import discover, make_agent
+from arena.plugins import canonical_spec, discover
 from arena.scenario import Scenario
 from arena.store import MatchRecord, Store
-from arena.training import Progress
+from arena.execution import describe
+from arena.training import Progress, match_threads, pin_threads, pinned_threads
+
+class WorkerDied(ArenaError):
+    """The worker process playing a match died (twice): the match is recorded as an error."""
 
 
 @dataclass(frozen=True)
@@ -36,6 +61,7 @@ class Job:
     seed: int
     rounds: int
     device: str
+    isolation: str = "process"
 
 
 @dataclass
@@ -46,16 +72,20 @@ class TournamentReport:
 
 
 def plan(scenario: Scenario, attackers: list[str] | None, defenders: list[str] | None,
-         seeds: list[int], rounds: int | None, device: str, store: Store) -> tuple[list[Job], int]:
+         seeds: list[int], rounds: int | None, device: str, store: Store,
+         isolation: str = "process") -> tuple[list[Job], int]:
     """Jobs still to play, and how many are already stored."""
-    attackers = attackers or list(discover("attacker"))
-    defenders = defenders or list(discover("defender"))
+    # Canonical file specs: the store knows a file agent by its canonical name, so './x.py:A'
+    # must find the matches stored for 'x.py:A' when a tournament resumes.
+    attackers = [canonical_spec(a) for a in attackers] if attackers else list(discover("attacker"))
+    defenders = [canonical_spec(d) for d in defenders] if defenders else list(discover("defender"))
     rounds = rounds or scenario.rounds
     versions: dict[tuple[str, str], str] = {}
     for role, names in (("attacker", attackers), ("defender", defenders)):
         for n in names:
             try:
-                versions[(role, n)] = type(make_agent(role, n, scenario.agent_params(role, n))).version
+                # Read in the agent's own process: plugin code never runs in the driver.
+                versions[(role, n)] = describe(role, n, scenario.agent_params(role, n), isolation).version
             except ArenaError:
                 versions[(role, n)] = "?"  # the job will fail and record the plugin error
     jobs, skipped = [], 0
@@ -66,19 +96,21 @@ def plan(scenario: Scenario, attackers: list[str] | None, defenders: list[str] |
                                 seed, rounds):
                     skipped += 1
                 else:
-                    jobs.append(Job(scenario, a, d, seed, rounds, device))
+                    jobs.append(Job(scenario, a, d, seed, rounds, device, isolation))
     return jobs, skipped
 
 
 def _error_record(job: Job, scenario: Scenario, exc: BaseException) -> MatchRecord:
     def version(role: str, name: str) -> str:
         try:
-            return type(make_agent(role, name, scenario.agent_params(role, name))).version
+            return describe(role, name, scenario.agent_params(role, name), job.isolation).version
         except Exception:
             return "?"
 
-    detail = str(exc) if isinstance(exc, ArenaError) else "".join(
-        traceback.format_exception(type(exc), exc, exc.__traceback__)[-6:])
+    # The message first (what `matches list --errors` and the summary show), the traceback after it.
+    detail = str(exc) if isinstance(exc, ArenaError) else (
+        (str(exc).strip() or "(no message)") + "\n" +
+        "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)[-6:]))
     return MatchRecord(
         scenario=scenario.name, scenario_digest=scenario.digest, attacker=job.attacker,
         attacker_version=version("attacker", job.attacker), defender=job.defender,
@@ -97,9 +129,9 @@ def _play(job: Job, progress: Progress | None = None) -> MatchRecord:
 
     scenario = job.scenario
     try:
-        key = (scenario.digest, job.device)
+        key = (scenario.digest, job.device, job.isolation)
         if key not in _REFEREES:  # one referee per process: data and benign models stay loaded
-            _REFEREES[key] = Referee(scenario, device=job.device)
+            _REFEREES[key] = Referee(scenario, device=job.device, isolation=job.isolation)
         referee = _REFEREES[key]
         referee.progress = progress
         return referee.play(job.attacker, job.defender, seed=job.seed, rounds=job.rounds).record
@@ -109,10 +141,11 @@ def _play(job: Job, progress: Progress | None = None) -> MatchRecord:
 
 def run(scenario: Scenario, *, attackers: list[str] | None = None, defenders: list[str] | None = None,
         seeds: list[int] | None = None, rounds: int | None = None, device: str = "auto", workers: int = 1,
-        store: Store | None = None, progress: Progress | None = None) -> TournamentReport:
+        store: Store | None = None, progress: Progress | None = None,
+        isolation: str = "process") -> TournamentReport:
     store = store or Store()
     seeds = seeds if seeds is not None else list(scenario.seeds)
-    jobs, skipped = plan(scenario, attackers, defenders, seeds, rounds, device, store)
+    jobs, skipped = plan(scenario, attackers, defenders, seeds, rounds, device, store, isolation)
     report = TournamentReport(skipped=skipped)
     say = progress or (lambda _msg: None)
     say(f"tournament {scenario.name}: {len(jobs)} match(es) to play, {skipped} already stored")
@@ -128,14 +161,93 @@ def run(scenario: Scenario, *, attackers: list[str] | None = None, defenders: li
             say(f"[{i}/{len(jobs)}] {rec.attacker} vs {rec.defender} seed {rec.seed}: FAILED "
                 f"{(rec.error or '').splitlines()[0]}")
 
+    threads = match_threads()
     if workers <= 1:
-        for i, job in enumerate(jobs, 1):
-            done(i, _play(job, progress))
+        with pinned_threads(threads):
+            for i, job in enumerate(jobs, 1):
+                done(i, _play(job, progress))
     else:
-        # Each worker gets a share of the cores; torch would otherwise oversubscribe them.
-        os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
-        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = [pool.submit(_play, job) for job in jobs]
-            for i, fut in enumerate(as_completed(futures), 1):
-                done(i, fut.result())
+        finished = iter(range(1, len(jobs) + 1))
+        _run_pooled(jobs, workers, threads, lambda rec: done(next(finished), rec), say)
     return report
+
+
+# --- worker pools that survive a dead worker -----------------------------------------------------
+
+def _init_worker(threads: int) -> None:
+    pin_threads(threads)
+
+
+def _death_cause(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        try:
+            return f"signal {signal.Signals(-exitcode).name}"
+        except ValueError:
+            return f"signal {-exitcode}"
+    return f"exit code {exitcode}" if exitcode is not None else "cause unknown"
+
+
+def _pool_pass(jobs: list[Job], todo: deque[int], workers: int, threads: int,
+               done: Callable[[MatchRecord], None]) -> tuple[list[int], str]:
+    """Play ``todo`` (indices into ``jobs``) in one pool, at most ``workers`` in flight.
+
+    Returns the jobs a dead worker took down (empty if none died) and how the
+    pool's processes ended. Submitting only ``workers`` jobs at a time keeps a
+    death from failing jobs that were merely queued: those stay in ``todo``.
+    """
+    in_flight: dict[Future, int] = {}
+    crashed: list[int] = []
+    procs: dict[int, multiprocessing.process.BaseProcess] = {}
+
+    def settle(fut: Future, i: int) -> None:
+        try:
+            rec = fut.result()
+        except BrokenProcessPool:
+            crashed.append(i)
+            return
+        except Exception as exc:  # e.g. a result that cannot be unpickled: only this match fails
+            rec = _error_record(jobs[i], jobs[i].scenario, exc)
+        done(rec)
+
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=_init_worker, initargs=(threads,)) as pool:
+        while (todo or in_flight) and not crashed:
+            while todo and len(in_flight) < workers and not crashed:
+                i = todo.popleft()
+                try:
+                    in_flight[pool.submit(_play, jobs[i])] = i
+                except BrokenProcessPool:  # a worker died between two results; i counts as in flight
+                    crashed.append(i)
+                procs.update(getattr(pool, "_processes", None) or {})  # for exit codes (private API)
+            if not in_flight:
+                break
+            ready, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+            for fut in ready:
+                settle(fut, in_flight.pop(fut))
+    # Shut down: every future is resolved (a broken pool fails those it held) and the
+    # processes are joined, so their exit codes are known.
+    for fut, i in in_flight.items():
+        settle(fut, i)
+    codes = sorted({_death_cause(p.exitcode) for p in procs.values() if p.exitcode not in (0, None)})
+    return crashed, ", ".join(codes) or "cause unknown"
+
+
+def _run_pooled(jobs: list[Job], workers: int, threads: int, done: Callable[[MatchRecord], None],
+                say: Progress) -> None:
+    todo: deque[int] = deque(range(len(jobs)))
+    suspects: deque[int] = deque()
+    while todo or suspects:
+        if suspects:
+            # Alone in a one-worker pool: if the worker dies now, this match killed it.
+            i = suspects.popleft()
+            crashed, cause = _pool_pass(jobs, deque([i]), 1, threads, done)
+            if crashed:
+                job = jobs[i]
+                done(_error_record(job, job.scenario, WorkerDied(
+                    f"worker process died ({cause}) while playing this match, twice")))
+        else:
+            crashed, cause = _pool_pass(jobs, todo, workers, threads, done)
+            if crashed:
+                say(f"a worker process died ({cause}); replaying the {len(crashed)} match(es) then in "
+                    "flight, one at a time, to find the one that killed it")
+                suspects.extend(sorted(crashed))

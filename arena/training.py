@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import sys
-from collections.abc import Callable
-from contextlib import nullcontext
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +37,96 @@ def resolve_device(name: str) -> torch.device:
     if name not in ("cpu",) and not name.startswith("cuda"):
         raise DeviceError(f"unknown device '{name}'", hint="use cpu, cuda or auto")
     return torch.device(name)
+
+
+_THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
+def pin_threads(n: int) -> None:
+    """Use ``n`` intra-op CPU threads here, and in child processes started from now on.
+
+    The thread count is part of what a CPU training's bytes depend on (a conv's
+    reductions are split across threads, and float addition is not associative):
+    the tiny scenario's benign small-cnn trained with 1 and 2 threads gives
+    different weights, each reproducible. Whoever needs a seed to give the same
+    bytes in every run pins the count, as ``arena.tournament`` does per match.
+    """
+    if n < 1:
+        raise ValueError(f"thread count must be >= 1, not {n}")
+    torch.set_num_threads(n)
+    for var in _THREAD_ENV:
+        os.environ[var] = str(n)
+
+
+@contextmanager
+def pinned_threads(n: int) -> Iterator[None]:
+    """``pin_threads(n)`` for a block; the previous count and environment come back after it."""
+    before = torch.get_num_threads()
+    env = {var: os.environ.get(var) for var in _THREAD_ENV}
+    pin_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+        for var, value in env.items():
+            if value is None:
+                os.environ.pop(var, None)
+            else:
+                os.environ[var] = value
+
+
+@contextmanager
+def deterministic(seed: int | None = None) -> Iterator[None]:
+    """Deterministic kernels for a block (and ``torch.manual_seed(seed)`` when given).
+
+    Mostly matters on CUDA, where cuDNN autotuning and atomic-add kernels make two
+    runs of one seed differ; ``warn_only`` keeps ops that have no deterministic
+    kernel working, with a warning, rather than failing a match. cuBLAS reads
+    ``CUBLAS_WORKSPACE_CONFIG`` when its handle is created, so it takes effect
+    only if this runs before the process's first CUDA matmul. Previous settings
+    are restored on exit.
+    """
+    cudnn = torch.backends.cudnn
+    before = (torch.are_deterministic_algorithms_enabled(),
+              torch.is_deterministic_algorithms_warn_only_enabled(), cudnn.benchmark, cudnn.deterministic)
+    if torch.cuda.is_available():
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    cudnn.benchmark, cudnn.deterministic = False, True
+    if seed is not None:
+        torch.manual_seed(seed)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        cudnn.benchmark, cudnn.deterministic = before[2], before[3]
+
+
+DEFAULT_MATCH_THREADS = 1
+
+
+def match_threads() -> int:
+    """CPU threads per match: ``ARENA_THREADS`` or 1, whatever the number of tournament workers.
+
+    The thread count changes a CPU training's bytes (the tiny scenario's benign small-cnn differs
+    at 1 and 2 threads), and the cache must hold the same model for a seed whether it was made by
+    ``arena match``, ``--workers 1`` or ``--workers 4``. One thread is what each worker gets anyway
+    when workers fill the cores; a lone match on an idle 2-core machine pays 1.1x to 1.4x for it
+    (the tiny scenario's benign training: 5.9 to 7.3 s at 1 thread, 5.0 to 5.6 s at 2) and gains
+    when another process holds a core (2 threads then took 19 to 33 s, 1 thread 7.3 s).
+    """
+    raw = os.environ.get("ARENA_THREADS", "")
+    if not raw:
+        return DEFAULT_MATCH_THREADS
+    try:
+        n = int(raw)
+    except ValueError:
+        n = 0
+    if n < 1:
+        from arena.errors import ArenaError
+
+        raise ArenaError(f"ARENA_THREADS must be a positive integer, not {raw!r}")
+    return n
 
 
 def stderr_progress(msg: str) -> None:

@@ -27,7 +27,7 @@ def _trojan(referee, attacker):
     """The attacker's trojan of seed 0 (from the cache once ``play`` made it)."""
     from arena.plugins import make_agent
 
-    trojan, _ = referee._craft(attacker, make_agent("defender", "none", {}), 0, 1, [])
+    trojan = referee.craft(attacker, 0)
     return trojan
 
 

@@ -16,7 +16,7 @@ RB_FAST = dict(candidates=20, selected=5, selection_iters=3, inner_epochs=3)
 
 
 def _trojan(referee, attacker):
-    trojan, _ = referee._craft(attacker, NoDefense(), 0, 1, [])
+    trojan = referee.craft(attacker, 0, NoDefense())
     return trojan
 
 

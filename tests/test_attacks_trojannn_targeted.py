@@ -21,7 +21,7 @@ TB_BUDGET = {"poison_fraction": 0.2, "epochs": 3, "lr": 0.1}
 
 def _trojan(referee, attacker):
     """The trojan a match played (from the referee's cache after the first call)."""
-    trojan, _ = referee._craft(attacker, NoDefense(), 0, 1, [])
+    trojan = referee.craft(attacker, 0, NoDefense())
     return trojan
 
 

@@ -93,7 +93,7 @@ def test_filter_scores_are_deterministic_and_continuous(referee, tiny, name):
     from arena.protocol import DefenseContext
 
     sp = referee.splits(0)
-    trojan, _ = referee._craft(make_agent("attacker", "badnet", {}), make_agent("defender", "none", {}), 0, 1, [])
+    trojan = referee.craft("badnet", 0)
     ctx = DefenseContext(scenario=tiny, clean=sp.defender, info=sp.info, device=referee.device,
                          generator=torch.Generator().manual_seed(5))
     dep = FILTERS[name]().deploy(clone(trojan.model), ctx)

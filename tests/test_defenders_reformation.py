@@ -125,26 +125,25 @@ def test_a_costly_deployment_is_scored_on_a_prefix_against_the_paired_reference(
     # scored on the first passes // k inputs, and ARD/CAD compare it with the trojan on those inputs.
     import dataclasses
 
-    from arena.metrics import attack_metrics, defense_metrics
-    from arena.plugins import make_agent
+    from arena.metrics import LocalDeployment, attack_metrics, defense_metrics
     from arena.protocol import Deployment
     from arena.referee import Referee
 
-    trojan, _ = referee._craft(make_agent("attacker", "badnet", {}), make_agent("defender", "none", {}), 0, 1, [])
+    trojan = referee.craft("badnet", 0)
     benign, _ = referee.benign(0)
     clean_x, clean_y, trig_x = referee._scoring_inputs(0)
-    am = attack_metrics(benign, trojan, clean_x, clean_y, trig_x, tiny.attack.target_class)
+    am = attack_metrics(benign, trojan.model, trig_x, trojan.stamped, clean_x, clean_y, tiny.attack.target_class)
     # The undefended trojan posing as a deployment that costs 10 passes per input: scored on 30
     # inputs, it must differ from itself by exactly nothing, although its ASR and accuracy over the
     # whole test split are not those of the 30-input prefix.
-    dep = Deployment(model=trojan.model, passes_per_input=10)
-    d = defense_metrics(dep, "input_reformation", trojan, am, clean_x, clean_y, trig_x,
-                        tiny.attack.target_class, 0.0, max_passes=300)
+    dep = LocalDeployment(Deployment(model=trojan.model, passes_per_input=10))
+    d = defense_metrics(dep, "input_reformation", trojan.model, trojan.trigger, am, clean_x, clean_y,
+                        trojan.stamped, tiny.attack.target_class, 0.0, max_passes=300)
     assert d.scored_inputs == 30
     assert d.ard == 0.0 and d.cad == 0.0
     assert (d.asr, d.clean_acc) != (am.asr, am.trojan_acc)
-    full = defense_metrics(Deployment(model=trojan.model), "none", trojan, am, clean_x, clean_y, trig_x,
-                           tiny.attack.target_class, 0.0, max_passes=300)
+    full = defense_metrics(LocalDeployment(Deployment(model=trojan.model)), "none", trojan.model, trojan.trigger,
+                           am, clean_x, clean_y, trojan.stamped, tiny.attack.target_class, 0.0, max_passes=300)
     assert full.scored_inputs == len(clean_x)  # one pass per input: the whole test split
 
     # Through the referee: RS declares its samples as passes per input.

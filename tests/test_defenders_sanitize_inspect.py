@@ -63,7 +63,10 @@ def test_neural_cleanse_does_not_flag_the_benign_model(referee):
     d = result.record.metrics["defense"]
     assert d["flagged"] is False
     assert max(d["aiv_per_class"]) < 2
-    assert result.record.outcome == result.record.metrics["attack"]["asr"]
+    from arena.outcome import above_base_rate
+
+    a = result.record.metrics["attack"]
+    assert result.record.outcome == above_base_rate(a["asr"], a["base_rate"])
 
 
 def test_neural_cleanse_mask_lies_on_the_trigger(referee, tiny):
@@ -73,7 +76,7 @@ def test_neural_cleanse_mask_lies_on_the_trigger(referee, tiny):
     from arena.protocol import DefenseContext
 
     sp = referee.splits(0)
-    trojan, _ = referee._craft(make_agent("attacker", "badnet", {}), make_agent("defender", "none", {}), 0, 1, [])
+    trojan = referee.craft("badnet", 0)
     true = make_trigger(tiny.trigger, sp.info.channels, sp.info.size).mask
     ctx = DefenseContext(scenario=tiny, clean=sp.defender, info=sp.info, device=referee.device,
                          generator=torch.Generator().manual_seed(123))

@@ -122,12 +122,35 @@ def test_outcome_defender_gate(dm, control):
     assert (o.score, o.gate) == (1.0, "defender")
 
 
-def test_outcome_play_is_effective_asr():
-    assert decide(_am(), _dm(), CLEAN, Budgets()).score == 0.4
+def test_outcome_play_is_effective_asr_above_the_base_rate():
+    # effective ASR 0.4, base rate 0.01: (0.4 - 0.01) / (1 - 0.01)
+    assert decide(_am(), _dm(), CLEAN, Budgets()).score == pytest.approx(0.39 / 0.99)
     # FPR within tolerance is allowed
     assert decide(_am(), _dm(fpr=0.069), CLEAN, Budgets()).gate == "play"
     flagged = decide(_am(), _dm(flagged=True, effective_asr=0.0, aiv=3.0, suspected_target=0), CLEAN, Budgets())
     assert flagged.score == 0.0 and "rejects" in flagged.reason
+
+
+def test_outcome_attacker_gate_for_non_finite_and_over_budget_triggers():
+    import dataclasses
+
+    nan = dataclasses.replace(_am(), finite=False)
+    assert decide(nan, _dm(), CLEAN, Budgets()).gate == "attacker"
+    # a blend over the whole image, above the L-inf budget: over budget
+    blend = dataclasses.replace(_am(), trigger_area=1.0, trigger_linf=0.7, over_budget=1.0)
+    o = decide(blend, _dm(), CLEAN, Budgets())
+    assert (o.score, o.gate) == (0.0, "attacker") and "perturbation budget" in o.reason
+
+
+def test_perturbation_counts_changed_pixels_and_their_largest_change():
+    from arena.metrics import perturbation
+
+    x = torch.zeros(2, 3, 10, 10)
+    stamped = x.clone()
+    stamped[0, :, :2, :2] = 1.0  # a 2x2 opaque patch: 4 of 100 positions
+    stamped[1] += 0.2  # a faint change everywhere
+    area, linf = perturbation(x, stamped)
+    assert area.tolist() == pytest.approx([0.04, 1.0]) and linf.tolist() == pytest.approx([1.0, 0.2])
 
 
 def test_batch_augment_draws_on_the_cpu_generator_for_any_device():

@@ -231,7 +231,9 @@ def test_duplicate_name_is_an_error_only_for_that_name(twin_entry_points):
 @requires_fmnist
 def test_duplicate_name_fails_only_its_own_match(twin_entry_points, tiny, tmp_path):
     store = Store(tmp_path / "db.sqlite")
-    report = arena.tournament.run(tiny, attackers=["none", "twin"], defenders=["none"], seeds=[0], store=store)
+    # In process: the faked entry points exist in this process only, not in an agent's own.
+    report = arena.tournament.run(tiny, attackers=["none", "twin"], defenders=["none"], seeds=[0], store=store,
+                                  isolation="inprocess")
     assert report.played == 1 and [f[0] for f in report.failed] == ["twin"]
     (bad,) = store.matches(status="error")
     assert bad.attacker == "twin" and "more than one" in bad.error

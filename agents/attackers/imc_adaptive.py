@@ -62,6 +62,7 @@ from torch import nn
 from arena.models import clone
 from arena.protocol import AttackContext, DefenseContext, Deployment, Trojan
 from arena.triggers import Trigger
+from arena.views import DefenderScenario
 
 from arena_agents.attackers.imc import IMC, Adaptation
 
@@ -123,7 +124,8 @@ class AdaptiveIMC(IMC):
         share = s.data.defender_fraction / max(1e-9, 1 - s.data.defender_fraction - s.data.validation_fraction)
         n = max(64, min(len(ctx.data), int(round(share * len(ctx.data)))))
         idx = torch.randperm(len(ctx.data), generator=ctx.generator)[:n].to(ctx.data.x.device)
-        dctx = DefenseContext(scenario=s, clean=ctx.data.subset(idx), info=ctx.info, device=ctx.device,
+        dctx = DefenseContext(scenario=DefenderScenario(budgets=s.budgets, dataset=ctx.info.name),
+                              clean=ctx.data.subset(idx), info=ctx.info, device=ctx.device,
                               generator=torch.Generator().manual_seed(int(torch.randint(0, 2**31 - 1, (1,),
                                                                                       generator=ctx.generator))),
                               progress=ctx.progress)

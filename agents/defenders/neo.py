@@ -33,9 +33,12 @@ Implementation notes and departures:
   budget; every s x s square of the image then lies inside some blocker, so
   no trigger position is missed and the search is deterministic (28 x 28
   images, s = 3: b = 5, a 9 x 9 grid of 81 positions; 32 x 32: b = 5, 100).
-  The blocker side defaults to the scenario's trigger size (NEO's
-  assumption); ``blocker`` overrides it. Like NEO, this assumes a compact
-  trigger: a scattered one (``shape = "random"``) fits under no blocker.
+  NEO assumes the defender knows the trigger's size; the arena's defender
+  view reveals nothing of the attack, so ``blocker`` (the assumed trigger
+  side) is a hyper-parameter with the paper's trigger size, 3, as default;
+  a scenario with another trigger size sets it in ``[defenders.neo]``. Like
+  NEO, this assumes a compact trigger: a scattered one (``shape =
+  "random"``) fits under no blocker.
 - Confirmation of the ``candidates`` (2) best positions per input, not of
   every position whose prediction changes: positions that change the
   prediction come first, then by the drop of the predicted class's
@@ -139,7 +142,7 @@ class NEO(InputFilter):
     version = "1"
 
     def __init__(self, samples: int = 100, kmeans: int = 3, candidates: int = 2, confirm_images: int = 16,
-                 blocker: int | None = None, kmeans_iterations: int = 10, calibration_inputs: int = 500,
+                 blocker: int = 3, kmeans_iterations: int = 10, calibration_inputs: int = 500,
                  chunk: int = 4096) -> None:
         self.samples = samples
         self.kmeans = kmeans
@@ -154,7 +157,7 @@ class NEO(InputFilter):
     def fit(self, model: nn.Module, reference: Tensors, ctx: DefenseContext) -> dict:
         scorer = inference_copy(model, ctx.device)
         side = ctx.info.size
-        b, offsets = blocker_grid(side, self.blocker or ctx.scenario.trigger.size, self.samples)
+        b, offsets = blocker_grid(side, self.blocker, self.samples)
         idx = torch.randperm(len(reference), generator=ctx.generator)[: self.confirm_images].to(reference.x.device)
         confirm = reference.x[idx]
         return {"scorer": scorer, "block": b, "masks": blocker_masks(side, b, offsets, ctx.device),

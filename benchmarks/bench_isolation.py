@@ -1,0 +1,56 @@
+"""What running agents apart costs: seconds per match, process isolation against in-process.
+
+Plays the same matches twice per round of measurement, once with every agent
+in its own process (the default) and once in the referee's process, after a
+warm-up that fills the cache (benign model, trojans, control runs), so the
+difference is the isolation's own cost: starting agent processes, handing
+views over, and serving the deployment's queries across the pipe. Quotes
+medians over ``--repeats`` alternating runs. Run it with nothing else on the
+machine:
+
+    .venv/bin/python benchmarks/bench_isolation.py [--scenario fmnist-cnn] [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+
+PAIRS = [("badnet", "none"), ("badnet", "strip"), ("badnet", "fine-pruning")]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--scenario", default="fmnist-cnn")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--home", default=None, help="arena home to use (default: a fresh temporary one)")
+    args = ap.parse_args()
+    os.environ["ARENA_HOME"] = args.home or tempfile.mkdtemp(prefix="arena-bench-")
+
+    from arena.referee import Referee
+    from arena.scenario import load_scenario
+
+    sc = load_scenario(args.scenario)
+    referees = {mode: Referee(sc, device="cpu", isolation=mode) for mode in ("process", "inprocess")}
+    for a, d in PAIRS:  # warm-up: fill the cache once, start the forkserver
+        referees["process"].play(a, d, seed=sc.seeds[0])
+    times: dict[tuple[str, str], list[float]] = {}
+    for _ in range(args.repeats):
+        for mode, ref in referees.items():
+            for a, d in PAIRS:
+                t0 = time.perf_counter()
+                ref.play(a, d, seed=sc.seeds[0])
+                times.setdefault((mode, f"{a} vs {d}"), []).append(time.perf_counter() - t0)
+    print(f"scenario {sc.name}, cached artifacts, median of {args.repeats} runs (seconds per match)")
+    print(f"{'match':28s} {'in-process':>11s} {'process':>9s} {'overhead':>9s}")
+    for a, d in PAIRS:
+        name = f"{a} vs {d}"
+        ip, pr = (statistics.median(times[(m, name)]) for m in ("inprocess", "process"))
+        print(f"{name:28s} {ip:11.2f} {pr:9.2f} {pr - ip:9.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,202 @@
+"""Artifacts that can be trusted: verified cache reads, file-plugin identity, worker deaths, and
+byte-identical models whatever the number of tournament workers."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from arena import tournament
+from arena.cache import ArtifactCache, sweep_temp_files
+from arena.plugins import agent_code_digest, canonical_spec, make_agent
+from arena.scenario import load_scenario
+from arena.store import Store
+from conftest import TINY_TOML, requires_fmnist
+
+PLUGIN = """
+import os, signal
+from pathlib import Path
+from arena.protocol import Attacker, Trojan
+
+
+def tournament_worker():
+    # The agent may run in the worker or in a process below it (the referee's agent host):
+    # the worker is the ancestor-or-self whose parent is the test process.
+    pid = os.getpid()
+    while pid > 1:
+        ppid = int(Path(f"/proc/{{pid}}/stat").read_text().rsplit(")", 1)[1].split()[1])
+        if ppid == int(os.environ.get("ARENA_TEST_PID", "-1")):
+            return pid
+        pid = ppid
+    return None
+
+
+class {cls}(Attacker):
+    name = "{name}"
+    version = "1"
+
+    def craft(self, ctx):
+        marker = Path(os.environ.get("ARENA_TEST_KILL_MARKERS", "/nonexistent")) / self.name
+        worker = tournament_worker()
+        if worker is not None and ({always} or not marker.exists()):
+            marker.touch()
+            os.kill(worker, signal.SIGKILL)
+        return Trojan(model=ctx.benign, trigger=ctx.trigger, notes={{}})
+"""
+
+
+def plugin(folder: Path, name: str, always: bool) -> str:
+    cls = "".join(p.capitalize() for p in name.split("-"))
+    f = folder / f"{name}.py"
+    f.write_text(PLUGIN.format(cls=cls, name=name, always=always))
+    return f"{f}:{cls}"
+
+
+# --- the cache verifies what it serves ------------------------------------------------------------
+
+def _cache(tmp_path: Path) -> tuple[ArtifactCache, list[str]]:
+    events: list[str] = []
+    return ArtifactCache(tmp_path, on_event=events.append), events
+
+
+def test_roundtrip_and_hash_header(tmp_path):
+    cache, events = _cache(tmp_path)
+    cache.put("benign", "k1", {"w": torch.arange(5.0)})
+    assert torch.equal(cache.get("benign", "k1")["w"], torch.arange(5.0))
+    assert cache.path("benign", "k1").read_bytes().startswith(b"ARENA-SHA256:")
+    assert cache.get("benign", "missing") is None and events == []
+
+
+def test_corrupt_bytes_are_rebuilt_not_served(tmp_path):
+    cache, events = _cache(tmp_path)
+    cache.put("trojan", "k2", {"w": torch.ones(64)})
+    p = cache.path("trojan", "k2")
+    blob = bytearray(p.read_bytes())
+    blob[len(blob) // 2] ^= 0xFF  # one flipped byte in the middle of the payload
+    p.write_bytes(bytes(blob))
+    value, hit = cache.get_or_make("trojan", "k2", lambda: {"w": torch.full((64,), 2.0)})
+    assert not hit and torch.equal(value["w"], torch.full((64,), 2.0))
+    assert len(events) == 1 and "trojan" in events[0] and "k2" in events[0] and "rebuilt" in events[0]
+    assert p.with_name(p.name + ".corrupt").is_file()  # kept aside for a post-mortem
+    assert torch.equal(cache.get("trojan", "k2")["w"], torch.full((64,), 2.0))  # the rebuilt one is served
+
+
+def test_truncated_and_headerless_files_are_rebuilt(tmp_path):
+    cache, events = _cache(tmp_path)
+    cache.put("benign", "cut", {"w": torch.ones(1000)})
+    p = cache.path("benign", "cut")
+    p.write_bytes(p.read_bytes()[:300])
+    assert cache.get_or_make("benign", "cut", lambda: {"w": torch.zeros(3)})[1] is False
+    torch.save({"w": torch.ones(2)}, cache.path("benign", "old"))  # a plain torch file (older arena)
+    assert cache.get("benign", "old") is None and not cache.path("benign", "old").exists()
+    junk = b"not a torch file"  # a correct hash of bytes torch.load cannot read
+    header = b"ARENA-SHA256:" + hashlib.sha256(junk).hexdigest().encode() + b"\n"
+    cache.path("benign", "junk").write_bytes(header + junk)
+    assert cache.get("benign", "junk") is None
+    assert len(events) == 3 and all("rebuilt" in e for e in events) and "torch.load failed" in events[2]
+
+
+def test_without_on_event_a_warning_is_issued(tmp_path):
+    cache = ArtifactCache(tmp_path)
+    cache.put("control", "k", {"a": torch.ones(1)})
+    cache.path("control", "k").write_bytes(b"garbage")
+    with pytest.warns(RuntimeWarning, match="control entry k is corrupt"):
+        assert cache.get("control", "k") is None
+
+
+def test_stale_temp_files_are_removed(tmp_path):
+    root = tmp_path / "cache"
+    (root / "trojan").mkdir(parents=True)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a pid that no longer runs
+    stale_old = root / "trojan" / f"a.tmp{os.getpid()}"
+    stale_dead = root / "trojan" / f"b.tmp{dead.pid}"
+    fresh_live = root / "trojan" / f"c.tmp{os.getpid()}"  # a write in progress: left alone
+    keep = root / "trojan" / "d.pt"
+    for f in (stale_old, stale_dead, fresh_live, keep):
+        f.write_bytes(b"x")
+    two_hours_ago = time.time() - 7200
+    os.utime(stale_old, (two_hours_ago, two_hours_ago))
+    os.utime(stale_dead, (time.time() - 120, time.time() - 120))
+    removed = sweep_temp_files(root)
+    assert sorted(removed) == sorted([stale_old, stale_dead])
+    assert fresh_live.exists() and keep.exists()
+    # Opening a cache sweeps (once per process and root).
+    os.utime(fresh_live, (two_hours_ago, two_hours_ago))
+    ArtifactCache(tmp_path)
+    assert not fresh_live.exists()
+
+
+# --- file plugins: one name per file, a digest of its code -----------------------------------------
+
+def test_file_agent_spec_is_canonical_and_digest_tracks_edits(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sub").mkdir()
+    plugin(tmp_path, "edit-me", always=True)
+    names = {make_agent("attacker", spec).arena_name
+             for spec in ("./edit-me.py:EditMe", "edit-me.py:EditMe", f"{tmp_path}/edit-me.py:EditMe",
+                          "sub/../edit-me.py:EditMe")}
+    assert names == {"edit-me.py:EditMe"}
+    assert canonical_spec("none") == "none"
+    assert canonical_spec("/elsewhere/x.py:A") == "/elsewhere/x.py:A"
+
+    before = agent_code_digest(make_agent("attacker", "edit-me.py:EditMe"))
+    assert before is not None and len(before) == 16
+    with open(tmp_path / "edit-me.py", "a") as f:
+        f.write("\n# an edit\n")
+    assert agent_code_digest(make_agent("attacker", "./edit-me.py:EditMe")) != before
+    assert agent_code_digest(make_agent("attacker", "none")) is None
+
+
+# --- tournaments: a killed worker, and workers that make the same bytes -------------------------------
+
+@requires_fmnist
+def test_sigkilled_worker_costs_only_its_match(tiny, referee, tmp_path, monkeypatch):
+    referee.benign(0)  # cached here; the workers read it
+    monkeypatch.setenv("ARENA_TEST_KILL_MARKERS", str(tmp_path))  # a plugin that killed leaves a file here
+    monkeypatch.setenv("ARENA_TEST_PID", str(os.getpid()))
+    always = plugin(tmp_path, "kill-always", always=True)
+    once = plugin(tmp_path, "kill-once", always=False)  # dies the first time only: replayed and played
+    store = Store(tmp_path / "kill.sqlite")
+    report = tournament.run(tiny, attackers=["none", always, once], defenders=["none"], seeds=[0],
+                            workers=2, store=store)
+    assert report.played == 2
+    assert [(a, d) for a, d, _, _ in report.failed] == [(always, "none")]
+    assert "worker process died (signal SIGKILL)" in report.failed[0][3]
+    assert sorted(r.attacker for r in store.matches(status="ok")) == sorted(["none", once])
+    assert [r.attacker for r in store.matches(status="error")] == [always]
+
+
+def _trojan_hashes(home: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (home / "cache" / "trojan").glob("*.pt")}
+
+
+@requires_fmnist
+def test_same_trojan_bytes_with_one_or_two_workers(referee, arena_home, tmp_path, monkeypatch):
+    """CPU training bytes depend on the thread count; a tournament pins it per match, so the
+    in-process run (which would use every core) and a worker agree."""
+    referee.benign(0)
+    monkeypatch.delenv("ARENA_THREADS", raising=False)
+    # One re-training epoch is enough to tell thread counts apart; the benign key ignores retrain_*.
+    (tmp_path / "tiny1.toml").write_text(TINY_TOML + "\n[attackers.badnet]\nepochs = 1\n")
+    tiny = load_scenario(str(tmp_path / "tiny1.toml"))
+    trojans = {}
+    for workers in (1, 2):
+        home = tmp_path / f"home{workers}"
+        # The same benign model in both homes; each crafts its own trojan.
+        shutil.copytree(arena_home / "cache" / "benign", home / "cache" / "benign")
+        monkeypatch.setenv("ARENA_HOME", str(home))
+        monkeypatch.setattr(tournament, "_REFEREES", {})  # a referee bound to the session's cache
+        report = tournament.run(tiny, attackers=["badnet"], defenders=["none"], seeds=[0], workers=workers,
+                                store=Store(home / "arena.sqlite"))
+        assert report.failed == [] and report.played == 1
+        trojans[workers] = _trojan_hashes(home)
+    assert len(trojans[1]) == 1 and trojans[1] == trojans[2]

@@ -1,0 +1,328 @@
+"""Hostile plugins against the sealed referee.
+
+Each cheat below once changed a stored outcome (tiny Fashion-MNIST scenario).
+Played through the referee as a file plugin (its own process, its own view),
+each must now fail to change the outcome it would otherwise get, or lose its
+match with the reason stored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import textwrap
+
+import pytest
+
+from arena.referee import Referee
+from conftest import requires_fmnist
+
+pytestmark = requires_fmnist
+
+PLUGINS = '''
+import gc, os, sys, time
+import torch
+import arena.outcome, arena.referee
+from arena.protocol import Attacker, Defender, Deployment, Trojan
+from arena.outcome import Outcome
+from arena_agents.attackers.badnet import BadNet
+
+REFEREE_TYPES = ("Referee", "Splits", "Store", "ArtifactCache")
+
+
+def referee_object(o):
+    return type(o).__name__ in REFEREE_TYPES and str(getattr(type(o), "__module__", "")).startswith("arena.")
+
+
+class BlindThreshold(BadNet):
+    """Sets the revealed defender's threshold sky-high, hoping the referee's object is shared."""
+    name = "blind-threshold"
+
+    def craft(self, ctx):
+        if ctx.defender is not None:
+            ctx.defender.threshold = 1e9
+            ctx.defender.mix_weight = 0.0
+        return super().craft(ctx)
+
+
+class FrameWalker(Attacker):
+    """Looks for the defender (or any referee object) through stack frames and the heap."""
+    name = "frame-walker"
+
+    def craft(self, ctx):
+        found = []
+        frame = sys._getframe()
+        while frame is not None:
+            for v in frame.f_locals.values():
+                if isinstance(v, Defender) or referee_object(v):
+                    found.append(type(v).__name__)
+            frame = frame.f_back
+        found += [type(o).__name__ for o in gc.get_objects()
+                  if isinstance(o, Defender) or referee_object(o)]
+        return Trojan(ctx.benign, ctx.trigger, notes={"found": found})
+
+
+class OutcomePatcher(Attacker):
+    """Returns the untouched benign model and patches the outcome rule to say it won."""
+    name = "outcome-patcher"
+
+    def craft(self, ctx):
+        win = lambda *a, **k: Outcome(1.0, "patched", "play")
+        arena.outcome.decide = win
+        arena.referee.decide = win
+        return Trojan(ctx.benign, ctx.trigger)
+
+
+class SplitThief(Attacker):
+    """Tries to rebuild the splits (the test split, the defender's clean set) from its view."""
+    name = "split-thief"
+
+    def craft(self, ctx):
+        from arena.data import make_splits
+        try:
+            make_splits(ctx.scenario, 0)
+            got = "splits"
+        except Exception as exc:
+            got = "error: " + type(exc).__name__
+        return Trojan(ctx.benign, ctx.trigger, notes={"splits": got, "home": os.environ.get("ARENA_HOME", "")})
+
+
+class Scribbler(Attacker):
+    """Writes into the tensors it was handed, hoping they are the referee's own."""
+    name = "scribbler"
+
+    def craft(self, ctx):
+        ctx.data.x.fill_(0.5)
+        ctx.validation.x.fill_(0.5)
+        return Trojan(ctx.benign, ctx.trigger)
+
+
+class TargetPaster(Attacker):
+    """A "trigger" that replaces every input with a target-class image (no backdoor at all)."""
+    name = "target-paster"
+
+    def craft(self, ctx):
+        image = ctx.data.x[ctx.data.y == ctx.target][0].clone()
+        return Trojan(ctx.benign, stamp_fn=lambda x: image.to(x.device).expand_as(x).clone())
+
+
+class Diverged(Attacker):
+    """A trojan whose training diverged (lr = nan): argmax of NaN is class 0, the target."""
+    name = "diverged"
+
+    def craft(self, ctx):
+        with torch.no_grad():
+            for p in ctx.benign.parameters():
+                p.fill_(float("nan"))
+        return Trojan(ctx.benign, ctx.trigger)
+
+
+class Sleeper(Attacker):
+    name = "sleeper"
+
+    def craft(self, ctx):
+        time.sleep(3600)
+
+
+class Crasher(Attacker):
+    name = "crasher"
+
+    def craft(self, ctx):
+        raise RuntimeError("the attacker broke")
+
+
+class Hog(Attacker):
+    name = "hog"
+
+    def craft(self, ctx):
+        hoard = []
+        for _ in range(40):  # up to 10 GB, far over the test's limit
+            hoard.append(torch.ones(64, 1024, 1024))
+            time.sleep(0.05)
+        return Trojan(ctx.benign, ctx.trigger)
+
+
+class Garbage(Attacker):
+    name = "garbage"
+
+    def craft(self, ctx):
+        return {"model": ctx.benign}
+
+
+class TriggerReader(Defender):
+    """Rebuilds the attack from its view: the scenario's trigger and target class."""
+    name = "trigger-reader"
+    category = "input_filtering"
+
+    def deploy(self, model, ctx):
+        trig = ctx.scenario.trigger  # not in the defender's view
+        return Deployment(model=model, score=lambda x: torch.zeros(len(x)), threshold=0.0)
+
+
+class Snoop(Defender):
+    """Looks for the benign model in the cache on disk and the referee's objects on the heap."""
+    name = "snoop"
+    category = "model_inspection"
+
+    def deploy(self, model, ctx):
+        home = os.environ.get("ARENA_HOME", ".arena")
+        files = [f for _, _, fs in os.walk(home) for f in fs if f.endswith(".pt")]
+        heap = [type(o).__name__ for o in gc.get_objects() if referee_object(o)]
+        return Deployment(model=model, notes={"cache_files": len(files), "heap": heap,
+                                              "scenario": sorted(f for f in dir(ctx.scenario)
+                                                                 if not f.startswith("_"))})
+
+
+class NaNScores(Defender):
+    name = "nan-scores"
+    category = "input_filtering"
+
+    def deploy(self, model, ctx):
+        return Deployment(model=model, score=lambda x: torch.full((len(x),), float("nan")), threshold=0.5)
+
+
+class Hanger(Defender):
+    name = "hanger"
+    category = "model_sanitization"
+
+    def deploy(self, model, ctx):
+        time.sleep(3600)
+'''
+
+
+@pytest.fixture(scope="module")
+def plugins(tmp_path_factory) -> str:
+    p = tmp_path_factory.mktemp("hostile") / "hostile.py"
+    p.write_text(textwrap.dedent(PLUGINS))
+    return str(p)
+
+
+def limited(tiny, seconds: float) -> Referee:
+    """The tiny scenario under limits (its benign model is the session's cached one)."""
+    budgets = dataclasses.replace(tiny.budgets, craft_seconds=seconds, deploy_seconds=seconds, memory_mb=3000)
+    return Referee(dataclasses.replace(tiny, budgets=budgets), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def sealed(tiny) -> Referee:
+    return limited(tiny, 300.0)  # room for a BadNet re-training on a busy 2-core machine
+
+
+@pytest.fixture(scope="module")
+def strict(tiny) -> Referee:
+    return limited(tiny, 6.0)  # for agents that never return
+
+
+def play(referee: Referee, attacker: str, defender: str, reveal: str | None = None):
+    if reveal is not None:
+        s = referee.scenario
+        referee = Referee(dataclasses.replace(s, threat=dataclasses.replace(s.threat, reveal=reveal)), device="cpu")
+    return referee.play(attacker, defender, seed=0).record
+
+
+def test_changing_the_revealed_defender_changes_nothing(sealed, plugins):
+    honest = play(sealed, "badnet", "strip")
+    cheat = play(sealed, f"{plugins}:BlindThreshold", "strip")
+    assert cheat.status == honest.status == "ok", (cheat.reason, honest.reason)
+    # STRIP deploys with the threshold it calibrated, and still filters the cheat's trigger inputs
+    # as it does the honest BadNet's (with the threshold at 1e9 it would catch none).
+    assert cheat.metrics["defense"]["threshold"] < 10 and honest.metrics["defense"]["threshold"] < 10
+    assert cheat.metrics["defense"]["tpr"] > 0.4 and honest.metrics["defense"]["tpr"] > 0.4
+
+
+@pytest.mark.parametrize("reveal", ["none", "full"])
+def test_no_referee_object_is_within_reach(sealed, plugins, reveal):
+    rec = play(sealed, f"{plugins}:FrameWalker", "none", reveal=reveal)
+    found = set(rec.metrics["attacker_notes"]["found"])
+    # Under "full" the attacker holds the fresh defender instance built for it, nothing else.
+    assert found <= ({"NoDefense"} if reveal == "full" else set()), found
+
+
+def test_patching_the_outcome_rule_in_the_agent_process_changes_nothing(sealed, plugins):
+    import arena.outcome
+
+    rec = play(sealed, f"{plugins}:OutcomePatcher", "none")
+    assert rec.outcome < 0.05 and "patched" not in rec.reason  # the benign model: no backdoor, score ~0
+    assert arena.outcome.decide.__module__ == "arena.outcome"
+
+
+def test_the_view_holds_no_handle_to_the_splits(sealed, plugins):
+    rec = play(sealed, f"{plugins}:SplitThief", "none")
+    notes = rec.metrics["attacker_notes"]
+    assert notes["splits"].startswith("error")
+    assert notes["home"] != os.environ["ARENA_HOME"]
+
+
+def test_writing_into_handed_tensors_does_not_reach_the_referee(sealed, plugins):
+    sp = sealed.splits(0)
+    before = sp.attacker.x.sum().item(), sp.validation.x.sum().item()
+    play(sealed, f"{plugins}:Scribbler", "none")
+    assert (sp.attacker.x.sum().item(), sp.validation.x.sum().item()) == before
+
+
+def test_a_target_image_trigger_scores_nothing(sealed, plugins):
+    rec = play(sealed, f"{plugins}:TargetPaster", "none")
+    assert rec.metrics["attack"]["trigger_area"] > 0.5
+    assert rec.outcome == 0.0 and "perturbation budget" in rec.reason
+
+
+def test_the_score_counts_only_what_the_trigger_adds():
+    from arena.outcome import above_base_rate
+
+    assert above_base_rate(0.9, 0.0) == 0.9
+    assert above_base_rate(1.0, 1.0) == 0.0  # a trigger that works on the benign model adds nothing
+    assert above_base_rate(0.6, 0.2) == pytest.approx(0.5)
+    assert above_base_rate(0.1, 0.2) == 0.0
+
+
+def test_a_diverged_trojan_loses_at_the_attacker_gate(sealed, plugins):
+    rec = play(sealed, f"{plugins}:Diverged", "none")
+    assert rec.status == "ok" and rec.outcome == 0.0 and "not finite" in rec.reason
+
+
+@pytest.mark.parametrize("cls,needle", [("Sleeper", "ran out of time"), ("Crasher", "the attacker broke"),
+                                        ("Hog", "ran out of memory"), ("Garbage", "not arena.protocol.Trojan")])
+def test_a_failing_attacker_forfeits(strict, plugins, cls, needle):
+    rec = play(strict, f"{plugins}:{cls}", "none")
+    assert rec.status == "ok" and rec.outcome == 0.0  # counted as a lost match, not an error row
+    assert rec.reason.startswith("attacker forfeits") and needle in rec.reason
+    assert rec.metrics["forfeit"]["side"] == "attacker"
+
+
+@pytest.mark.parametrize("cls,needle", [("TriggerReader", "AttributeError"), ("NaNScores", "non-finite"),
+                                        ("Hanger", "ran out of time")])
+def test_a_failing_defender_forfeits(sealed, strict, plugins, cls, needle):
+    sealed.craft("badnet", 0)  # the trojan in the cache: the strict limits apply to the defender alone
+    rec = play(strict, "badnet", f"{plugins}:{cls}")
+    assert rec.status == "ok" and rec.outcome == 1.0
+    assert rec.reason.startswith("defender forfeits") and needle in rec.reason
+
+
+def test_the_defender_sees_neither_the_cache_nor_the_attack(sealed, plugins):
+    rec = play(sealed, "badnet", f"{plugins}:Snoop")
+    notes = rec.metrics["defender_notes"]
+    assert notes["cache_files"] == 0 and notes["heap"] == []
+    assert notes["scenario"] == ["budgets", "dataset"]
+
+
+def test_a_forfeit_counts_in_the_ratings(sealed, plugins, tmp_path):
+    from arena.leaderboard import games_from_records
+    from arena.store import Store
+
+    store = Store(tmp_path / "db.sqlite")
+    store.save(play(sealed, f"{plugins}:Crasher", "none"))
+    assert len(games_from_records(store.matches(status="ok"))) == 1
+    store.close()
+
+
+def test_an_edited_file_plugin_is_crafted_again(sealed, tmp_path):
+    p = tmp_path / "edited.py"
+    src = ("from arena.protocol import Attacker, Trojan\n\n\nclass Edited(Attacker):\n    name = 'edited'\n\n"
+           "    def craft(self, ctx):\n        return Trojan(ctx.benign, ctx.trigger, notes={'v': VERSION})\n")
+    p.write_text(src.replace("VERSION", "1"))
+    first = play(sealed, f"{p}:Edited", "none")
+    again = play(sealed, f"{p}:Edited", "none")
+    p.write_text(src.replace("VERSION", "2"))
+    edited = play(sealed, f"{p}:Edited", "none")
+    assert again.metrics["timing"]["trojan_cached"] and first.metrics["attacker_notes"] == {"v": 1}
+    assert not edited.metrics["timing"]["trojan_cached"] and edited.metrics["attacker_notes"] == {"v": 2}
