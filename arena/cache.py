@@ -57,8 +57,20 @@ _swept: set[Path] = set()  # cache roots whose temp files this process has alrea
 
 
 def arena_home() -> Path:
-    """Where the store and cache live: ``ARENA_HOME`` or ``./.arena``."""
-    return Path(os.environ.get("ARENA_HOME", ".arena"))
+    """Where the store and cache live, whatever the current folder.
+
+    ``$ARENA_HOME`` if set, else ``$XDG_DATA_HOME/backdoor-arena``, else
+    ``~/.local/share/backdoor-arena``: one place for every result, so a command
+    run from another folder still finds the matches stored before. Nothing is
+    created here; commands that write create it (``arena.store.require_writable_home``).
+    """
+    env = os.environ.get("ARENA_HOME")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_DATA_HOME", "")
+    # The XDG spec says a relative XDG_DATA_HOME is invalid and must be ignored.
+    base = Path(xdg) if os.path.isabs(xdg) else Path.home() / ".local" / "share"
+    return base / "backdoor-arena"
 
 
 def key_of(fields: dict[str, Any]) -> str:

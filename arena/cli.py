@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import wraps
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,7 +30,7 @@ from arena.scenario import (
 from arena.training import stderr_progress
 
 if TYPE_CHECKING:
-    from arena.store import Store
+    from arena.store import MatchRecord, Store
 
 
 def _friendly(fn: Callable) -> Callable:
@@ -48,7 +50,12 @@ def _friendly(fn: Callable) -> Callable:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="arena")
 def main() -> None:
-    """Backdoor Arena: backdoor attacks and defenses play each other."""
+    """Backdoor Arena: backdoor attacks and defenses play each other.
+
+    Matches and trained models are kept in the arena home, whatever the
+    current folder: $ARENA_HOME, else $XDG_DATA_HOME/backdoor-arena, else
+    ~/.local/share/backdoor-arena.
+    """
 
 
 def _fmt(v: Any) -> str:
@@ -59,20 +66,101 @@ def _fmt(v: Any) -> str:
     return "-" if v is None else str(v)
 
 
-def _report(rec) -> str:
-    m = rec.metrics
-    lines = [
-        f"{rec.attacker} vs {rec.defender} on {rec.scenario} (seed {rec.seed}, {rec.rounds} round(s), "
-        f"{rec.device}, {rec.duration_s:.1f} s)",
-        f"outcome: attacker scores {rec.outcome:.3f}  ->  "
-        + ("attacker wins" if rec.outcome > 0.5 else "defender wins" if rec.outcome < 0.5 else "draw"),
-        f"reason:  {rec.reason}",
-        "",
-    ]
-    rows = [("attack", k, _fmt(v)) for k, v in m["attack"].items()]
-    rows += [("defense", k, _fmt(v)) for k, v in m["defense"].items() if v is not None and k != "category"]
-    rows += [("control", k, _fmt(v)) for k, v in m["control"].items()]
-    lines.append(tabulate(rows, headers=["side", "metric", "value"], tablefmt="simple"))
+def _shown(path: Path) -> str:
+    """A path as the user should read it: absolute, since ARENA_HOME may be relative."""
+    return str(path.absolute())
+
+
+def _say(msg: str) -> None:
+    """A note on stderr: stdout carries only the command's result (a report, a table, JSON)."""
+    click.echo(msg, err=True)
+
+
+_TRACEBACK = "Traceback (most recent call last):"
+
+
+def _error_line(text: str | None) -> str:
+    """The line of a stored error that says what went wrong ("Type: message").
+
+    Errors are stored as "Type: message" followed by the traceback; a store
+    written by an older arena may hold a bare traceback, whose exception line
+    is its last unindented line.
+    """
+    lines = [ln.rstrip() for ln in (text or "").splitlines() if ln.strip()]
+    if not lines:
+        return ""
+    if not lines[0].endswith(_TRACEBACK):
+        return lines[0]
+    tail = [ln for ln in lines[1:] if not ln[0].isspace() and not ln.endswith(_TRACEBACK)]
+    return tail[-1] if tail else lines[0]
+
+
+def _finite(obj: Any) -> Any:
+    """``obj`` with every NaN or infinite float replaced by None: JSON has no such numbers."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def _json(obj: Any) -> str:
+    """One strict JSON document (no NaN tokens, which most JSON parsers reject)."""
+    return json.dumps(_finite(obj), default=str, allow_nan=False)
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[None]:
+    """Send everything written to stdout while agents play to stderr, so stdout holds only the result.
+
+    ``redirect_stdout`` catches Python prints in this process; the file
+    descriptor is redirected too (when stdout is fd 1), for C code and for
+    agent processes started meanwhile, which inherit this process's fd 1.
+    """
+    saved = None
+    try:
+        if sys.stdout.fileno() == 1:
+            sys.stdout.flush()
+            saved = os.dup(1)
+            os.dup2(2, 1)
+    except (AttributeError, OSError, ValueError):  # not a real file (a test runner's buffer): Python-level only
+        saved = None
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        if saved is not None:
+            os.dup2(saved, 1)
+            os.close(saved)
+
+
+def _verdict(outcome: float) -> str:
+    return "attacker wins" if outcome > 0.5 else "defender wins" if outcome < 0.5 else "draw"
+
+
+def _report(rec: MatchRecord) -> str:
+    """The readable report of a match (``arena match``, ``arena matches show``)."""
+    m = rec.metrics or {}
+    title = f"match #{rec.id}: " if rec.id is not None else ""
+    lines = [f"{title}{rec.attacker} vs {rec.defender} on {rec.scenario} (seed {rec.seed}, {rec.rounds} round(s), "
+             f"{rec.device or 'device unknown'}, {rec.duration_s:.1f} s)"]
+    if rec.status != "ok" or rec.outcome is None:
+        # A match that raised (stored by a tournament): no outcome, only what went wrong.
+        lines += [f"status:  {rec.status}: the match did not finish", "", rec.error or "(no error stored)"]
+        return "\n".join(lines)
+    lines += [f"outcome: attacker scores {rec.outcome:.3f}  ->  {_verdict(rec.outcome)}", f"reason:  {rec.reason}"]
+    forfeit = m.get("forfeit")
+    if forfeit:
+        lines.append(f"forfeit: the {forfeit.get('side', '?')} {forfeit.get('kind', 'failed')}: "
+                     f"{forfeit.get('message', '')}")
+    lines.append("")
+    rows = [("attack", k, _fmt(v)) for k, v in m.get("attack", {}).items()]
+    rows += [("defense", k, _fmt(v)) for k, v in m.get("defense", {}).items() if v is not None and k != "category"]
+    rows += [("control", k, _fmt(v)) for k, v in m.get("control", {}).items()]
+    if rows:  # an attacker that forfeits leaves nothing to measure
+        lines.append(tabulate(rows, headers=["side", "metric", "value"], tablefmt="simple"))
     notes = {**m.get("attacker_notes", {}), **{f"defender.{k}": v for k, v in m.get("defender_notes", {}).items()}}
     if notes:
         lines.append("")
@@ -80,9 +168,9 @@ def _report(rec) -> str:
     for name, path in m.get("artifacts", {}).items():
         if path.endswith(".png"):
             lines.append(f"{name.replace('_png', '')}: {arena_home() / path}")
-    if rec.rounds > 1:
+    if rec.rounds > 1 or len(rec.round_records) > 1:
         lines.append("")
-        lines.append(tabulate([(r["round"], f"{r['outcome']:.3f}", r["reason"]) for r in rec.round_records],
+        lines.append(tabulate([(r["round"], _fmt(r["outcome"]), r["reason"]) for r in rec.round_records],
                               headers=["round", "outcome", "reason"]))
     return "\n".join(lines)
 
@@ -136,7 +224,11 @@ device_option = click.option("--device", type=click.Choice(["auto", "cpu", "cuda
 @_friendly
 def match(attacker: str, defender: str, scenario: str, seed: int | None, rounds: int | None, device: str,
           as_json: bool, no_store: bool) -> None:
-    """Play ATTACKER against DEFENDER (names, or path/file.py:Class)."""
+    """Play ATTACKER against DEFENDER (names, or path/file.py:Class).
+
+    The match is stored in the arena home (replacing the same match played
+    before); stderr says under which id. See it again with `arena matches show ID`.
+    """
     from arena.referee import Referee
     from arena.store import Store, require_writable_home
 
@@ -144,14 +236,20 @@ def match(attacker: str, defender: str, scenario: str, seed: int | None, rounds:
     require_writable_home()  # the model cache is written even with --no-store
     store = None if no_store else Store()  # a broken store fails now, not after training
     referee = Referee(sc, device=device, progress=None if as_json else stderr_progress)
-    result = referee.play(attacker, defender, seed=sc.seeds[0] if seed is None else seed, rounds=rounds)
+    # An agent that prints must not break the report, least of all --json's one object.
+    with _stdout_to_stderr():
+        result = referee.play(attacker, defender, seed=sc.seeds[0] if seed is None else seed, rounds=rounds)
+    record = result.record
     if store is not None:
-        result.record.id = store.save(result.record)
+        replaced = store.stored_id(record)  # before saving: afterwards the row is this match's
+        if replaced is not None:
+            _say(f"note: this match was stored before; it replaces stored match #{replaced}")
+        record.id = store.save(record)
         store.close()
-    if as_json:
-        click.echo(json.dumps(result.record.to_dict(), default=str))
+        _say(f"stored as match #{record.id} in {_shown(store.path)}")
     else:
-        click.echo(_report(result.record))
+        _say("not stored (--no-store)")
+    click.echo(_json(record.to_dict()) if as_json else _report(record))
 
 
 @main.command()
@@ -183,8 +281,9 @@ def sweep(attacker: str, scenario: str, seed: int | None, fractions: str, device
         raise click.BadParameter(str(exc), param_hint="--fractions")
     store.save_sweep(result)
     store.close()
+    _say(f"stored the sweep of {attacker} in {_shown(store.path)}")
     if as_json:
-        click.echo(json.dumps(dataclasses.asdict(result)))
+        click.echo(_json(dataclasses.asdict(result)))
         return
     rows = [(f"{p.fraction:g}", f"{p.asr:.4f}", f"{100 * p.cad:.2f}", "yes" if p.within_budget else "no")
             for p in result.points]
@@ -214,24 +313,29 @@ def tournament(scenario: str, seeds: int | None, attackers: tuple[str, ...], def
     """Play all attacker x defender pairs; stored matches are skipped, so a re-run resumes."""
     from arena import tournament as tour
     from arena.plugins import resolve
-    from arena.store import require_writable_home
+    from arena.store import Store
 
     sc = _load(scenario)
     att, dfn = _split(attackers), _split(defenders)
     for role, names in (("attacker", att), ("defender", dfn)):
         for n in names or []:
             resolve(role, n)  # unknown names fail here, before any training
-    require_writable_home()
+    store = Store()  # a read-only home or a broken store fails now, before any training
     seed_list = list(sc.seeds[:seeds]) if seeds else list(sc.seeds)
     try:
         report = tour.run(sc, attackers=att, defenders=dfn, seeds=seed_list, rounds=rounds, device=device,
-                          workers=workers, progress=stderr_progress)
+                          workers=workers, store=store, progress=stderr_progress)
     except KeyboardInterrupt:
-        click.echo("interrupted: every finished match is stored; run the same command again to resume", err=True)
+        _say(f"interrupted: every finished match is stored in {_shown(store.path)}; "
+             "run the same command again to resume")
         sys.exit(130)
+    finally:
+        store.close()
+    stored = report.played + len(report.failed)
+    _say(f"stored {stored} match(es) in {_shown(store.path)} (see `arena matches list`)")
     click.echo(f"played {report.played}, skipped {report.skipped} (already stored), failed {len(report.failed)}")
     for a, d, seed, err in report.failed:
-        click.echo(f"  FAILED {a} vs {d} seed {seed}: {err.splitlines()[0] if err else ''}")
+        click.echo(f"  FAILED {a} vs {d} seed {seed}: {_error_line(err)}")
     sys.exit(1 if report.failed else 0)
 
 
@@ -242,15 +346,17 @@ def tournament(scenario: str, seeds: int | None, attackers: tuple[str, ...], def
               help="Folder for --write.")
 @click.option("--bootstrap", type=click.IntRange(min=10), default=200, show_default=True,
               help="Bootstrap rounds for the 95% intervals.")
+@click.option("--unit", type=click.Choice(["seed", "match"]), default="seed", show_default=True,
+              help="Bootstrap unit for the 95% intervals: whole seeds (the matches of one seed share trojans "
+                   "and control runs) or single matches (narrower; understates the uncertainty).")
 @_friendly
-def leaderboard(scenario: str, write: bool, out: str, bootstrap: int) -> None:
+def leaderboard(scenario: str, write: bool, out: str, bootstrap: int, unit: str) -> None:
     """Bradley-Terry ratings (95% bootstrap CI), Elo, and the outcome matrix of a scenario.
 
     SCENARIO is a scenario name or .toml path; a name with no scenario file
     but with stored matches rates the matches of its most recent setting.
     """
-    from arena.leaderboard import games_from_records, outcome_matrix, render_markdown, write_leaderboard
-    from arena.ratings import rate
+    from arena.leaderboard import render_leaderboard, write_leaderboard
     from arena.store import Store
 
     store = Store(readonly=True)
@@ -271,20 +377,19 @@ def leaderboard(scenario: str, write: bool, out: str, bootstrap: int) -> None:
         raise ArenaError(f"no stored matches for scenario '{name}' (digest {digest})",
                          hint=f"play some first: arena tournament --scenario {scenario}")
     if write:
-        md, csv = write_leaderboard(name, records, Path(out), bootstrap_rounds=bootstrap)
-        click.echo(f"wrote {md} and {csv}")
-    ratings = rate(games_from_records(records), bootstrap_rounds=bootstrap)
-    click.echo(render_markdown(name, ratings, outcome_matrix(records), len(records)))
+        from arena.replay import write_jsonl_gz
+
+        md, csv = write_leaderboard(name, records, Path(out), bootstrap_rounds=bootstrap, unit=unit)
+        # The matches behind it, so anyone can refit it or replay a sample (`arena matches replay --from`).
+        jsonl = write_jsonl_gz(records, Path(md).with_name(f"{name}.matches.jsonl.gz"))
+        _say(f"wrote {_shown(Path(md))}, {_shown(Path(csv))} and {_shown(jsonl)}")
+    md_text, _ = render_leaderboard(name, records, bootstrap_rounds=bootstrap, unit=unit)
+    click.echo(md_text)
 
 
 @main.group()
 def matches() -> None:
-    """List and export stored matches."""
-
-
-def _first_line(text: str | None) -> str:
-    # A match may carry no reason at all (an empty string splits into no lines).
-    return ((text or "").splitlines() or [""])[0][:70]
+    """List, show and export stored matches."""
 
 
 @matches.command("list")
@@ -300,15 +405,88 @@ def matches_list(scenario: str | None, errors: bool) -> None:
     recs = store.matches(scenario=name, status="error" if errors else None)
     store.close()
     rows = [(r.id, r.scenario, r.attacker, r.defender, r.seed, r.rounds, r.status,
-             "-" if r.outcome is None else f"{r.outcome:.3f}", _first_line(r.reason or r.error))
+             "-" if r.outcome is None else f"{r.outcome:.3f}",
+             _error_line(r.error if r.status != "ok" else r.reason)[:70])
             for r in recs]
     click.echo(tabulate(rows, headers=["id", "scenario", "attacker", "defender", "seed", "rounds", "status",
                                        "outcome", "reason / error"]))
 
 
+@matches.command("show")
+@click.argument("match_id", metavar="ID", type=click.IntRange(min=1))
+@_friendly
+def matches_show(match_id: int) -> None:
+    """The report of one stored match (ID as in `arena matches list`).
+
+    The report `arena match` prints: outcome, reason, metrics, every round of
+    a multi-round match, and who forfeited and why.
+    """
+    from arena.store import Store
+
+    store = Store(readonly=True)
+    try:
+        rec, last = store.get(match_id), store.max_id()
+    finally:
+        store.close()
+    if rec is None:
+        raise ArenaError(f"no stored match #{match_id} in {_shown(store.path)}",
+                         hint="the store is empty: play one with `arena match ATTACKER DEFENDER`" if last is None
+                         else f"stored ids go up to {last}; see `arena matches list`")
+    click.echo(_report(rec))
+
+
+@matches.command("replay")
+@click.argument("match_ids", metavar="[ID]...", nargs=-1, type=click.IntRange(min=1))
+@click.option("--from", "source", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="Published matches (leaderboards/NAME.matches.jsonl.gz) instead of the store.")
+@click.option("--sample", type=click.IntRange(min=1), default=None,
+              help="Replay a seeded random sample of this many matches (default: the IDs given, or all).")
+@click.option("--sample-seed", type=int, default=0, show_default=True, help="Seed of the sample.")
+@click.option("--scenario", "-s", default=None,
+              help="Scenario to replay under (default: each match's own, by name; its digest must match).")
+@device_option
+@_friendly
+def matches_replay(match_ids: tuple[int, ...], source: str | None, sample: int | None, sample_seed: int,
+                   scenario: str | None, device: str) -> None:
+    """Play stored (or published) matches again from scratch and report how far each number drifts.
+
+    Models are re-trained in a throw-away cache; nothing is stored. On the machine and settings
+    that played a match the replay is bit for bit (drift 0); elsewhere the drift says how far
+    the published numbers move. Exits 1 when any replayed match differs.
+    """
+    from arena import replay as rp
+    from arena.store import Store
+
+    if source:
+        records = rp.read_jsonl_gz(Path(source))
+    else:
+        store = Store(readonly=True)
+        try:
+            records = [r for i in match_ids if (r := store.get(i)) is not None] if match_ids else store.matches()
+            missing = sorted(set(match_ids) - {r.id for r in records})
+        finally:
+            store.close()
+        if missing:
+            raise ArenaError(f"no stored match #{missing[0]}", hint="see `arena matches list`")
+    if source and match_ids:
+        records = [r for r in records if r.id in set(match_ids)]
+    todo = rp.sample(records, sample, sample_seed)
+    if not todo:
+        raise ArenaError("no finished matches to replay", hint="play some first, or pass --from FILE")
+    _say(f"replaying {len(todo)} match(es) from scratch")
+    drifts = rp.replay(todo, scenario, device=device, progress=stderr_progress)
+    rows = [(d.match_id, d.attacker, d.defender, d.seed, _fmt(d.stored_outcome), _fmt(d.replayed_outcome),
+             "identical" if d.identical else f"{d.max_drift:.4g} ({d.worst})") for d in drifts]
+    click.echo(tabulate(rows, headers=["id", "attacker", "defender", "seed", "stored", "replayed", "largest drift"]))
+    same = sum(d.identical for d in drifts)
+    click.echo(f"{same} of {len(drifts)} replayed bit for bit")
+    sys.exit(0 if same == len(drifts) else 1)
+
+
 @matches.command("export")
 @click.option("--scenario", "-s", default=None, help="Only this scenario (name, stored name, or .toml path).")
-@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True,
+              help="jsonl: one JSON object per match; csv: one row per match, metrics as columns.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default="-", help="File (default stdout).")
 @_friendly
 def matches_export(scenario: str | None, fmt: str, output: str) -> None:
@@ -326,7 +504,7 @@ def matches_export(scenario: str | None, fmt: str, output: str) -> None:
     recs = [r.to_dict() for r in store.matches(scenario=name)]
     store.close()
     if fmt == "jsonl":
-        text = "".join(json.dumps(r, default=str) + "\n" for r in recs)
+        text = "".join(_json(r) + "\n" for r in recs)
     else:
         flat = pd.json_normalize([{k: v for k, v in r.items() if k != "round_records"} for r in recs])
         text = flat.to_csv(index=False)
@@ -398,11 +576,55 @@ def _file_role(spec: str) -> str:
     return "attacker" if isinstance(cls, type) and issubclass(cls, Attacker) else "defender"
 
 
+# The micro scenario of `agents check --smoke`: big enough to exercise every call an agent answers
+# (craft, deploy, predict, score, the control run), small enough to take seconds per agent on a CPU.
+# Its benign model lands in the normal cache, so it is trained once.
+SMOKE_SCENARIO: dict[str, Any] = {
+    "name": "smoke",
+    "description": "agents check --smoke: a micro Fashion-MNIST match",
+    "dataset": "fashion-mnist",
+    "architecture": "small-cnn",
+    "device": "cpu",
+    "seeds": [0],
+    # One epoch in small batches: enough steps for a model that learned something, in seconds.
+    "training": {"epochs": 1, "batch_size": 32, "retrain_epochs": 1, "retrain_lr": 0.03},
+    "data": {"train_limit": 2000, "test_limit": 500},
+    "attack": {"poison_fraction": 0.1},  # a real backdoor in one short epoch, for defenders to face
+    "budgets": {"craft_seconds": 300.0, "deploy_seconds": 300.0},
+    "scoring": {"inputs": 100},
+    "controls": {"population": 1},  # a smoke check needs one benign model, not a population
+}
+# Who each side plays in a smoke match: the do-nothing defender, the classic attack.
+SMOKE_OPPONENT = {"attacker": "none", "defender": "badnet"}
+
+
+def _smoke_line(referee: Any, role: str, spec: str) -> tuple[bool, str]:
+    """Play ``spec`` once on the smoke scenario; ok, and what to print. A forfeit of its side fails it."""
+    other = SMOKE_OPPONENT[role]
+    attacker, defender = (spec, other) if role == "attacker" else (other, spec)
+    try:
+        rec = referee.play(attacker, defender, seed=0).record
+    except ArenaError as exc:
+        return False, f"FAIL  {role:8s} {spec}: {str(exc).splitlines()[0]}"
+    forfeit = rec.metrics.get("forfeit", {})
+    if forfeit.get("side") == role:
+        return False, f"FAIL  {role:8s} {spec}: {forfeit.get('kind', 'failed')}: {forfeit.get('message', '')}"
+    return True, (f"ok    {role:8s} {spec} (outcome {rec.outcome:.3f} against {other}, "
+                  f"{rec.duration_s:.1f} s: {rec.reason})")
+
+
 @agents.command("check")
 @click.argument("specs", nargs=-1)
+@click.option("--smoke", is_flag=True,
+              help="Also play each agent in a micro match on the CPU (an attacker against 'none', a defender "
+                   "against 'badnet'): it fails if it raises, returns garbage or overruns a limit.")
 @_friendly
-def agents_check(specs: tuple[str, ...]) -> None:
-    """Import and validate agents (all installed ones, or the given names/file specs)."""
+def agents_check(specs: tuple[str, ...], smoke: bool) -> None:
+    """Import and validate agents (all installed ones, or the given names/file specs).
+
+    With --smoke each agent that imports also plays one micro match; exit
+    code 1 when any agent fails.
+    """
     from arena.plugins import discover, is_file_spec, load_class, resolve
 
     todo: list[tuple[str, str]] = []
@@ -417,14 +639,29 @@ def agents_check(specs: tuple[str, ...]) -> None:
     else:
         todo = [(r, n) for r in ("attacker", "defender") for n in discover(r)]
     bad = 0
+    loaded: list[tuple[str, str]] = []
     for role, spec in todo:
         try:
             ref = resolve(role, spec)
             cls = load_class(ref)
             click.echo(f"ok    {role:8s} {spec} ({cls.__module__}.{cls.__name__} v{cls.version})")
+            loaded.append((role, spec))
         except ArenaError as exc:
             bad += 1
             click.echo(f"FAIL  {role:8s} {spec}: {exc}")
+    if smoke and loaded:
+        from arena.referee import Referee
+        from arena.scenario import scenario_from_dict
+        from arena.store import require_writable_home
+
+        require_writable_home()  # the smoke scenario's models are cached there
+        referee = Referee(scenario_from_dict(SMOKE_SCENARIO, where="<agents check --smoke>"), device="cpu",
+                          progress=stderr_progress)
+        click.echo("smoke matches (micro Fashion-MNIST scenario, CPU):")
+        for role, spec in loaded:
+            ok, line = _smoke_line(referee, role, spec)
+            bad += 0 if ok else 1
+            click.echo(line)
     sys.exit(1 if bad else 0)
 
 

@@ -1,7 +1,7 @@
 """Datasets as tensors, and the per-seed splits of a scenario.
 
 Images are kept as one float tensor in [0, 1], N x C x H x W, with int64
-labels: batches are slices, never a DataLoader (ARENA.md, Speed).
+labels: batches are slices, never a DataLoader (README, "Speed and quality").
 
 A dataset is looked for, in order:
 
@@ -79,7 +79,7 @@ class Tensors:
 
 @dataclass
 class Splits:
-    """One seed's split of a scenario's data (ARENA.md, Data splits)."""
+    """One seed's split of a scenario's data (README, "Who sees what")."""
 
     attacker: Tensors  # attacker's training data
     defender: Tensors  # defender's small clean set, never shown to the attacker

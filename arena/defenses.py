@@ -114,6 +114,7 @@ class InputFilter(Defender):
     category: ClassVar[str] = "input_filtering"
     calibration_fraction: ClassVar[float] = 0.5  # of the clean set, held out of ``fit`` for the threshold
     max_calibration: ClassVar[int] = 1000
+    batch_aware: ClassVar[bool] = False  # scores depend on the whole window (AC, SS): see Deployment
 
     def fit(self, model: nn.Module, reference: Tensors, ctx: DefenseContext) -> Any:  # pragma: no cover
         """Learn what scoring needs from the reference part of the clean set; returns a state."""
@@ -140,7 +141,7 @@ class InputFilter(Defender):
             return self.score_inputs(model, state, x, torch.Generator().manual_seed(seed + 1))
 
         notes = {"reference_inputs": len(reference), "calibration_inputs": len(calib), **self.notes(state)}
-        return Deployment(model=model, score=score, threshold=threshold, notes=notes)
+        return Deployment(model=model, score=score, threshold=threshold, notes=notes, batch_aware=self.batch_aware)
 
 
 # --- model sanitization ------------------------------------------------------

@@ -105,6 +105,7 @@ class DeploymentSummary:
     passes_per_input: int
     verdict: VerdictData | None
     notes: dict[str, Any] = field(default_factory=dict)
+    batch_aware: bool = False
 
 
 # --- the agent's side ---------------------------------------------------------
@@ -148,6 +149,8 @@ class AgentServer:
         from arena.protocol import Trojan
         from arena.training import stderr_progress
 
+        ctx = to_device(ctx, self.device)
+        ctx.device = self.device
         ctx.progress = stderr_progress
         if ctx.revealed is not None:
             ctx.defender = ctx.revealed.build()
@@ -182,6 +185,8 @@ class AgentServer:
         from arena.training import stderr_progress
 
         payload, ctx = args
+        ctx = to_device(ctx, self.device)
+        ctx.device = self.device
         ctx.progress = stderr_progress
         model = model_from_payload(payload, self.device)
         dep = self.agent.deploy(model, ctx)
@@ -210,6 +215,7 @@ class AgentServer:
             threshold=None if dep.threshold is None else float(dep.threshold),
             has_transform=dep.transform is not None, has_score=dep.score is not None,
             passes_per_input=int(dep.passes_per_input), verdict=verdict, notes=_plain(dep.notes or {}),
+            batch_aware=bool(dep.batch_aware),
         )
 
     @torch.no_grad()
@@ -287,7 +293,7 @@ def _mp_context():
 
         ctx = tmp.get_context("forkserver")
         ctx.set_forkserver_preload(["torch", "arena.execution", "arena.protocol", "arena.models",
-                                    "arena.training", "arena.views"])
+                                    "arena.training", "arena.views", "arena.agent_preload"])
         _CONTEXT = ctx
     return _CONTEXT
 
@@ -322,13 +328,44 @@ def _rss_mb(pid: int) -> float | None:
 
 
 def _copy_for_agent(obj: Any) -> Any:
-    """What an agent receives is a copy, tensors inside a context included: tensors cross the pipe
-    through shared memory, which would otherwise let the agent write into the referee's own."""
+    """What an agent receives is a copy on the CPU, tensors inside a context included: tensors cross
+    the pipe through shared memory, which would otherwise let the agent write into the referee's
+    own, and CUDA tensors would cross as IPC handles the referee must keep alive. The agent's
+    process moves what it gets to the match's device (``to_device``)."""
     import copy
 
     if isinstance(obj, torch.Tensor):
         return obj.detach().to("cpu", copy=True)
-    return copy.deepcopy(obj)
+    return to_device(copy.deepcopy(obj), torch.device("cpu"))
+
+
+def to_device(obj: Any, device: torch.device) -> Any:
+    """``obj`` with every tensor, model, trigger and data split inside it (dataclasses, tuples, lists,
+    dicts) moved to ``device``; other values unchanged."""
+    from arena.data import Tensors
+    from arena.triggers import Trigger
+
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, torch.nn.Module):
+        return obj.to(device)
+    if isinstance(obj, (Tensors, Trigger)):
+        return obj.to(device)
+    if isinstance(obj, torch.Generator) or obj is None or isinstance(obj, (str, int, float, bool)):
+        return obj
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        changes = {f.name: to_device(getattr(obj, f.name), device) for f in dataclasses.fields(obj) if f.init}
+        try:
+            return dataclasses.replace(obj, **changes)
+        except (TypeError, ValueError):
+            return obj
+    if isinstance(obj, tuple):
+        return tuple(to_device(v, device) for v in obj)
+    if isinstance(obj, list):
+        return [to_device(v, device) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_device(v, device) for k, v in obj.items()}
+    return obj
 
 
 class ProcessHost:

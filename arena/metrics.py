@@ -46,6 +46,7 @@ class AttackMetrics:
     trigger_linf: float = 0.0  # largest change of any pixel value
     over_budget: float = 0.0  # share of stamped inputs over both the area and the L-inf budget
     finite: bool = True  # the trojan's weights, outputs and stamped inputs are all finite (inputs in [0, 1])
+    cad_se: float = 0.0  # standard error of the CAD (paired over the same test inputs)
 
 
 def _asr_tmc(probs: torch.Tensor, target: int) -> tuple[float, float]:
@@ -64,6 +65,23 @@ def neuron_separation_ratio(model: nn.Module, clean: torch.Tensor, trigger: torc
     nc = set(fc.topk(k).indices.tolist())
     nt = set(ft.topk(k).indices.tolist())
     return 1.0 - len(nc & nt) / len(nc | nt)
+
+
+def paired_se(a_correct: torch.Tensor, b_correct: torch.Tensor) -> float:
+    """Standard error of mean(a) - mean(b) for two classifiers scored on the same inputs (paired:
+    only the inputs where they disagree add variance)."""
+    d = a_correct.float() - b_correct.float()
+    n = len(d)
+    return float(d.std(unbiased=True) / n**0.5) if n > 1 else 0.0
+
+
+def rate_se(rate: float, n: int) -> float:
+    """Binomial standard error of a rate measured on n inputs (the rate clipped to [1/n, 1 - 1/n], so
+    that 0 of n does not claim zero error)."""
+    if n < 1:
+        return 0.0
+    p = min(max(rate, 1.0 / n), 1.0 - 1.0 / n) if n > 1 else 0.5
+    return (p * (1 - p) / n) ** 0.5
 
 
 PIXEL_TOLERANCE = 1 / 255  # a change below one grey level is no change (blending round-off)
@@ -97,8 +115,8 @@ def attack_metrics(benign: nn.Module, model: nn.Module, trig_x: torch.Tensor, st
         nan = float("nan")
         return AttackMetrics(nan, nan, nan, nan, nan, nan, nan, nan, float(area.max()), float(linf.max()),
                              over, False)
-    benign_acc = (pb.argmax(1) == clean_y).float().mean().item()
-    trojan_acc = (pt.argmax(1) == clean_y).float().mean().item()
+    b_ok, t_ok = pb.argmax(1) == clean_y, pt.argmax(1) == clean_y
+    benign_acc, trojan_acc = b_ok.float().mean().item(), t_ok.float().mean().item()
     asr, tmc = _asr_tmc(pts, target)
     base, _ = _asr_tmc(predict_proba(benign, stamped), target)
     ccc = pt.gather(1, clean_y.view(-1, 1)).mean().item()
@@ -106,7 +124,7 @@ def attack_metrics(benign: nn.Module, model: nn.Module, trig_x: torch.Tensor, st
         benign_acc=benign_acc, trojan_acc=trojan_acc, cad=benign_acc - trojan_acc, asr=asr, tmc=tmc,
         ccc=ccc, nsr=neuron_separation_ratio(model, clean_x, stamped), base_rate=base,
         trigger_area=float(area.max()) if len(area) else 0.0, trigger_linf=float(linf.max()) if len(linf) else 0.0,
-        over_budget=over, finite=True,
+        over_budget=over, finite=True, cad_se=paired_se(b_ok, t_ok),
     )
 
 
@@ -124,6 +142,9 @@ class DefenseMetrics:
     fpr: float | None = None
     auroc: float | None = None
     threshold: float | None = None  # the filter's threshold, as deployed
+    cad_se: float = 0.0  # standard error of ``cad`` (paired: trojan and deployment on the same inputs)
+    fpr_se: float | None = None  # binomial standard error of ``fpr``
+    trigger_share: float | None = None  # share of trigger inputs in a batch-aware filter's windows
     flagged: bool | None = None
     suspected_target: int | None = None
     aiv: float | None = None  # anomaly index of the suspected target (or the true one)
@@ -135,17 +156,36 @@ class DefenseMetrics:
     scored_inputs: int | None = None  # clean inputs the accuracy was measured on (trigger: at most as many)
 
 
-def stream_scores(dep: "DeploymentHandle", clean: torch.Tensor, stamped: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Filter scores of a scoring window: clean and trigger inputs interleaved in a fixed random order.
+def stream_scores(dep: "DeploymentHandle", clean: torch.Tensor, stamped: torch.Tensor, batch_aware: bool = False,
+                  trigger_share: float = 0.1, window: int = 100) -> tuple[torch.Tensor, torch.Tensor]:
+    """Filter scores of clean and trigger inputs as deployment traffic: (clean scores, trigger scores).
 
-    One call, as deployment traffic would arrive: batch-aware filters (AC, SS)
-    see a mixed window, per-input filters are unaffected by the order.
+    A per-input filter (STRIP, NEO) scores all of them in one call; the order does not matter to
+    it. A batch-aware filter (AC, SS) scores windows of ``window`` inputs in a fixed random order,
+    each holding ``round(trigger_share * window)`` trigger inputs and clean inputs for the rest:
+    every trigger input is scored once, and the clean inputs are reused cyclically to fill the
+    windows, so the clean scores (one per appearance) give the FPR under that traffic mix.
     """
-    x = torch.cat([clean, stamped])
-    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(0)).to(x.device)
-    scores = torch.empty(len(x))
-    scores[order.cpu()] = dep.score(x[order]).float().cpu()
-    return scores[: len(clean)], scores[len(clean) :]
+    g = torch.Generator().manual_seed(0)
+    if not batch_aware or len(stamped) == 0 or len(clean) == 0:
+        x = torch.cat([clean, stamped])
+        order = torch.randperm(len(x), generator=g).to(x.device)
+        scores = torch.empty(len(x))
+        scores[order.cpu()] = dep.score(x[order]).float().cpu()
+        return scores[: len(clean)], scores[len(clean) :]
+    t = min(window - 1, max(1, round(trigger_share * window)))
+    c = window - t
+    clean_scores, trig_scores = [], []
+    for i, start in enumerate(range(0, len(stamped), t)):
+        trig = stamped[start : start + t]
+        idx = torch.arange(i * c, (i + 1) * c) % len(clean)
+        x = torch.cat([clean[idx.to(clean.device)], trig])
+        order = torch.randperm(len(x), generator=g)
+        scores = torch.empty(len(x))
+        scores[order] = dep.score(x[order.to(x.device)]).float().cpu()
+        clean_scores.append(scores[:c])
+        trig_scores.append(scores[c:])
+    return torch.cat(clean_scores), torch.cat(trig_scores)
 
 
 def scored_prefix(available: int, passes_per_input: int, max_passes: int | None) -> int:
@@ -199,32 +239,40 @@ class LocalDeployment:
 def defense_metrics(dep: DeploymentHandle, category: str, model: nn.Module, trigger: Trigger | None,
                     attack: AttackMetrics, clean_x: torch.Tensor, clean_y: torch.Tensor,
                     stamped_all: torch.Tensor, target: int, deploy_seconds: float, filter_inputs: int = 1000,
-                    max_passes: int | None = None) -> DefenseMetrics:
+                    max_passes: int | None = None, batch_aware: bool = False, trigger_share: float = 0.1,
+                    window: int = 100) -> DefenseMetrics:
     """The deployment of a defender on the trojan ``model``, scored on clean inputs and the trojan's
-    stamped inputs ``stamped_all``; ``trigger`` (the true one, when it is a mask) gives MJS."""
+    stamped inputs ``stamped_all``; ``trigger`` (the true one, when it is a mask) gives MJS.
+
+    The effective ASR (the outcome) of every defender is taken on the same inputs: the first
+    ``filter_inputs`` trigger inputs, which filters score (fewer only for a costly deployment's
+    prefix), so defenders are compared on identical traffic."""
     k = scored_prefix(len(clean_x), dep.passes_per_input, max_passes)
     paired = k < len(clean_x) or k < len(stamped_all)
     stamped = stamped_all
     if paired:  # a costly deployment: scored on prefixes, and the undefended trojan on the same ones
         clean_x, clean_y, stamped = clean_x[:k], clean_y[:k], stamped_all[:k]
-    ref_acc, ref_asr = attack.trojan_acc, attack.asr
+    # The undefended trojan on the same clean inputs: the reference of the CAD and of its paired error.
+    ref_ok = predict_proba(model, clean_x).argmax(1) == clean_y
+    ref_acc, ref_asr = ref_ok.float().mean().item(), attack.asr
     if paired:
-        ref_acc = (predict_proba(model, clean_x).argmax(1) == clean_y).float().mean().item()
         ref_asr, _ = _asr_tmc(predict_proba(model, stamped), target)
     n = filter_inputs
     t0 = time.perf_counter()
     pc, pt = dep.predict(clean_x), dep.predict(stamped)
-    sc, st = stream_scores(dep, clean_x[:n], stamped[:n]) if dep.score is not None else (None, None)
+    sc, st = (stream_scores(dep, clean_x[:n], stamped[:n], batch_aware, trigger_share, window)
+              if dep.score is not None else (None, None))
     queried = len(clean_x) + len(stamped) if dep.score is None else min(n, len(clean_x)) + min(n, len(stamped))
     per_input_ms = 1000 * (time.perf_counter() - t0) / max(1, queried)
-    clean_acc = (pc.argmax(1) == clean_y).float().mean().item()
+    d_ok = pc.argmax(1) == clean_y
+    clean_acc = d_ok.float().mean().item()
     asr, tmc = _asr_tmc(pt, target)
     hit = pt.argmax(1) == target
     m = DefenseMetrics(
         category=category, clean_acc=clean_acc, cad=ref_acc - clean_acc,
         ccc=pc.gather(1, clean_y.view(-1, 1)).mean().item(), asr=asr, ard=ref_asr - asr, tmc=tmc,
-        effective_asr=hit.float().mean().item(), art_model_s=deploy_seconds, art_input_ms=per_input_ms,
-        scored_inputs=len(clean_x),
+        effective_asr=hit[:n].float().mean().item(), art_model_s=deploy_seconds, art_input_ms=per_input_ms,
+        scored_inputs=len(clean_x), cad_se=paired_se(ref_ok, d_ok),
     )
     if sc is not None and st is not None:
         thr = dep.threshold if dep.threshold is not None else float("inf")
@@ -232,6 +280,9 @@ def defense_metrics(dep: DeploymentHandle, category: str, model: nn.Module, trig
         m.threshold = dep.threshold
         m.tpr = flag_t.float().mean().item()
         m.fpr = flag_c.float().mean().item()
+        m.fpr_se = rate_se(m.fpr, len(flag_c))
+        m.trigger_share = (min(window - 1, max(1, round(trigger_share * window))) / window
+                           if batch_aware else None)
         labels = torch.cat([torch.zeros(len(sc)), torch.ones(len(st))]).numpy()
         from sklearn.metrics import roc_auc_score  # imported here: sklearn adds ~1.5 s to every CLI start
 

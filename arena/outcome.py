@@ -1,10 +1,12 @@
-"""The outcome rule (ARENA.md): the attacker's score s in [0, 1] and why.
+"""The outcome rule (README, "How a match is played"): the attacker's score s in [0, 1] and why.
 
 1. Attacker gate: a trojan that costs more clean accuracy than the attack
    budget is caught by any user who tests it: s = 0.
 2. Defender gate: a deployment that costs more clean accuracy than the
    defense budget, rejects clean inputs beyond the FPR budget plus tolerance,
-   or flags the benign model in its control run is unusable: s = 1.
+   or flags too many of the seed's population of benign models in its control
+   runs (``models_over``: an exact binomial test against ``budgets.model_fpr``)
+   is unusable: s = 1.
 3. Otherwise s = the effective ASR above the trigger's base rate:
 
        s = max(0, (e - b) / (1 - b))      (s = 0 when b = 1)
@@ -17,6 +19,14 @@
    backdoor moved: a "trigger" that pastes a target-class image (b = 1)
    scores 0, a patch that does nothing on the benign model (b = 0) scores e.
 
+Gates allow for measurement error. A CAD or FPR is measured on a finite
+set of test inputs, so each carries a standard error (paired over the same
+inputs for a CAD, binomial for an FPR). A gate fires only when the measured
+value exceeds its budget by more than ``budgets.gate_z`` (1.645) standard
+errors: a one-sided test at the 5% level that the true value is over budget.
+A value within that margin of the budget does not flip a match from 0 to 1
+(or back); ``gate_z = 0`` gives plain thresholds.
+
 The attacker gate also rejects a trojan whose weights, outputs or stamped
 inputs are not finite (or leave [0, 1]), and a trigger over the scenario's
 perturbation budget on any stamped test input (``Budgets``). An agent that
@@ -26,6 +36,7 @@ forfeits (``forfeit``): an attacker's forfeit scores 0, a defender's 1.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from arena.metrics import AttackMetrics, DefenseMetrics
@@ -43,6 +54,15 @@ class Control:
     suspected_target: int | None = None
     aiv: float | None = None
     fault: str | None = None  # the defender's agent failed on the benign model (it then loses)
+    population: int = 1  # benign models the defender was run on (scenario ``controls.population``)
+    flagged_models: int | None = None  # how many of them it flagged (None: one model, see ``flagged``)
+    members: list[dict] | None = None  # per benign model: flagged, suspected target, anomaly index, fpr, cad
+
+    @property
+    def model_fpr(self) -> float:
+        """The share of benign models flagged."""
+        k = self.flagged_models if self.flagged_models is not None else int(self.flagged)
+        return k / max(1, self.population)
 
 
 @dataclass(frozen=True)
@@ -77,10 +97,31 @@ def attack_gate(attack: AttackMetrics, budgets: Budgets) -> Outcome | None:
                             f"{attack.over_budget:.1%} of stamped inputs (changes up to {attack.trigger_area:.1%} "
                             f"of pixels, L-inf {attack.trigger_linf:.2f}; budget {budgets.trigger_area:.1%} of "
                             f"pixels or L-inf {budgets.trigger_linf:.2f})", "attacker")
-    if attack.cad > budgets.attack_cad:
-        return Outcome(0.0, f"attacker gate: the trojan loses {pts(attack.cad)} of clean accuracy "
-                            f"(budget {pts(budgets.attack_cad)})", "attacker")
+    if over(attack.cad, attack.cad_se, budgets.attack_cad, budgets.gate_z):
+        return Outcome(0.0, f"attacker gate: the trojan loses {pts(attack.cad)} (standard error "
+                            f"{pts(attack.cad_se)}) of clean accuracy (budget {pts(budgets.attack_cad)})", "attacker")
     return None
+
+
+def models_over(flagged: int, population: int, budget: float, z: float) -> bool:
+    """Does a defender that flags ``flagged`` of ``population`` benign models exceed the model-level FPR
+    budget? An exact one-sided binomial test at the level that ``z`` gives (1.645: 5%): the chance of
+    at least that many flags from a defender whose true rate is the budget must be below the level.
+    With 5 models and a 5% budget: one flag is allowed (chance 23%), two are not (2.3%). A single
+    benign model cannot support a test: its flag decides, as does a plain threshold (z = 0)."""
+    if flagged <= 0:
+        return False
+    if population <= 1 or z <= 0:
+        return flagged / population > budget
+    level = 0.5 * math.erfc(z / math.sqrt(2))
+    tail = sum(math.comb(population, i) * budget**i * (1 - budget) ** (population - i)
+               for i in range(flagged, population + 1))
+    return tail < level
+
+
+def over(value: float, se: float | None, budget: float, z: float) -> bool:
+    """Is ``value`` over ``budget`` by more than ``z`` standard errors (one-sided test)?"""
+    return value > budget + z * (se or 0.0)
 
 
 def decide(attack: AttackMetrics, defense: DefenseMetrics, control: Control, budgets: Budgets) -> Outcome:
@@ -88,18 +129,22 @@ def decide(attack: AttackMetrics, defense: DefenseMetrics, control: Control, bud
     gate = attack_gate(attack, budgets)
     if gate is not None:
         return gate
-    if defense.cad > budgets.defense_cad:
-        return Outcome(1.0, f"defender gate: the deployment loses {pts(defense.cad)} of clean accuracy "
-                            f"(budget {pts(budgets.defense_cad)})", "defender")
-    limit = budgets.fpr + budgets.fpr_tolerance
-    if defense.fpr is not None and defense.fpr > limit:
-        return Outcome(1.0, f"defender gate: the filter rejects {defense.fpr:.1%} of clean inputs "
-                            f"(budget {budgets.fpr:.0%} + tolerance {budgets.fpr_tolerance:.0%})", "defender")
-    if control.flagged:
-        why = (f" (class {control.suspected_target}, anomaly index {control.aiv:.2f})"
-               if control.aiv is not None else "")
-        return Outcome(1.0, f"defender gate: the defender flags the benign model as a trojan (control run){why}",
+    if over(defense.cad, defense.cad_se, budgets.defense_cad, budgets.gate_z):
+        return Outcome(1.0, f"defender gate: the deployment loses {pts(defense.cad)} (standard error "
+                            f"{pts(defense.cad_se)}) of clean accuracy (budget {pts(budgets.defense_cad)})",
                        "defender")
+    limit = budgets.fpr + budgets.fpr_tolerance
+    if defense.fpr is not None and over(defense.fpr, defense.fpr_se, limit, budgets.gate_z):
+        return Outcome(1.0, f"defender gate: the filter rejects {defense.fpr:.1%} (standard error "
+                            f"{defense.fpr_se or 0:.1%}) of clean inputs (budget {budgets.fpr:.0%} + tolerance "
+                            f"{budgets.fpr_tolerance:.0%})", "defender")
+    n = max(1, control.population)
+    k = round(control.model_fpr * n)
+    if models_over(k, n, budgets.model_fpr, budgets.gate_z):
+        why = (f" (class {control.suspected_target}, anomaly index {control.aiv:.2f})"
+               if n == 1 and control.aiv is not None else "")
+        return Outcome(1.0, f"defender gate: the defender flags {k} of {n} benign model(s) as trojans "
+                            f"(control run){why}; budget {budgets.model_fpr:.0%} of benign models", "defender")
     if defense.flagged:
         return Outcome(0.0, f"inspection rejects the model (suspected target {defense.suspected_target}, "
                             f"anomaly index {defense.aiv:.2f})" if defense.aiv is not None

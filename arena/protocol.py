@@ -125,6 +125,10 @@ class Deployment:
     # Forward passes of the model per input (randomized smoothing: its samples); the referee scores
     # a costly deployment on fewer test inputs (scenario ``scoring.passes``).
     passes_per_input: int = 1
+    # A filter whose score of an input depends on the other inputs of the call (activation
+    # clustering, spectral signatures): the referee scores it on windows of traffic at the
+    # scenario's trigger share (``scoring.trigger_share``); a per-input filter in one call.
+    batch_aware: bool = False
 
 
 @dataclass

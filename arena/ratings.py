@@ -37,18 +37,36 @@ Why these choices
   and means the same thing in every scenario, so pinning it at 1000 makes a
   rating read as "how this player fares relative to an undefended model".
   Without it the ratings are shifted so their mean is 1000.
-* **Uncertainty by bootstrap over games** (``bootstrap_intervals``): games are
-  resampled with replacement and the model is refitted; the 2.5 and 97.5
-  percentiles of each player's rating give a 95% interval. The generator is
+* **Uncertainty by bootstrap over seeds** (``bootstrap_intervals``): matches
+  are not independent. All matches of one seed share that seed's trojans (one
+  per attacker, met by every defender) and control runs (one per defender,
+  met by every attacker), so a bad trojan or a lucky calibration moves a
+  whole seed's games together. The independent unit is the seed: each round
+  draws the seeds with replacement, keeps every game of a drawn seed (twice
+  if drawn twice) and refits; the 2.5 and 97.5 percentiles of each player's
+  rating give a 95% interval. Resampling single matches instead treats the
+  ~15 games that share a trojan as 15 independent pieces of evidence and
+  gives intervals that are too narrow; it is used only when the games come
+  from a single seed (there is nothing else to resample), and the result
+  says so (``RatingTable.unit``). The same rounds give intervals of rating
+  *differences* (``adjacent_differences``), which is what an ordering claim
+  needs: shared opponents and seeds move two ratings together, so whether
+  their own intervals overlap does not settle their order. The generator is
   seeded and the games are sorted first, so the intervals depend only on the
   set of games and the seed.
+* **Deviance explained** (``deviance_explained``): ``1 - D_model / D_null``
+  with the fractional-outcome deviance ``D = -2 sum [s log p + (1 - s) log(1 - p)]``
+  and ``D_null`` predicting every game by the mean score. It says how much of
+  the variation in outcomes the ratings account for (about 0 when who plays
+  whom does not matter), not whether the ratings are right.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import overload
 
 import numpy as np
 
@@ -60,15 +78,22 @@ DEFAULT_ANCHOR = "defender:none"
 ATTACKER = "attacker"
 DEFENDER = "defender"
 
+SEED = "seed"
+MATCH = "match"
+UNITS = (SEED, MATCH)
+
 
 @dataclass(frozen=True)
 class Game:
-    """One match: the attacker's score in [0, 1] and the stored match id (``order``, used only by Elo)."""
+    """One match: the attacker's score in [0, 1], the stored match id (``order``, used only by Elo) and the
+    match's seed (``cluster``: the games of one seed share trojans and control runs, so the bootstrap
+    resamples seeds, not games)."""
 
     attacker: str
     defender: str
     score: float
     order: int
+    cluster: int = 0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.score <= 1.0 or math.isnan(self.score):
@@ -88,7 +113,9 @@ class Rating:
     """One leaderboard row.
 
     ``rating`` is the BT rating (anchored), ``ci_low``/``ci_high`` its 95%
-    bootstrap interval (NaN without bootstrap rounds), ``elo`` the online Elo
+    bootstrap interval (over seeds unless the table says otherwise; NaN
+    without bootstrap rounds or, over seeds, for a player seen in one seed
+    only), ``elo`` the online Elo
     rating, ``matches`` the number of games the player took part in and
     ``mean_score`` the player's own mean score (the attacker's score for an
     attacker, one minus it for a defender).
@@ -122,7 +149,7 @@ def split_key(key: str) -> tuple[str, str]:
 
 def canonical(games: Iterable[Game]) -> list[Game]:
     """The games in a fixed order that depends only on their contents (so results never depend on input order)."""
-    return sorted(games, key=lambda g: (g.attacker, g.defender, g.score, g.order))
+    return sorted(games, key=lambda g: (g.attacker, g.defender, g.score, g.order, g.cluster))
 
 
 def players(games: Iterable[Game]) -> list[str]:
@@ -210,45 +237,166 @@ def fit_bradley_terry(games: Iterable[Game], ridge: float = DEFAULT_RIDGE, ancho
         return _anchor(_fit_sorted(ordered, ridge), anchor, anchor_rating)
 
 
-def bootstrap_intervals(games: Iterable[Game], rounds: int = 200, seed: int = 0, ridge: float = DEFAULT_RIDGE,
-                        anchor: str | None = DEFAULT_ANCHOR, anchor_rating: float = BASE_RATING,
-                        level: float = 0.95) -> dict[str, tuple[float, float]]:
-    """Percentile bootstrap intervals of the BT ratings (default 95%), keyed by player key.
+def seeds(games: Iterable[Game]) -> list[int]:
+    """The distinct seeds (``Game.cluster``) of ``games``, sorted."""
+    return sorted({g.cluster for g in games})
 
-    Each round resamples the (canonically sorted) games with replacement using
-    ``numpy.random.default_rng(seed)`` and refits. A player's interval uses
-    only the rounds whose resample contains the player; a round whose resample
-    lacks the anchor (when the anchor is among the players) is skipped, since
-    its ratings would sit on another scale. Players with no usable round get
-    ``(nan, nan)``. Same games and seed -> same intervals, whatever the input order.
+
+def resolve_unit(games: Iterable[Game], unit: str = SEED) -> str:
+    """The bootstrap unit that will be used: ``unit``, except ``"seed"`` falls back to ``"match"`` for one seed.
+
+    With a single seed every seed bootstrap round would redraw the same games,
+    giving zero-width intervals that look like certainty; resampling matches
+    at least shows the match-to-match noise (and callers must say that it
+    understates the uncertainty).
+    """
+    if unit not in UNITS:
+        raise ValueError(f"unit must be one of {', '.join(map(repr, UNITS))}, got {unit!r}")
+    if unit == SEED and len(seeds(games)) < 2:
+        return MATCH
+    return unit
+
+
+def _percentile(values: np.ndarray, level: float) -> tuple[float, float]:
+    """The central ``level`` percentile interval of the non-NaN ``values``; ``(nan, nan)`` when there are none."""
+    finite = values[~np.isnan(values)]
+    if finite.size == 0:
+        return math.nan, math.nan
+    tail = 100.0 * (1.0 - level) / 2.0
+    lo, hi = np.percentile(finite, [tail, 100.0 - tail])
+    return float(lo), float(hi)
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: an array field has no single truth value
+class BootstrapSamples:
+    """The anchored BT ratings of every kept bootstrap round: ``values[round, j]`` is player ``keys[j]``'s
+    rating in that round, NaN when the round's resample lacked the player. ``unit`` is the unit resampled.
+
+    Keeping the rounds (not just per-player percentiles) lets a difference of two
+    ratings be read in the same rounds, so its interval reflects that the two
+    ratings move together (they share opponents and seeds).
+    """
+
+    keys: tuple[str, ...]
+    values: np.ndarray
+    unit: str
+
+    @property
+    def rounds(self) -> int:
+        return int(self.values.shape[0])
+
+    def column(self, key: str) -> np.ndarray:
+        return self.values[:, self.keys.index(key)]
+
+    def interval(self, key: str, level: float = 0.95) -> tuple[float, float]:
+        """Percentile interval of one player's rating (over the rounds that contain the player)."""
+        return _percentile(self.column(key), level)
+
+    def difference_interval(self, upper: str, lower: str, level: float = 0.95) -> tuple[float, float]:
+        """Percentile interval of ``R_upper - R_lower`` over the rounds that contain both players."""
+        return _percentile(self.column(upper) - self.column(lower), level)  # NaN where either is missing
+
+
+def bootstrap_samples(games: Iterable[Game], rounds: int = 200, seed: int = 0, ridge: float = DEFAULT_RIDGE,
+                      anchor: str | None = DEFAULT_ANCHOR, anchor_rating: float = BASE_RATING,
+                      unit: str = SEED) -> BootstrapSamples:
+    """Refit the BT ratings on ``rounds`` bootstrap resamples and keep every round's ratings.
+
+    ``unit="seed"`` (the default) draws the games' seeds with replacement and
+    takes all games of each drawn seed together; ``unit="match"`` draws single
+    games. One seed only: falls back to ``"match"`` (``resolve_unit``), and the
+    result's ``unit`` says which was used. Over seeds, a player whose games all
+    come from one seed gets NaN in every round (no interval). A round whose
+    resample lacks the anchor (when the anchor is among the players) is
+    dropped, since its ratings would sit on another scale. The games are
+    sorted canonically and the generator is ``numpy.random.default_rng(seed)``,
+    so the result depends only on the set of games and ``seed``.
     """
     ordered = canonical(games)
-    keys = players(ordered)
-    samples: dict[str, list[float]] = {k: [] for k in keys}
+    keys = tuple(players(ordered))
+    used = resolve_unit(ordered, unit)
+    empty = BootstrapSamples(keys, np.empty((0, len(keys))), used)
     if not ordered or rounds <= 0:
-        return {k: (math.nan, math.nan) for k in keys}
-    need_anchor = anchor is not None and anchor in samples
+        return empty
+    index = {k: j for j, k in enumerate(keys)}
+    need_anchor = anchor is not None and anchor in index
+    # Positions (in canonical order) of each seed's games, seeds sorted: draw j always means the same seed.
+    by_seed: dict[int, list[int]] = {}
+    for i, g in enumerate(ordered):
+        by_seed.setdefault(g.cluster, []).append(i)
+    groups = [np.array(by_seed[c]) for c in sorted(by_seed)]
     rng = np.random.default_rng(seed)
     n = len(ordered)
+    kept: list[np.ndarray] = []
     with _one_thread():
         for _ in range(rounds):
-            pick = np.sort(rng.integers(0, n, size=n))
-            sample = [ordered[i] for i in pick]
+            if used == SEED:
+                pick = np.sort(np.concatenate([groups[j] for j in rng.integers(0, len(groups), size=len(groups))]))
+            else:
+                pick = np.sort(rng.integers(0, n, size=n))
+            sample = [ordered[i] for i in pick]  # sorted positions: the sample is in canonical order
             present = set(players(sample))
             if need_anchor and anchor not in present:
                 continue
-            fitted = _anchor(_fit_sorted(sample, ridge), anchor, anchor_rating)  # sample is sorted already
+            fitted = _anchor(_fit_sorted(sample, ridge), anchor, anchor_rating)
+            row = np.full(len(keys), np.nan)
             for k in present:
-                samples[k].append(fitted[k])
-    tail = 100.0 * (1.0 - level) / 2.0
-    out: dict[str, tuple[float, float]] = {}
-    for k in keys:
-        if samples[k]:
-            lo, hi = np.percentile(np.array(samples[k]), [tail, 100.0 - tail])
-            out[k] = (float(lo), float(hi))
-        else:
-            out[k] = (math.nan, math.nan)
-    return out
+                row[index[k]] = fitted[k]
+            kept.append(row)
+    if not kept:
+        return empty
+    values = np.vstack(kept)
+    if used == SEED:
+        # A player seen in one seed only keeps that seed in every round that has it, so its spread would miss
+        # exactly the seed-to-seed noise this bootstrap is for: no interval rather than a falsely narrow one.
+        seen: dict[str, set[int]] = {}
+        for g in ordered:
+            seen.setdefault(g.attacker_key, set()).add(g.cluster)
+            seen.setdefault(g.defender_key, set()).add(g.cluster)
+        for k, found in seen.items():
+            if len(found) < 2:
+                values[:, index[k]] = np.nan
+    return BootstrapSamples(keys, values, used)
+
+
+def bootstrap_intervals(games: Iterable[Game], rounds: int = 200, seed: int = 0, ridge: float = DEFAULT_RIDGE,
+                        anchor: str | None = DEFAULT_ANCHOR, anchor_rating: float = BASE_RATING,
+                        level: float = 0.95, unit: str = SEED) -> dict[str, tuple[float, float]]:
+    """Percentile bootstrap intervals of the BT ratings (default 95%), keyed by player key.
+
+    Resamples seeds (``unit="seed"``, falling back to single games when there
+    is only one seed) or single games (``unit="match"``); see
+    ``bootstrap_samples``. A player's interval uses only the rounds whose
+    resample contains the player; players with no usable round (or, over
+    seeds, seen in one seed only) get ``(nan, nan)``. Same games and seed ->
+    same intervals, whatever the input order.
+    """
+    samples = bootstrap_samples(games, rounds=rounds, seed=seed, ridge=ridge, anchor=anchor,
+                                anchor_rating=anchor_rating, unit=unit)
+    return {k: samples.interval(k, level) for k in samples.keys}
+
+
+def deviance_explained(games: Iterable[Game], ratings: Mapping[str, float]) -> float:
+    """``1 - D_model / D_null`` of BT ``ratings`` (Elo scale, any shift) on ``games``.
+
+    ``D = -2 sum [s log p + (1 - s) log(1 - p)]`` over games (the fractional
+    outcomes' cross-entropy), with ``p`` the BT win probability for
+    ``D_model`` and the mean score, common to all games, for ``D_null``. NaN
+    without games or when every score is 0 or every score is 1 (nothing to
+    explain).
+    """
+    ordered = canonical(games)
+    if not ordered:
+        return math.nan
+    s = np.array([g.score for g in ordered])
+    x = np.array([(ratings[g.attacker_key] - ratings[g.defender_key]) / SCALE for g in ordered])
+    # -log p = log(1 + e^-x) and -log(1 - p) = log(1 + e^x), computed without overflow for lopsided games.
+    d_model = 2.0 * float(np.sum(s * np.logaddexp(0.0, -x) + (1.0 - s) * np.logaddexp(0.0, x)))
+    mean = float(np.mean(s))
+    if not 0.0 < mean < 1.0:
+        return math.nan
+    d_null = -2.0 * float(np.sum(s * math.log(mean) + (1.0 - s) * math.log1p(-mean)))
+    return 1.0 - d_model / d_null
 
 
 def elo(games: Iterable[Game], k: float = 32.0, base: float = BASE_RATING) -> dict[str, float]:
@@ -271,18 +419,89 @@ def elo(games: Iterable[Game], k: float = 32.0, base: float = BASE_RATING) -> di
     return ratings
 
 
+@dataclass(frozen=True, eq=False)  # eq=False: the samples hold an array
+class RatingTable(Sequence[Rating]):
+    """The leaderboard rows (a sequence of ``Rating``, best first) and how their uncertainty was measured.
+
+    ``unit`` is the bootstrap unit actually used (``"seed"`` or ``"match"``),
+    ``seeds`` the number of distinct seeds among the games, ``samples`` the
+    bootstrap rounds behind the intervals (for ``adjacent_differences``),
+    ``deviance_explained`` that of the point fit.
+    """
+
+    rows: tuple[Rating, ...]
+    unit: str
+    seeds: int
+    deviance_explained: float
+    samples: BootstrapSamples
+
+    @overload
+    def __getitem__(self, i: int) -> Rating: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> tuple[Rating, ...]: ...
+
+    def __getitem__(self, i: int | slice) -> Rating | tuple[Rating, ...]:
+        return self.rows[i]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    @property
+    def rounds(self) -> int:
+        """Bootstrap rounds behind the intervals (rounds that lost the anchor are not counted)."""
+        return self.samples.rounds
+
+
+@dataclass(frozen=True)
+class PairDifference:
+    """``R_upper - R_lower`` of two players of one role at adjacent ranks, with its bootstrap interval."""
+
+    role: str
+    upper: Rating
+    lower: Rating
+    difference: float
+    ci_low: float
+    ci_high: float
+    unit: str
+
+    @property
+    def excludes_zero(self) -> bool:
+        """Whether the interval lies wholly on one side of 0 (False without an interval)."""
+        return self.ci_low > 0.0 or self.ci_high < 0.0
+
+
+def adjacent_differences(table: RatingTable, level: float = 0.95) -> dict[str, list[PairDifference]]:
+    """Per role, each pair of adjacent ranks with the bootstrap interval of their rating difference.
+
+    The difference is read in the same rounds as the rating intervals, so it
+    accounts for the two ratings moving together; an ordering claim should
+    rest on it, not on whether the two rating intervals overlap.
+    """
+    out: dict[str, list[PairDifference]] = {ATTACKER: [], DEFENDER: []}
+    for role, pairs in out.items():
+        ranked = [r for r in table.rows if r.role == role]
+        for up, low in zip(ranked, ranked[1:]):
+            lo, hi = table.samples.difference_interval(up.player, low.player, level)
+            pairs.append(PairDifference(role=role, upper=up, lower=low, difference=up.rating - low.rating,
+                                        ci_low=lo, ci_high=hi, unit=table.samples.unit))
+    return out
+
+
 def rate(games: Iterable[Game], bootstrap_rounds: int = 200, seed: int = 0, ridge: float = DEFAULT_RIDGE,
-         anchor: str | None = DEFAULT_ANCHOR, anchor_rating: float = BASE_RATING) -> list[Rating]:
+         anchor: str | None = DEFAULT_ANCHOR, anchor_rating: float = BASE_RATING, unit: str = SEED) -> RatingTable:
     """Leaderboard rows: BT rating with bootstrap interval, Elo, match count and mean score.
 
-    Sorted by BT rating (descending), then name, then player key.
+    The rows are sorted by BT rating (descending), then name, then player key.
+    Intervals resample seeds (``unit="seed"``, the default) unless the games
+    come from one seed, then single matches; ``RatingTable.unit`` says which.
     """
     ordered = canonical(games)
+    samples = bootstrap_samples(ordered, rounds=bootstrap_rounds, seed=seed, ridge=ridge, anchor=anchor,
+                                anchor_rating=anchor_rating, unit=unit)
     if not ordered:
-        return []
+        return RatingTable(rows=(), unit=samples.unit, seeds=0, deviance_explained=math.nan, samples=samples)
     bt = fit_bradley_terry(ordered, ridge=ridge, anchor=anchor, anchor_rating=anchor_rating)
-    ci = bootstrap_intervals(ordered, rounds=bootstrap_rounds, seed=seed, ridge=ridge, anchor=anchor,
-                             anchor_rating=anchor_rating)
     online = elo(ordered)
     own: dict[str, list[float]] = {key: [] for key in bt}
     for g in ordered:
@@ -291,8 +510,9 @@ def rate(games: Iterable[Game], bootstrap_rounds: int = 200, seed: int = 0, ridg
     rows = []
     for key, r in bt.items():
         role, name = split_key(key)
-        lo, hi = ci[key]
+        lo, hi = samples.interval(key)
         rows.append(Rating(player=key, role=role, name=name, rating=r, ci_low=lo, ci_high=hi, elo=online[key],
                            matches=len(own[key]), mean_score=math.fsum(own[key]) / len(own[key])))
     rows.sort(key=lambda row: (-row.rating, row.name, row.player))
-    return rows
+    return RatingTable(rows=tuple(rows), unit=samples.unit, seeds=len(seeds(ordered)),
+                       deviance_explained=deviance_explained(ordered, bt), samples=samples)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from pathlib import Path
 import datetime as dt
 import hashlib
 import json
@@ -42,6 +43,7 @@ from arena.models import ArchSpec, build_model
 from arena.outcome import Control, attack_gate, decide, forfeit
 from arena.plugins import agent_name, is_file_spec
 from arena.protocol import AttackContext, Agent, DefenseContext, RoundRecord
+from arena.replay import environment
 from arena.scenario import Scenario
 from arena.store import MatchRecord
 from arena.training import Progress, fit, match_threads, pinned_threads, predict_proba, resolve_device
@@ -167,7 +169,8 @@ class Referee:
         self.progress = progress
         self.isolation = isolation
         self._splits: dict[int, Splits] = {}
-        self._benign: dict[int, tuple[nn.Module, str]] = {}
+        self._benign: dict[tuple[int, int], tuple[nn.Module, str]] = {}
+        self._cards: dict[tuple[str, str, str | None], AgentCard] = {}
 
     def _say(self, msg: str) -> None:
         if self.progress:
@@ -183,34 +186,43 @@ class Referee:
         sp = self.splits(seed)
         return make_trigger(self.scenario.trigger, sp.info.channels, sp.info.size, _generator(seed, "trigger"))
 
-    def benign(self, seed: int) -> tuple[nn.Module, str]:
-        """The benign model of this seed (trained once, then from the cache) and its cache key."""
-        if seed in self._benign:
-            return self._benign[seed]
+    def benign(self, seed: int, member: int = 0) -> tuple[nn.Module, str]:
+        """A benign model of this seed (trained once, then from the cache) and its cache key.
+
+        Member 0 is the model attackers start from; members 1.. form the control population
+        (``controls.population``): the same training from another initialization and data order.
+        """
+        if (seed, member) in self._benign:
+            return self._benign[(seed, member)]
         s, sp = self.scenario, self.splits(seed)
-        key = key_of(_benign_fields(s, seed))
+        fields = _benign_fields(s, seed)
+        if member:
+            fields["member"] = member
+        key = key_of(fields)
 
         def train() -> dict[str, Any]:
             with pinned_threads(match_threads()):  # the same bytes whoever trains it first
                 return _train()
 
         def _train() -> dict[str, Any]:
-            self._say(f"training the benign {s.architecture} on {s.dataset} (seed {seed})")
-            torch.manual_seed(seed)
+            which = f"seed {seed}" + (f", control population member {member}" if member else "")
+            self._say(f"training the benign {s.architecture} on {s.dataset} ({which})")
+            torch.manual_seed(seed if not member else seed * 1_000_003 + member)
             info = sp.info
             model = build_model(ArchSpec(s.architecture, info.channels, info.size, info.num_classes,
                                          info.mean, info.std)).to(self.device)
             t = s.training
+            labels = ("benign",) if not member else ("benign", member)
             fit(model, sp.attacker.x, sp.attacker.y, epochs=t.epochs, batch_size=t.batch_size, lr=t.lr,
                 optimizer=t.optimizer, momentum=t.momentum, weight_decay=t.weight_decay, augment=t.augment,
-                generator=_generator(seed, "benign"), progress=self.progress, label="benign")
+                generator=_generator(seed, *labels), progress=self.progress, label="benign")
             return _model_payload(model)
 
         payload, hit = self.cache.get_or_make("benign", key, train)
         if hit:
-            self._say(f"benign model (seed {seed}) from cache")
-        self._benign[seed] = (_model_from_payload(payload, self.device), key)
-        return self._benign[seed]
+            self._say(f"benign model (seed {seed}{f', member {member}' if member else ''}) from cache")
+        self._benign[(seed, member)] = (_model_from_payload(payload, self.device), key)
+        return self._benign[(seed, member)]
 
     def _scoring_inputs(self, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The whole test split, and its non-target inputs (to be stamped). Filters score a prefix of each."""
@@ -226,12 +238,29 @@ class Referee:
         return InProcessHost(role, agent_name(agent), agent.get_params(), self.device, agent=agent)
 
     def card(self, role: str, agent: AgentLike) -> AgentCard:
-        """An agent's name, version, category and parameters, read in its own host."""
+        """An agent's name, version, category and parameters, read in its own host (once per named
+        agent and referee: a file plugin edited meanwhile is read again, its source hash changed)."""
+        key = None
+        if isinstance(agent, str):
+            from arena.plugins import canonical_spec, is_file_spec
+
+            digest = None
+            if is_file_spec(agent):
+                try:
+                    digest = hashlib.sha256(Path(agent.partition(":")[0]).read_bytes()).hexdigest()
+                except OSError:
+                    digest = None
+            key = (role, canonical_spec(agent), digest)
+            if key in self._cards:
+                return self._cards[key]
         host = self._host(role, agent)
         try:
-            return host.card
+            card = host.card
         finally:
             host.close()
+        if key is not None:
+            self._cards[key] = card
+        return card
 
     def _revealed(self, card: AgentCard, agent: AgentLike) -> tuple[RevealedDefender | None, str | None]:
         reveal = self.scenario.threat.reveal
@@ -345,17 +374,34 @@ class Referee:
         return ServedDeployment(host, summary, seconds, limit, self.splits(seed).info.num_classes)
 
     def _control(self, defender: AgentLike, d_card: AgentCard, seed: int) -> Control:
-        """The defender on the benign model (its own process): does it flag a clean model, what does it
-        cost? A control run that fails is stored as such (``fault``) and loses the defender its matches."""
-        benign, benign_key = self.benign(seed)
+        """The defender on the seed's population of benign models, each in its own process: how many
+        does it flag, what does it cost? A control run that fails is stored as such (``fault``) and
+        loses the defender its matches."""
+        members = [self._control_member(defender, d_card, seed, i) for i in range(self.scenario.controls.population)]
+        fault = next((m["fault"] for m in members if m.get("fault")), None)
+        if fault:
+            return Control(flagged=False, fpr=None, cad=0.0, fault=fault, population=len(members))
+        fprs = [m["fpr"] for m in members if m["fpr"] is not None]
+        first = members[0]
+        return Control(
+            flagged=bool(first["flagged"]), fpr=sum(fprs) / len(fprs) if fprs else None,
+            cad=sum(m["cad"] for m in members) / len(members), suspected_target=first["suspected_target"],
+            aiv=first["aiv"], population=len(members), flagged_models=sum(bool(m["flagged"]) for m in members),
+            members=members,
+        )
+
+    def _control_member(self, defender: AgentLike, d_card: AgentCard, seed: int, member: int) -> dict[str, Any]:
+        """The defender on one benign model of the population (cached per defender, model and scoring)."""
+        benign, benign_key = self.benign(seed, member)
         key = key_of({"kind": "control", "benign": benign_key, "defender": d_card.identity(),
                       "budgets": {"fpr": self.scenario.budgets.fpr},
                       "scoring": dataclasses.asdict(self.scenario.scoring), "seed": seed})
 
         def run() -> dict[str, Any]:
-            self._say(f"{d_card.name} control run on the benign model (seed {seed})")
+            which = f"seed {seed}" + (f", member {member}" if member else "")
+            self._say(f"{d_card.name} control run on the benign model ({which})")
             try:
-                served = self._deploy(defender, d_card, benign, seed, [], label="control")
+                served = self._deploy(defender, d_card, benign, seed, [], label=f"control{member or ''}")
             except AgentFault as fault:
                 return {"control": json.dumps({"flagged": False, "fpr": None, "cad": 0.0, "fault": str(fault)})}
             try:
@@ -363,7 +409,7 @@ class Referee:
                 k = scored_prefix(len(clean_x), served.passes_per_input, self.scenario.scoring.passes)
                 clean_x, clean_y = clean_x[:k], clean_y[:k]
                 acc_b = (predict_proba(benign, clean_x).argmax(1) == clean_y).float().mean().item()
-                acc_d = (served.predict(clean_x).argmax(1).to(clean_y.device) == clean_y).float().mean().item()
+                acc_d = (served.predict(clean_x).argmax(1) == clean_y).float().mean().item()
                 fpr = None
                 if served.score is not None and served.threshold is not None:
                     n = self.scenario.scoring.inputs
@@ -381,7 +427,8 @@ class Referee:
                                            "suspected_target": target, "aiv": aiv})}
 
         payload, _ = self.cache.get_or_make("control", key, run)
-        return Control(**json.loads(payload["control"]))
+        return {"member": member, "fault": None, "suspected_target": None, "aiv": None,
+                **json.loads(payload["control"])}
 
     # --- a match ----------------------------------------------------------
     def play(self, attacker: AgentLike, defender: AgentLike, seed: int = 0,
@@ -411,7 +458,7 @@ class Referee:
         record = MatchRecord(
             scenario=s.name, scenario_digest=s.digest, attacker=a_card.name, attacker_version=a_card.version,
             defender=d_card.name, defender_version=d_card.version, seed=seed, rounds=rounds, status="ok",
-            outcome=outcome.score, reason=outcome.reason, metrics=metrics,
+            outcome=outcome.score, reason=outcome.reason, metrics={**metrics, "environment": environment(self.device)},
             round_records=[json.loads(json.dumps(dataclasses.asdict(h), default=str)) for h in history],
             device=str(self.device), code_version=arena.__version__, started_at=started,
             duration_s=time.perf_counter() - t_start,
@@ -446,7 +493,9 @@ class Referee:
             dm: DefenseMetrics = defense_metrics(served, d_card.category or "none", trojan.model, trojan.trigger, am,
                                                  clean_x, clean_y, trojan.stamped, s.attack.target_class,
                                                  served.seconds, filter_inputs=s.scoring.inputs,
-                                                 max_passes=s.scoring.passes)
+                                                 max_passes=s.scoring.passes,
+                                                 batch_aware=served.summary.batch_aware,
+                                                 trigger_share=s.scoring.trigger_share, window=s.scoring.window)
         except AgentFault as fault:
             return (forfeit("defender", str(fault)),
                     {"attack": dataclasses.asdict(am), "attacker_notes": trojan.notes, "timing": timing,

@@ -128,6 +128,10 @@ class Budgets:
     fpr_tolerance: float = 0.02
     trigger_area: float = 0.05
     trigger_linf: float = 0.3
+    # Gates allow for measurement error: a CAD or FPR over its budget gates only when it is over by
+    # more than ``gate_z`` of its own standard errors (one-sided; 1.645: 95%). 0: plain thresholds.
+    gate_z: float = 1.645
+    model_fpr: float = 0.05  # benign models of the control population a defender may flag
     craft_seconds: float = 3600.0
     deploy_seconds: float = 3600.0
     memory_mb: int = 16384
@@ -149,6 +153,27 @@ class Scoring:
 
     inputs: int = 1000
     passes: int | None = None
+    # Batch-aware filters (activation clustering, spectral signatures) score windows of ``window``
+    # inputs of which a share ``trigger_share`` are trigger inputs, as deployment traffic with a
+    # minority of attacks would look; their FPR is taken on the clean inputs of those windows.
+    trigger_share: float = 0.1
+    window: int = 100
+
+
+@dataclass(frozen=True)
+class Controls:
+    """The defender's control: a population of benign models per seed, not one coin flip.
+
+    Member 0 is the seed's benign model (the one attackers start from); members
+    1..population-1 are trained the same way from other initializations and
+    data orders. Each is trained once and cached, and the defender is run on
+    each in its own process. Its model-level false-positive rate (benign models
+    it flags, of the population) gates it against ``budgets.model_fpr`` with
+    the same allowance for measurement error as the other gates
+    (``budgets.gate_z``).
+    """
+
+    population: int = 5
 
 
 @dataclass(frozen=True)
@@ -168,6 +193,7 @@ class Scenario:
     threat: ThreatModel = field(default_factory=ThreatModel)
     budgets: Budgets = field(default_factory=Budgets)
     scoring: Scoring = field(default_factory=Scoring)
+    controls: Controls = field(default_factory=Controls)
     # Per-agent hyper-parameter overrides: {"imc": {"pgd_iters": 5}, ...}.
     # Where a CPU scenario reduces a paper default, it says so here.
     attackers: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -187,8 +213,19 @@ class Scenario:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def agent_params(self, role: str, name: str) -> dict[str, Any]:
+        """The ``[attackers.NAME]`` / ``[defenders.NAME]`` overrides of an agent. A file agent's table
+        may be keyed by any spelling of its spec (``./x.py:A``, ``x.py:A``): they are one player."""
         table = self.attackers if role == "attacker" else self.defenders
-        return dict(table.get(name, {}))
+        if name in table:
+            return dict(table[name])
+        from arena.plugins import canonical_spec, is_file_spec  # late: plugins -> protocol -> scenario
+
+        if is_file_spec(name):
+            want = canonical_spec(name)
+            for key, params in table.items():
+                if is_file_spec(key) and canonical_spec(key) == want:
+                    return dict(params)
+        return {}
 
 
 _SECTIONS: dict[str, type] = {
@@ -199,6 +236,7 @@ _SECTIONS: dict[str, type] = {
     "threat": ThreatModel,
     "budgets": Budgets,
     "scoring": Scoring,
+    "controls": Controls,
 }
 
 _CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
@@ -224,6 +262,8 @@ _FRACTIONS = {
     ("budgets", "fpr_tolerance"),
     ("budgets", "trigger_area"),
     ("budgets", "trigger_linf"),
+    ("scoring", "trigger_share"),
+    ("budgets", "model_fpr"),
 }
 
 
@@ -337,6 +377,14 @@ def _check_consistency(s: Scenario, where: str) -> None:
     if s.trigger.size > side:
         raise ScenarioError(f"{where}: 'trigger.size' = {s.trigger.size} is larger than the {side}x{side} "
                             f"images of {s.dataset}", hint=f"use a size in 1..{side}")
+    if not 0.0 < s.scoring.trigger_share < 1.0:
+        raise ScenarioError(f"{where}: 'scoring.trigger_share' = {s.scoring.trigger_share} must lie strictly "
+                            "between 0 and 1", hint="the share of trigger inputs in a filter's window, e.g. 0.1")
+    if not 1 <= s.controls.population <= 100:
+        raise ScenarioError(f"{where}: 'controls.population' = {s.controls.population} must lie in 1..100",
+                            hint="benign models per seed for the defender's control run; 5 or more for verdicts")
+    if s.scoring.window < 2:
+        raise ScenarioError(f"{where}: 'scoring.window' = {s.scoring.window} must be at least 2")
     if s.scoring.passes is not None and s.scoring.passes < 1:
         raise ScenarioError(f"{where}: 'scoring.passes' must be at least 1 (or left out: score all of test)")
     if s.scoring.inputs < 1:

@@ -1,4 +1,5 @@
-"""The match store: one SQLite database (WAL) under the arena home.
+"""The match store: one SQLite database (WAL), ``arena.db`` in the arena home
+(``arena.cache.arena_home``: ``$ARENA_HOME``, else ``~/.local/share/backdoor-arena``).
 
 Commands that only read (``matches list``, ``leaderboard``) open the store
 with ``readonly=True``: they create nothing and work in a read-only arena
@@ -159,8 +160,9 @@ class Store:
         self._conn.close()
 
     def save(self, r: MatchRecord) -> int:
+        """Store ``r``, replacing a stored match with the same natural key, and return its row id."""
         with self._conn:  # one transaction
-            cur = self._conn.execute(
+            self._conn.execute(
                 """INSERT INTO matches (scenario, scenario_digest, attacker, attacker_version, defender,
                        defender_version, seed, rounds, status, outcome, reason, metrics, round_records,
                        error, device, code_version, started_at, duration_s)
@@ -175,7 +177,31 @@ class Store:
                  r.seed, r.rounds, r.status, r.outcome, r.reason, json.dumps(r.metrics),
                  json.dumps(r.round_records), r.error, r.device, r.code_version, r.started_at, r.duration_s),
             )
-            return int(cur.lastrowid)
+            # After an update (the row existed) lastrowid is not that row's id: look it up by its key.
+            found = self.stored_id(r)
+            assert found is not None, "a match row just written is found by its key"
+            return found
+
+    def stored_id(self, r: MatchRecord) -> int | None:
+        """The id of the stored match that saving ``r`` would replace (same scenario digest, agents and
+        versions, seed and rounds), or None."""
+        row = self._conn.execute(
+            """SELECT id FROM matches WHERE scenario_digest=? AND attacker=? AND attacker_version=?
+               AND defender=? AND defender_version=? AND seed=? AND rounds=?""",
+            (r.scenario_digest, r.attacker, r.attacker_version, r.defender, r.defender_version, r.seed, r.rounds),
+        ).fetchone()
+        return None if row is None else int(row[0])
+
+    def get(self, match_id: int) -> MatchRecord | None:
+        """One stored match by its id, or None."""
+        cur = self._conn.execute("SELECT * FROM matches WHERE id=?", (match_id,))
+        rows = self._records(cur)
+        return rows[0] if rows else None
+
+    def max_id(self) -> int | None:
+        """The highest stored match id (None when the store is empty): for 'unknown id' hints."""
+        row = self._conn.execute("SELECT max(id) FROM matches").fetchone()
+        return None if row is None or row[0] is None else int(row[0])
 
     def save_sweep(self, result: Any) -> None:
         """Store an ``arena.sweep.SweepResult`` (replacing the same sweep run before)."""
@@ -240,7 +266,10 @@ class Store:
             q += " AND status=?"
             args.append(status)
         q += " ORDER BY id"
-        cur = self._conn.execute(q, args)
+        return self._records(self._conn.execute(q, args))
+
+    @staticmethod
+    def _records(cur: sqlite3.Cursor) -> list[MatchRecord]:
         cols = [c[0] for c in cur.description]
         out = []
         for row in cur.fetchall():

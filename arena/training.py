@@ -178,8 +178,14 @@ def fit(
 ) -> nn.Module:
     """Train ``model`` in place with a one-cycle schedule; ``hook`` may poison each batch.
 
-    The hook receives the (possibly augmented) clean batch and returns the batch
-    to train on, optionally with an extra loss term to add.
+    The hook is called as ``hook(x, y, step)`` with the (possibly augmented)
+    clean batch and the step number, and returns the batch to train on,
+    ``(x, y)``, optionally with an extra loss term to add, ``(x, y, loss)``.
+    A hook with the attribute ``wants_index = True`` is called as
+    ``hook(x, y, step, idx)`` instead, ``idx`` being the batch's indices into
+    ``x``/``y`` (the training set), so it can treat the same inputs the same
+    way every epoch (``arena.poison.Poisoner`` at the ``dataset`` level
+    poisons a fixed subset this way).
     """
     device = x.device
     model.train()

@@ -40,6 +40,9 @@ poison_fraction = 0.1
 
 [scoring]
 inputs = 600
+
+[controls]
+population = 1          # one benign model per control: the population itself is tested on its own
 """
 
 

@@ -74,8 +74,13 @@ def test_filter_detects_badnet_trigger_inputs(referee, tiny, name):
     m = result.record.metrics
     d, control = m["defense"], m["control"]
     assert m["attack"]["asr"] > 0.9
-    assert d["tpr"] > d["fpr"] + 0.5  # measured ~0.9-1.0 against <= 0.05
-    assert d["auroc"] > 0.9
+    if name == "activation-clustering":
+        # Scored on windows with 10% trigger inputs (scoring.trigger_share), AC finds fewer of them than
+        # on the old 50% windows: TPR 0.41 at FPR 0.001 on the tiny scenario, seed 0 (2026-11-30).
+        assert d["trigger_share"] == tiny.scoring.trigger_share and d["tpr"] > d["fpr"] + 0.3
+    else:
+        assert d["tpr"] > d["fpr"] + 0.5  # measured ~0.9-1.0 against <= 0.05
+        assert d["auroc"] > 0.9
     limit = tiny.budgets.fpr + tiny.budgets.fpr_tolerance
     if name == "activation-clustering":
         # AC clusters the window it is given: calibrated on the clean calibration split alone, its FPR on

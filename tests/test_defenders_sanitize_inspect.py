@@ -65,8 +65,8 @@ def test_neural_cleanse_does_not_flag_the_benign_model(referee):
     assert max(d["aiv_per_class"]) < 2
     from arena.outcome import above_base_rate
 
-    a = result.record.metrics["attack"]
-    assert result.record.outcome == above_base_rate(a["asr"], a["base_rate"])
+    a, d = result.record.metrics["attack"], result.record.metrics["defense"]
+    assert result.record.outcome == above_base_rate(d["effective_asr"], a["base_rate"]) < 0.01
 
 
 def test_neural_cleanse_mask_lies_on_the_trigger(referee, tiny):

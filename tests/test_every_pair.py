@@ -42,6 +42,9 @@ poison_fraction = 0.1
 [scoring]
 inputs = 100
 
+[controls]
+population = 1
+
 [attackers.imc]
 pgd_iters = 2
 [attackers.imc-adaptive]

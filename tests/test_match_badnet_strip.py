@@ -13,9 +13,11 @@ def test_badnet_plants_a_working_backdoor(referee, tiny):
     assert attack["asr"] > 0.9
     assert attack["base_rate"] < 0.2  # the trigger alone does not do it
     assert attack["cad"] <= tiny.budgets.attack_cad
-    # no defense: the effective ASR is the ASR, scored above the trigger's base rate; the attacker wins
-    b = attack["base_rate"]
-    assert abs(result.record.outcome - (attack["asr"] - b) / (1 - b)) < 1e-6 and result.record.outcome > 0.9
+    # no defense: the effective ASR (on the scored prefix of trigger inputs) is about the ASR, and is
+    # scored above the trigger's base rate; the attacker wins
+    b, e = attack["base_rate"], result.record.metrics["defense"]["effective_asr"]
+    assert abs(e - attack["asr"]) < 0.03
+    assert abs(result.record.outcome - (e - b) / (1 - b)) < 1e-6 and result.record.outcome > 0.9
 
 
 def test_strip_detects_badnet_trigger_inputs(referee):

@@ -183,7 +183,8 @@ def cluster_scores(feats: torch.Tensor, is_ref: torch.Tensor, components: int, i
 
 class ActivationClustering(InputFilter):
     name = "activation-clustering"
-    version = "1"
+    version = "2"  # 2: scored on windows at the scenario's trigger share
+    batch_aware = True
 
     def __init__(self, components: int = 10, iterations: int = 100, calibration_inputs: int = 1000) -> None:
         self.components = components

@@ -1,6 +1,6 @@
 """The no-defense baseline: deploys the model as it is.
 
-Its rating anchors the leaderboard at 1000 (ARENA.md, Ratings).
+Its rating anchors the leaderboard at 1000 (README, "Ratings and leaderboards").
 """
 
 from __future__ import annotations

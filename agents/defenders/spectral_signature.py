@@ -87,7 +87,8 @@ def spectral_scores(ref: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
 
 class SpectralSignature(InputFilter):
     name = "spectral-signature"
-    version = "1"
+    version = "2"  # 2: scored on windows at the scenario's trigger share
+    batch_aware = True
 
     def __init__(self, calibration_inputs: int = 1000) -> None:
         self.calibration_inputs = calibration_inputs

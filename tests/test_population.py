@@ -1,0 +1,51 @@
+"""The defender's control on a population of benign models, and its model-level false-positive rate."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from arena.outcome import Control, decide
+from arena.protocol import Defender, Deployment, Verdict
+from arena.referee import Referee
+from arena.scenario import Budgets, Controls
+from conftest import requires_fmnist
+from test_windows_and_gates import _am, _dm
+
+
+class Paranoid(Defender):
+    name = "paranoid"
+    category = "model_inspection"
+
+    def deploy(self, model, ctx):
+        return Deployment(model=model, verdict=Verdict(is_trojan=True, target=0, anomaly_index=[3.0] + [0.0] * 9))
+
+
+@pytest.mark.parametrize("flagged,gated", [(0, False), (1, False), (2, True), (5, True)])
+def test_the_model_level_fpr_gate_allows_for_one_false_alarm_in_five(flagged, gated):
+    control = Control(flagged=flagged > 0, fpr=None, cad=0.0, population=5, flagged_models=flagged)
+    o = decide(_am(), _dm(), control, Budgets())
+    assert (o.gate == "defender") is gated
+    if gated:
+        assert f"flags {flagged} of 5 benign model(s)" in o.reason
+    # One benign model (population 1): its flag alone decides, as a single control run did.
+    assert decide(_am(), _dm(), Control(flagged=True, fpr=None, cad=0.0), Budgets()).gate == "defender"
+
+
+@requires_fmnist
+def test_controls_run_on_a_population_of_benign_models(tiny):
+    sc = dataclasses.replace(tiny, controls=Controls(population=3))
+    referee = Referee(sc, device="cpu")
+    members = [referee.benign(0, i)[0] for i in range(3)]
+    first = [m.state_dict()["fc.weight"] for m in members]
+    assert not torch.equal(first[0], first[1]) and not torch.equal(first[1], first[2])  # three models
+    assert referee.benign(0, 0)[1] == Referee(tiny, device="cpu").benign(0)[1]  # member 0: the seed's model
+
+    honest = referee.play("badnet", "none", seed=0).record.metrics["control"]
+    assert honest["population"] == 3 and honest["flagged_models"] == 0 and len(honest["members"]) == 3
+
+    rec = referee.play("badnet", Paranoid(), seed=0).record
+    c = rec.metrics["control"]
+    assert c["flagged_models"] == 3 and rec.outcome == 1.0 and "flags 3 of 3 benign model(s)" in rec.reason
