@@ -469,8 +469,6 @@ class InProcessHost:
         self.card = self._server.card
 
     def call(self, cmd: str, payload: Any, seconds: float | None) -> Any:
-        import copy
-
         try:
             value = self._server.handle(cmd, _copy_for_agent(payload))
         except Exception as exc:
@@ -493,12 +491,21 @@ def open_host(role: str, spec: str, params: dict[str, Any], device: torch.device
         return InProcessHost(role, spec, params, device, memory_mb)
     if not is_file_spec(spec):
         return ProcessHost(role, spec, params, device, memory_mb)
-    # The agent's process works in a scratch folder: it gets the file's absolute path, and the
-    # agent keeps the name the referee's side gives it.
-    path, _, attr = spec.partition(":")
-    host = ProcessHost(role, f"{os.path.abspath(path)}:{attr}", params, device, memory_mb)
+    # The agent keeps the name the referee's side gives it; its process gets the absolute path.
+    host = ProcessHost(role, absolute_spec(spec), params, device, memory_mb)
     host.card = dataclasses.replace(host.card, name=canonical_spec(spec))
     return host
+
+
+def absolute_spec(spec: str) -> str:
+    """A ``file.py:Class`` spec with an absolute path (agent processes work in a scratch folder);
+    installed names unchanged."""
+    from arena.plugins import is_file_spec
+
+    if not is_file_spec(spec):
+        return spec
+    path, _, attr = spec.partition(":")
+    return f"{os.path.abspath(path)}:{attr}"
 
 
 _CARDS: dict[tuple[str, str, str], AgentCard] = {}

@@ -24,7 +24,6 @@ from pathlib import Path
 import datetime as dt
 import hashlib
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,11 +36,11 @@ from arena.artifacts import save_recovered_trigger
 from arena.cache import ArtifactCache, key_of
 from arena.data import Splits, make_splits
 from arena.execution import (AgentCard, AgentFault, DeploymentSummary, InProcessHost, TrojanPayload,
-                             model_from_payload, open_host)
+                             absolute_spec, model_from_payload, open_host)
 from arena.metrics import AttackMetrics, DefenseMetrics, attack_metrics, defense_metrics, scored_prefix
 from arena.models import ArchSpec, build_model
 from arena.outcome import Control, attack_gate, decide, forfeit
-from arena.plugins import agent_name, is_file_spec
+from arena.plugins import agent_name, canonical_spec, is_file_spec
 from arena.protocol import AttackContext, Agent, DefenseContext, RoundRecord
 from arena.replay import environment
 from arena.scenario import Scenario
@@ -242,8 +241,6 @@ class Referee:
         agent and referee: a file plugin edited meanwhile is read again, its source hash changed)."""
         key = None
         if isinstance(agent, str):
-            from arena.plugins import canonical_spec, is_file_spec
-
             digest = None
             if is_file_spec(agent):
                 try:
@@ -268,10 +265,7 @@ class Referee:
             return None, None
         if reveal == "category":
             return None, card.category
-        name = agent if isinstance(agent, str) else card.name
-        if isinstance(agent, str) and is_file_spec(agent):
-            path, _, attr = agent.partition(":")
-            name = f"{os.path.abspath(path)}:{attr}"
+        name = absolute_spec(agent) if isinstance(agent, str) else card.name  # built in the attacker's process
         params = card.params if isinstance(agent, str) else agent.get_params()
         return RevealedDefender(name, card.category or "none", card.version, plain(params)), card.category
 

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import datetime as dt
 import multiprocessing
-import os
 import signal
 import traceback
 from collections import deque

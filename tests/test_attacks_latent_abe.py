@@ -25,10 +25,7 @@ from arena_agents.attackers.latent import LatentBackdoor
 
 def _trojan(referee, attacker):
     """The attacker's trojan of seed 0 (from the cache once ``play`` made it)."""
-    from arena.plugins import make_agent
-
-    trojan = referee.craft(attacker, 0)
-    return trojan
+    return referee.craft(attacker, 0)
 
 
 @pytest.fixture(scope="module")

@@ -94,7 +94,6 @@ def test_filter_detects_badnet_trigger_inputs(referee, tiny, name):
 @pytest.mark.parametrize("name", list(FILTERS))
 def test_filter_scores_are_deterministic_and_continuous(referee, tiny, name):
     from arena.models import clone
-    from arena.plugins import make_agent
     from arena.protocol import DefenseContext
 
     sp = referee.splits(0)

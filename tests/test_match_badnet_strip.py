@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from arena.metrics import attack_metrics
-from arena.plugins import make_agent
 
 
 def test_badnet_plants_a_working_backdoor(referee, tiny):
