@@ -14,6 +14,7 @@ machine:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import statistics
 import tempfile
@@ -33,7 +34,10 @@ def main() -> None:
     from arena.referee import Referee
     from arena.scenario import load_scenario
 
+    # One benign model per control: the population multiplies control runs in both modes alike, and
+    # the cost measured here is the isolation's, per match.
     sc = load_scenario(args.scenario)
+    sc = dataclasses.replace(sc, controls=dataclasses.replace(sc.controls, population=1))
     referees = {mode: Referee(sc, device="cpu", isolation=mode) for mode in ("process", "inprocess")}
     for a, d in PAIRS:  # warm-up: fill the cache once, start the forkserver
         referees["process"].play(a, d, seed=sc.seeds[0])
