@@ -158,7 +158,8 @@ def _report(rec: MatchRecord) -> str:
     lines.append("")
     rows = [("attack", k, _fmt(v)) for k, v in m.get("attack", {}).items()]
     rows += [("defense", k, _fmt(v)) for k, v in m.get("defense", {}).items() if v is not None and k != "category"]
-    rows += [("control", k, _fmt(v)) for k, v in m.get("control", {}).items()]
+    # Per-member control results stay in the record (`matches export`); the report shows their summary.
+    rows += [("control", k, _fmt(v)) for k, v in m.get("control", {}).items() if k != "members"]
     if rows:  # an attacker that forfeits leaves nothing to measure
         lines.append(tabulate(rows, headers=["side", "metric", "value"], tablefmt="simple"))
     notes = {**m.get("attacker_notes", {}), **{f"defender.{k}": v for k, v in m.get("defender_notes", {}).items()}}
