@@ -86,6 +86,7 @@ class TrojanPayload:
     trigger: dict[str, torch.Tensor] | None
     has_stamp_fn: bool
     notes: dict[str, Any] = field(default_factory=dict)
+    gpu_peak_mb: float | None = None  # the agent process's peak CUDA memory while crafting (None on the CPU)
 
 
 @dataclass
@@ -106,6 +107,7 @@ class DeploymentSummary:
     verdict: VerdictData | None
     notes: dict[str, Any] = field(default_factory=dict)
     batch_aware: bool = False
+    gpu_peak_mb: float | None = None  # the agent process's peak CUDA memory while deploying (None on the CPU)
 
 
 # --- the agent's side ---------------------------------------------------------
@@ -113,6 +115,33 @@ def _plain(obj: Any) -> Any:
     import json
 
     return json.loads(json.dumps(obj, default=str))
+
+
+class WrongDevice(TypeError):
+    """An agent handed back a model whose tensors are not on the match's device."""
+
+
+def check_on_device(module: torch.nn.Module, device: torch.device, what: str) -> None:
+    """Raise ``WrongDevice`` if any parameter or buffer of ``module`` is off ``device``.
+
+    Checked where a model leaves an agent: a trojan or a deployment left on the CPU
+    in a CUDA match (or the reverse) would otherwise fail later, inside the
+    referee's scoring, with torch's "Expected all tensors to be on the same device"
+    and no word of whose model it was."""
+    found = {t.device for t in (*module.parameters(), *module.buffers())}
+    wrong = sorted(str(d) for d in found
+                   if d.type != device.type or (device.index is not None and d.index != device.index))
+    if wrong:
+        raise WrongDevice(f"{what} is on {', '.join(wrong)}, but the match runs on {device}: "
+                          "build it on ctx.device or move it there with .to(ctx.device)")
+
+
+def gpu_peak_mb(device: torch.device) -> float | None:
+    """This process's peak CUDA memory on ``device`` so far, in MiB (None off CUDA): with several
+    matches sharing one GPU (``--workers N``) it says what each process needs."""
+    if device.type != "cuda":
+        return None
+    return round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
 
 
 def _cpu_copy(x: torch.Tensor) -> torch.Tensor:
@@ -164,12 +193,14 @@ class AgentServer:
                             "register an architecture under the arena.architectures entry point")
         if trojan.trigger is None and trojan.stamp_fn is None:
             raise TypeError("the Trojan has neither a trigger nor a stamp_fn")
+        check_on_device(trojan.model, self.device, "the trojan's model")
         trojan.model.eval()
         self.trojan = trojan
         return TrojanPayload(
             arch=spec.to_dict(), state={k: _cpu_copy(v) for k, v in trojan.model.state_dict().items()},
             trigger=trojan.trigger.state() if trojan.trigger is not None and trojan.stamp_fn is None else None,
             has_stamp_fn=trojan.stamp_fn is not None, notes=_plain(trojan.notes or {}),
+            gpu_peak_mb=gpu_peak_mb(self.device),
         )
 
     @torch.no_grad()
@@ -194,6 +225,7 @@ class AgentServer:
             raise TypeError(f"deploy() returned {type(dep).__name__}, not arena.protocol.Deployment")
         if not isinstance(dep.model, torch.nn.Module):
             raise TypeError(f"Deployment.model is {type(dep.model).__name__}, not a torch.nn.Module")
+        check_on_device(dep.model, self.device, "the deployed model")
         if dep.score is not None and dep.threshold is None:
             raise TypeError("the Deployment has a score function but no threshold")
         if dep.threshold is not None and not math.isfinite(float(dep.threshold)):
@@ -215,7 +247,7 @@ class AgentServer:
             threshold=None if dep.threshold is None else float(dep.threshold),
             has_transform=dep.transform is not None, has_score=dep.score is not None,
             passes_per_input=int(dep.passes_per_input), verdict=verdict, notes=_plain(dep.notes or {}),
-            batch_aware=bool(dep.batch_aware),
+            batch_aware=bool(dep.batch_aware), gpu_peak_mb=gpu_peak_mb(self.device),
         )
 
     @torch.no_grad()

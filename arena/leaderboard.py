@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 from tabulate import tabulate
 
+from arena.detection import DetectionROC, detection_rocs
 from arena.errors import ArenaError
 from arena.protocol import CATEGORIES
 from arena.ratings import (ATTACKER, BASE_RATING, DEFAULT_ANCHOR, DEFENDER, MATCH, SEED, Game, PairDifference,
@@ -155,8 +156,32 @@ def _category_sections(ratings: RatingTable, categories: Mapping[str, str]) -> l
     return lines
 
 
+def _detection_section(rocs: Sequence[DetectionROC]) -> list[str]:
+    rows = [(d.defender, d.trojans, d.benign, f"{d.flagged_trojans}/{d.trojans}", f"{d.flagged_benign}/{d.benign}",
+             _num(d.auroc if d.auroc is not None else math.nan, ".3f"),
+             _num(d.tpr_at_max_fpr if d.tpr_at_max_fpr is not None else math.nan, ".3f"),
+             _num(d.cross_entropy if d.cross_entropy is not None else math.nan, ".3f")) for d in rocs]
+    fpr = f"{rocs[0].max_fpr:.0%}" if rocs else "5%"
+    return [
+        "## Detection over models",
+        "",
+        "Defenders that give a model-level verdict, judged as detectors over every model they saw: the trojans "
+        "of every attacker and seed that passed the attacker gate (positives) and the benign models of their "
+        "control populations (negatives). A model's score is the defender's largest per-class anomaly index "
+        "(its verdict where it has none). AUROC counts ties as a half; TPR is at a model-level FPR of at most "
+        f"{fpr}; CE is the cross-entropy of the verdicts read as probabilities 0.99/0.01 (`arena.detection`).",
+        "",
+        tabulate(rows, headers=["defender", "trojans", "benign", "flagged trojans", "flagged benign", "AUROC",
+                                f"TPR @ FPR {fpr}", "CE"],
+                 tablefmt="github", disable_numparse=True,
+                 colalign=("left",) + ("right",) * 7),
+        "",
+    ]
+
+
 def render_markdown(scenario_name: str, ratings: RatingTable, matrix: pd.DataFrame, n_matches: int,
-                    categories: Mapping[str, str] | None = None) -> str:
+                    categories: Mapping[str, str] | None = None,
+                    detection: Sequence[DetectionROC] | None = None) -> str:
     """The leaderboard as Markdown: header, ratings table, a note on how to read it, the orderings the
     intervals support, per-category defender tables (when ``categories``, defender name -> category as from
     ``defender_categories``, names any), the outcome matrix."""
@@ -210,6 +235,8 @@ def render_markdown(scenario_name: str, ratings: RatingTable, matrix: pd.DataFra
         lines.append("")
     if categories:  # none stored (older matches): one "unknown" table would only repeat the defenders
         lines += _category_sections(ratings, categories)
+    if detection:
+        lines += _detection_section(detection)
     lines += [
         "## Outcome matrix",
         "",
@@ -250,7 +277,8 @@ def render_leaderboard(scenario_name: str, records: Iterable[MatchRecord], boots
     games = games_from_records(records)
     ratings = rate(games, bootstrap_rounds=bootstrap_rounds, seed=seed, unit=unit)
     categories = defender_categories(records)
-    return (render_markdown(scenario_name, ratings, outcome_matrix(records), len(games), categories),
+    return (render_markdown(scenario_name, ratings, outcome_matrix(records), len(games), categories,
+                            detection_rocs(records)),
             render_csv(ratings, categories))
 
 

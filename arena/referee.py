@@ -36,7 +36,7 @@ from arena.artifacts import save_recovered_trigger
 from arena.cache import ArtifactCache, key_of
 from arena.data import Splits, make_splits
 from arena.execution import (AgentCard, AgentFault, DeploymentSummary, InProcessHost, TrojanPayload,
-                             absolute_spec, model_from_payload, open_host)
+                             absolute_spec, gpu_peak_mb, model_from_payload, open_host)
 from arena.metrics import AttackMetrics, DefenseMetrics, attack_metrics, defense_metrics, scored_prefix
 from arena.models import ArchSpec, build_model
 from arena.outcome import Control, attack_gate, decide, forfeit
@@ -86,6 +86,7 @@ class PlayedTrojan:
     stamped: torch.Tensor
     notes: dict[str, Any]
     cached: bool
+    gpu_peak_mb: float | None = None  # the attacker process's peak CUDA memory (a fresh craft on CUDA)
 
     def stamp(self, x: torch.Tensor) -> torch.Tensor:
         """Stamp other inputs (a mask-and-pattern trigger only: a function trigger lives in the
@@ -342,7 +343,7 @@ class Referee:
         else:
             stored["stamped"] = stamped.detach().cpu()
         self.cache.put("trojan", key, stored)
-        return PlayedTrojan(model, trig, stamped, payload.notes, False)
+        return PlayedTrojan(model, trig, stamped, payload.notes, False, payload.gpu_peak_mb)
 
     def craft(self, attacker: AgentLike, seed: int = 0, defender: AgentLike = "none", rnd: int = 1,
               history: list[RoundRecord] | None = None) -> PlayedTrojan:
@@ -417,8 +418,12 @@ class Referee:
             target = v.target if v is not None else None
             aiv = (float(v.anomaly_index[target]) if v is not None and v.anomaly_index is not None
                    and target is not None else None)
+            # The detector's own statistic over classes, for the detection ROC over models (arena.detection).
+            aiv_max = (max(float(a) for a in v.anomaly_index) if v is not None and v.anomaly_index is not None
+                       and len(v.anomaly_index) else None)
             return {"control": json.dumps({"flagged": flagged, "fpr": fpr, "cad": acc_b - acc_d,
-                                           "suspected_target": target, "aiv": aiv})}
+                                           "suspected_target": target, "aiv": aiv, "aiv_max": aiv_max,
+                                           "verdict": v is not None})}
 
         payload, _ = self.cache.get_or_make("control", key, run)
         return {"member": member, "fault": None, "suspected_target": None, "aiv": None,
@@ -442,6 +447,8 @@ class Referee:
         outcome = None
         metrics: dict[str, Any] = {}
         clean_x, clean_y, trig_x = self._scoring_inputs(seed)
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
         for rnd in range(1, rounds + 1):
             outcome, metrics, notes = self._round(attacker, defender, a_card, d_card, seed, rnd, history,
                                                   clean_x, clean_y, trig_x)
@@ -449,6 +456,8 @@ class Referee:
             if "forfeit" in metrics:
                 break  # a side that cannot play this round cannot play the next
         assert outcome is not None
+        if self.device.type == "cuda" and "timing" in metrics:  # this process's share of the GPU
+            metrics["timing"]["referee_gpu_peak_mb"] = gpu_peak_mb(self.device)
         record = MatchRecord(
             scenario=s.name, scenario_digest=s.digest, attacker=a_card.name, attacker_version=a_card.version,
             defender=d_card.name, defender_version=d_card.version, seed=seed, rounds=rounds, status="ok",
@@ -474,6 +483,8 @@ class Referee:
         am: AttackMetrics = attack_metrics(benign, trojan.model, trig_x, trojan.stamped, clean_x, clean_y,
                                            s.attack.target_class, s.budgets.trigger_area, s.budgets.trigger_linf)
         timing: dict[str, Any] = {"craft_s": craft_s, "trojan_cached": trojan.cached}
+        if trojan.gpu_peak_mb is not None:
+            timing["craft_gpu_peak_mb"] = trojan.gpu_peak_mb
         if not am.finite:  # nothing to defend, nothing to measure: the trojan lost at its gate
             gate = attack_gate(am, s.budgets)
             return gate, {"attack": dataclasses.asdict(am), "gate": gate.gate, "timing": timing,
@@ -507,6 +518,8 @@ class Referee:
         artifacts = (save_recovered_trigger(self.cache.root.parent, trojan.trigger, served.verdict)
                      if served.verdict is not None else {})
         timing["deploy_s"] = served.seconds
+        if served.summary.gpu_peak_mb is not None:
+            timing["deploy_gpu_peak_mb"] = served.summary.gpu_peak_mb
         metrics = {
             "attack": dataclasses.asdict(am), "defense": dataclasses.asdict(dm),
             "control": dataclasses.asdict(control), "gate": outcome.gate, "timing": timing,

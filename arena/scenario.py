@@ -28,7 +28,7 @@ from typing import Any
 from arena.errors import ScenarioError
 
 DATASETS = ("fashion-mnist", "mnist", "cifar10")
-ARCHITECTURES = ("small-cnn", "resnet18")
+ARCHITECTURES = ("small-cnn", "small-resnet", "resnet18")
 REVEALS = ("full", "category", "none")
 POSITIONS = ("bottom-right", "bottom-left", "top-right", "top-left", "center", "random")
 SHAPES = ("square", "random")

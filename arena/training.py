@@ -140,6 +140,24 @@ def _autocast(device: torch.device):
     return nullcontext()
 
 
+def compile_wanted(device: torch.device) -> bool:
+    """``torch.compile`` in ``fit``: only on CUDA and only when ``ARENA_COMPILE=1``.
+
+    Opt-in because compiling costs tens of seconds per process and model shape,
+    which pays only for long trainings (a benign ResNet-18), and has not been
+    measured on this project's GPU runs yet; never on the CPU, where the arena's
+    small models train in seconds.
+    """
+    return device.type == "cuda" and os.environ.get("ARENA_COMPILE", "") == "1"
+
+
+def compiled(model: nn.Module, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The callable ``fit`` runs forward: ``torch.compile(model)`` where wanted, else the model.
+
+    A compiled module shares the model's parameters, so training through it trains the model."""
+    return torch.compile(model) if compile_wanted(device) else model
+
+
 def make_optimizer(params, name: str, lr: float, momentum: float = 0.9, weight_decay: float = 2e-4):
     if name == "adam":
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
@@ -189,9 +207,10 @@ def fit(
     """
     device = x.device
     model.train()
-    # On the CPU, channels-last convolutions and max-pooling are ~15% faster per training step for
-    # the arena's CNNs (measured on the 2-core machine); on CUDA the default layout is kept.
-    channels_last = device.type == "cpu" and x.dim() == 4
+    # Channels-last: on the CPU convolutions and max-pooling are ~15% faster per training step for
+    # the arena's CNNs (measured on the 2-core machine); on CUDA, bf16 convolutions run on tensor
+    # cores in NHWC, and NCHW inputs pay a layout transpose around every conv.
+    channels_last = x.dim() == 4
     if channels_last:
         model.to(memory_format=torch.channels_last)
     opt = make_optimizer(params if params is not None else model.parameters(), optimizer, lr, momentum, weight_decay)
@@ -199,10 +218,15 @@ def fit(
     sched = torch.optim.lr_scheduler.OneCycleLR(
         opt, max_lr=lr, total_steps=max(1, epochs * steps_per_epoch), pct_start=0.2
     )
+    forward = compiled(model, device)
     step = 0
     for epoch in range(epochs):
         perm = torch.randperm(len(y), generator=generator).to(device)
-        total, correct, loss_sum = 0, 0, 0.0
+        # Running sums stay on the device: a per-step .item() would make the host wait for the GPU
+        # at every step. They are read once per epoch, for the progress line.
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        correct = torch.zeros((), dtype=torch.int64, device=device)
+        total = 0
         for i in range(0, len(y), batch_size):
             idx = perm[i : i + batch_size]
             xb, yb = x[idx], y[idx]
@@ -216,7 +240,7 @@ def fit(
             if channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
             with _autocast(device):
-                logits = model(xb)
+                logits = forward(xb)
                 loss = F.cross_entropy(logits.float(), yb)
                 if extra is not None:
                     loss = loss + extra
@@ -225,20 +249,21 @@ def fit(
             opt.step()
             sched.step()
             step += 1
-            loss_sum += loss.item() * len(yb)
+            loss_sum += loss.detach().double() * len(yb)
+            correct += (logits.detach().argmax(1) == yb).sum()
             total += len(yb)
-            correct += (logits.argmax(1) == yb).sum().item()
         if progress:
-            progress(f"  {label}: epoch {epoch + 1}/{epochs} loss {loss_sum / total:.3f} train-acc {correct / total:.3f}")
+            progress(f"  {label}: epoch {epoch + 1}/{epochs} loss {loss_sum.item() / total:.3f} "
+                     f"train-acc {correct.item() / total:.3f}")
     model.eval()
     return model
 
 
 def _fast_inference_copy(model: nn.Module, x: torch.Tensor) -> nn.Module:
-    """On the CPU, a channels-last copy: NCHW max-pooling took over half of the small CNN's
-    forward time in profiles, and channels-last evaluates ~1.5x faster. The copy keeps the
-    caller's model untouched (its training stays NCHW, which trains faster here)."""
-    if x.device.type != "cpu" or x.ndim != 4:
+    """A channels-last copy: on the CPU NCHW max-pooling took over half of the small CNN's
+    forward time in profiles, and channels-last evaluates ~1.5x faster; on CUDA bf16
+    convolutions want NHWC. The copy keeps the caller's model (and its layout) untouched."""
+    if x.ndim != 4:
         return model
     try:
         return copy.deepcopy(model).to(memory_format=torch.channels_last)
@@ -246,10 +271,17 @@ def _fast_inference_copy(model: nn.Module, x: torch.Tensor) -> nn.Module:
         return model
 
 
+def inference_batch(device: torch.device) -> int:
+    """Inputs per forward pass in batched inference: 1024 on the CPU (cache-sized), 8192 on CUDA
+    (a 32x32 ResNet-18 batch of 8192 needs a few GiB in bf16 and keeps the GPU's cores busy)."""
+    return 8192 if device.type == "cuda" else 1024
+
+
 @torch.no_grad()
-def predict_proba(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+def predict_proba(model: nn.Module, x: torch.Tensor, batch_size: int | None = None) -> torch.Tensor:
     """Softmax outputs for a batch of any size, evaluated in chunks."""
     model.eval()
+    batch_size = batch_size or inference_batch(x.device)
     if len(x) > batch_size:
         model = _fast_inference_copy(model, x)
     outs = []

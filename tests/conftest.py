@@ -55,6 +55,23 @@ def have_fashion_mnist() -> bool:
 requires_fmnist = pytest.mark.skipif(not have_fashion_mnist(), reason="Fashion-MNIST not installed")
 
 
+def cifar10_dir() -> Path | None:
+    """A folder holding CIFAR-10 for ``ARENA_DATA_DIR``: the variable's own, or ../shared/data beside the repo."""
+    candidates = [Path(os.environ["ARENA_DATA_DIR"])] if os.environ.get("ARENA_DATA_DIR") else []
+    candidates.append(SHARED_DATA)
+    for root in candidates:
+        if (root / "cifar10" / "train.npz").is_file() or (root / "cifar-10-batches-py" / "data_batch_1").is_file():
+            return root
+    return None
+
+
+requires_cifar10 = pytest.mark.skipif(
+    cifar10_dir() is None,
+    reason="CIFAR-10 not found: set ARENA_DATA_DIR to a folder with cifar10/{train,test}.npz "
+           "(or cifar-10-batches-py/), or place it in ../shared/data beside the repo",
+)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def arena_home(tmp_path_factory) -> Path:
     # ARENA_TEST_HOME lets a developer keep the tiny scenario's artifacts between runs; CI uses a fresh one.

@@ -18,7 +18,7 @@ from conftest import SHARED_DATA
 
 
 def test_shipped_scenarios_validate():
-    for name in ("fmnist-cnn", "cifar10-resnet18"):
+    for name in ("fmnist-cnn", "cifar10-resnet18", "cifar10-cnn"):
         s = load_scenario(name)
         assert s.name == name
     assert load_scenario("fmnist-cnn").digest != load_scenario("cifar10-resnet18").digest

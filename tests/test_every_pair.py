@@ -2,15 +2,17 @@
 
 A smoke test of the interfaces, not of strength: a micro scenario (2,000
 training images, one epoch, 100 scored inputs) and cut-down agent settings
-in the scenario's [attackers.*] / [defenders.*] tables, so all pairs fit in a
-few minutes. Strength is tested per agent in the other files.
+(``arena.micro``), so all pairs fit in a few minutes. Strength is tested per agent in the other files.
 """
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from arena import tournament
+from arena.micro import MICRO_ATTACKERS, MICRO_DEFENDERS
 from arena.plugins import discover
 from arena.scenario import load_scenario
 from arena.store import Store
@@ -44,60 +46,6 @@ inputs = 100
 
 [controls]
 population = 1
-
-[attackers.imc]
-pgd_iters = 2
-[attackers.imc-adaptive]
-pgd_iters = 2
-ar_iters = 1
-[attackers.trojannn]
-preprocess_iters = 2
-[attackers.latent]
-preprocess_iters = 5
-samples_per_class = 50
-[attackers.reflection]
-candidates = 4
-selected = 2
-selection_iters = 1
-inner_epochs = 1
-inner_subset = 128
-eval_inputs = 50
-[attackers.trojannet]
-steps = 20
-pool = 256
-
-[defenders.strip]
-samples = 8
-calibration_inputs = 50
-[defenders.neo]
-samples = 10
-confirm_images = 4
-calibration_inputs = 50
-[defenders.randomized-smoothing]
-samples = 4
-[defenders.magnet]
-steps = 20
-[defenders.adversarial-retraining]
-epochs = 1
-iters = 1
-[defenders.fine-pruning]
-epochs = 1
-[defenders.neural-cleanse]
-epochs = 1
-samples = 64
-[defenders.tabor]
-epochs = 1
-samples = 64
-[defenders.deep-inspect]
-epochs = 1
-samples = 64
-[defenders.neuron-inspect]
-min_samples = 32
-[defenders.abs]
-seeds_per_class = 1
-top_neurons = 1
-iterations = 5
-samples = 64
 """
 
 
@@ -106,6 +54,7 @@ def test_every_attacker_plays_every_defender(tmp_path):
     path = tmp_path / "micro.toml"
     path.write_text(MICRO_TOML)
     sc = load_scenario(str(path))
+    sc = dataclasses.replace(sc, attackers=MICRO_ATTACKERS, defenders=MICRO_DEFENDERS)
     attackers = sorted(a for a in discover("attacker") if a != "blended")  # the example plugin has its own test
     defenders = sorted(discover("defender"))
     assert len(attackers) >= 10 and len(defenders) >= 15  # the paper's 8 attacks and 14 defenses, plus baselines

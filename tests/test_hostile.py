@@ -149,6 +149,22 @@ class Garbage(Attacker):
         return {"model": ctx.benign}
 
 
+class OffDevice(Attacker):
+    """Hands back its trojan on another device than the match's (the meta device: there is no GPU here)."""
+    name = "off-device"
+
+    def craft(self, ctx):
+        return Trojan(ctx.benign.to("meta"), ctx.trigger)
+
+
+class OffDeviceDefender(Defender):
+    name = "off-device-defender"
+    category = "model_sanitization"
+
+    def deploy(self, model, ctx):
+        return Deployment(model=model.to("meta"))
+
+
 class TriggerReader(Defender):
     """Rebuilds the attack from its view: the scenario's trigger and target class."""
     name = "trigger-reader"
@@ -281,7 +297,8 @@ def test_a_diverged_trojan_loses_at_the_attacker_gate(sealed, plugins):
 
 
 @pytest.mark.parametrize("cls,needle", [("Sleeper", "ran out of time"), ("Crasher", "the attacker broke"),
-                                        ("Hog", "ran out of memory"), ("Garbage", "not arena.protocol.Trojan")])
+                                        ("Hog", "ran out of memory"), ("Garbage", "not arena.protocol.Trojan"),
+                                        ("OffDevice", "the trojan's model is on meta, but the match runs on cpu")])
 def test_a_failing_attacker_forfeits(strict, plugins, cls, needle):
     rec = play(strict, f"{plugins}:{cls}", "none")
     assert rec.status == "ok" and rec.outcome == 0.0  # counted as a lost match, not an error row
@@ -290,7 +307,8 @@ def test_a_failing_attacker_forfeits(strict, plugins, cls, needle):
 
 
 @pytest.mark.parametrize("cls,needle", [("TriggerReader", "AttributeError"), ("NaNScores", "non-finite"),
-                                        ("Hanger", "ran out of time")])
+                                        ("Hanger", "ran out of time"),
+                                        ("OffDeviceDefender", "the deployed model is on meta, but the match runs on cpu")])
 def test_a_failing_defender_forfeits(sealed, strict, plugins, cls, needle):
     sealed.craft("badnet", 0)  # the trojan in the cache: the strict limits apply to the defender alone
     rec = play(strict, "badnet", f"{plugins}:{cls}")

@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 import torch
 
+from arena.detection import detection_rocs
 from arena.outcome import Control, decide
 from arena.protocol import Defender, Deployment, Verdict
 from arena.referee import Referee
@@ -49,3 +50,10 @@ def test_controls_run_on_a_population_of_benign_models(tiny):
     rec = referee.play("badnet", Paranoid(), seed=0).record
     c = rec.metrics["control"]
     assert c["flagged_models"] == 3 and rec.outcome == 1.0 and "flags 3 of 3 benign model(s)" in rec.reason
+
+    # The same matches as a detection problem over models: one trojan (flagged) against three benign
+    # models (all flagged, at the same anomaly index 3): no threshold separates them.
+    (roc,) = detection_rocs([rec])
+    assert (roc.trojans, roc.benign, roc.flagged_trojans, roc.flagged_benign) == (1, 3, 1, 3)
+    assert roc.auroc == 0.5 and roc.tpr_at_max_fpr == 0.0
+    assert detection_rocs([referee.play("badnet", "none", seed=0).record]) == []  # no verdicts, no detector
