@@ -40,6 +40,7 @@ from arena.execution import (AgentCard, AgentFault, DeploymentSummary, InProcess
 from arena.metrics import AttackMetrics, DefenseMetrics, attack_metrics, defense_metrics, scored_prefix
 from arena.models import ArchSpec, build_model
 from arena.outcome import Control, attack_gate, decide, forfeit
+from arena.progress import Eta
 from arena.plugins import agent_name, canonical_spec, is_file_spec
 from arena.protocol import AttackContext, Agent, DefenseContext, RoundRecord
 from arena.replay import environment
@@ -349,8 +350,10 @@ class Referee:
               history: list[RoundRecord] | None = None) -> PlayedTrojan:
         """The trojan ``attacker`` plays against ``defender`` in round ``rnd`` (from the cache when it was
         crafted before): for inspecting an attack outside a match."""
-        a_card, d_card = self.card("attacker", attacker), self.card("defender", defender)
-        return self._trojan(attacker, a_card, d_card, defender, seed, rnd, list(history or []))
+        # The same thread count as in a match, so a trojan crafted here has the bytes a match would cache.
+        with pinned_threads(match_threads()):
+            a_card, d_card = self.card("attacker", attacker), self.card("defender", defender)
+            return self._trojan(attacker, a_card, d_card, defender, seed, rnd, list(history or []))
 
     def _deploy(self, defender: AgentLike, d_card: AgentCard, model: nn.Module, seed: int,
                 history: list[RoundRecord], label: str) -> ServedDeployment:
@@ -372,7 +375,14 @@ class Referee:
         """The defender on the seed's population of benign models, each in its own process: how many
         does it flag, what does it cost? A control run that fails is stored as such (``fault``) and
         loses the defender its matches."""
-        members = [self._control_member(defender, d_card, seed, i) for i in range(self.scenario.controls.population)]
+        population = self.scenario.controls.population
+        eta = Eta(population)
+        members = []
+        for i in range(population):
+            members.append(self._control_member(defender, d_card, seed, i))
+            cached = members[-1].pop("cached")  # how this run got it, not a property of the model: not stored
+            if population > 1 and not cached:
+                self._say(f"  {d_card.name} control (seed {seed}): {eta.status(i + 1)} benign model(s)")
         fault = next((m["fault"] for m in members if m.get("fault")), None)
         if fault:
             return Control(flagged=False, fpr=None, cad=0.0, fault=fault, population=len(members))
@@ -425,9 +435,9 @@ class Referee:
                                            "suspected_target": target, "aiv": aiv, "aiv_max": aiv_max,
                                            "verdict": v is not None})}
 
-        payload, _ = self.cache.get_or_make("control", key, run)
+        payload, hit = self.cache.get_or_make("control", key, run)
         return {"member": member, "fault": None, "suspected_target": None, "aiv": None,
-                **json.loads(payload["control"])}
+                **json.loads(payload["control"]), "cached": hit}
 
     # --- a match ----------------------------------------------------------
     def play(self, attacker: AgentLike, defender: AgentLike, seed: int = 0,
@@ -495,6 +505,8 @@ class Referee:
         served = None
         try:
             served = self._deploy(defender, d_card, trojan.model, seed, history, label=f"round{rnd}")
+            self._say(f"scoring {d_card.name} ({served.seconds:.1f} s to deploy) on {len(clean_x)} clean and "
+                      f"{len(trig_x)} trigger inputs")
             dm: DefenseMetrics = defense_metrics(served, d_card.category or "none", trojan.model, trojan.trigger, am,
                                                  clean_x, clean_y, trojan.stamped, s.attack.target_class,
                                                  served.seconds, filter_inputs=s.scoring.inputs,

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from arena.errors import DeviceError
+from arena.progress import Eta
 
 # (x, y, step) -> (x, y) or (x, y, extra_loss)
 BatchHook = Callable[[torch.Tensor, torch.Tensor, int], tuple]
@@ -219,6 +220,7 @@ def fit(
         opt, max_lr=lr, total_steps=max(1, epochs * steps_per_epoch), pct_start=0.2
     )
     forward = compiled(model, device)
+    eta = Eta(epochs)
     step = 0
     for epoch in range(epochs):
         perm = torch.randperm(len(y), generator=generator).to(device)
@@ -253,7 +255,7 @@ def fit(
             correct += (logits.detach().argmax(1) == yb).sum()
             total += len(yb)
         if progress:
-            progress(f"  {label}: epoch {epoch + 1}/{epochs} loss {loss_sum.item() / total:.3f} "
+            progress(f"  {label}: epoch {eta.status(epoch + 1)}: loss {loss_sum.item() / total:.3f} "
                      f"train-acc {correct.item() / total:.3f}")
     model.eval()
     return model

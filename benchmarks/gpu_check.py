@@ -33,7 +33,9 @@ attacker's craft, the defender's deploy, the rest: scoring, the defender's
 control runs in its first match, the control population's benign models in
 the first match, process start-up); the benign model's training time and accuracy; training
 and inference throughput of the benign architecture (``arena.training.fit``
-and ``predict_proba``); peak GPU memory. Exit status: 0 every match played
+and ``predict_proba``, and ``fit`` with ``torch.compile`` on CUDA); peak GPU
+memory; and matches per minute of ``arena tournament --workers N`` sharing the
+device for N = 1, 4, 8 (``--workers-sweep``) with each process's peak memory. Exit status: 0 every match played
 and ok, 1 a match failed (error or forfeit), 2 none failed but the time
 budget left some unplayed (or no benign model: 1).
 """
@@ -203,6 +205,39 @@ def throughput(referee, seed: int) -> dict[str, Any]:
     return out
 
 
+def workers_sweep(sc, device: str, seed: int, attackers: list[str], defenders: list[str],
+                  workers: list[int], folder: Path) -> list[dict[str, Any]]:
+    """Matches per minute of ``arena tournament --workers N`` for each N, on one device.
+
+    Each N plays the same grid into its own fresh store, so every N plays every match; the
+    artifact cache is shared, so the benign model, the non-adaptive trojans and the controls made
+    by the first N are read by the later ones. The first N therefore also pays for those: run the
+    sweep after the coverage matches (which made most of them) and read the later rows as the
+    steady state of a tournament that keeps the device full.
+    """
+    from arena import tournament
+    from arena.store import Store
+
+    rows = []
+    for n in workers:
+        store = Store(folder / f"sweep-{n}.db")
+        t0 = time.perf_counter()
+        report = tournament.run(sc, attackers=attackers, defenders=defenders, seeds=[seed], device=device,
+                                workers=n, store=store)
+        wall = time.perf_counter() - t0
+        records = store.matches(scenario=sc.name)
+        peaks = [r.metrics.get("timing", {}).get(k) for r in records
+                 for k in ("referee_gpu_peak_mb", "craft_gpu_peak_mb", "deploy_gpu_peak_mb")]
+        peaks = [p for p in peaks if p is not None]
+        rows.append({"workers": n, "matches": len(records), "failed": len(report.failed), "wall_s": round(wall, 2),
+                     "matches_per_min": round(60 * len(records) / wall, 2) if wall > 0 else None,
+                     "peak_gpu_mb_per_process": max(peaks) if peaks else None})
+        print(f"workers {n}: {len(records)} matches in {wall:.1f} s, {rows[-1]['matches_per_min']} per minute, "
+              f"{len(report.failed)} failed, peak GPU memory per process {rows[-1]['peak_gpu_mb_per_process']} MiB",
+              flush=True)
+    return rows
+
+
 def match_row(record) -> dict[str, Any]:
     m = record.metrics
     timing = m.get("timing", {})
@@ -311,8 +346,16 @@ def run_check(args: argparse.Namespace) -> dict[str, Any]:
                           for r in sorted(played, key=lambda r: -r["seconds"])[:10]]
     summary["memory"] = ({"peak_allocated_bytes_referee": torch.cuda.max_memory_allocated(dev),
                           "peak_device_used_bytes_sampled": watch.peak} if watch else None)
+    summary["workers_sweep"] = None
+    if args.workers_sweep and "fatal" not in summary:
+        ns = [int(n) for n in args.workers_sweep.split(",")]
+        grid_a, grid_d = args.sweep_attackers.split(","), args.sweep_defenders.split(",")
+        summary["workers_sweep"] = {"attackers": grid_a, "defenders": grid_d, "rows": workers_sweep(
+            sc, args.device, args.seed, grid_a, grid_d, ns, Path(os.environ["ARENA_HOME"]))}
     t = summary["totals"]
-    summary["exit_code"] = 1 if t["forfeits"] or t["errors"] or "fatal" in summary else 2 if t["not_played"] else 0
+    swept_failed = any(r["failed"] for r in (summary["workers_sweep"] or {}).get("rows", []))
+    summary["exit_code"] = (1 if t["forfeits"] or t["errors"] or swept_failed or "fatal" in summary
+                            else 2 if t["not_played"] else 0)
     return summary
 
 
@@ -336,6 +379,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--home", type=Path, help="arena home (cache); default: a fresh temporary folder, so "
                                               "everything is trained and timed")
     ap.add_argument("--verbose", action="store_true", help="the referee's progress messages on stderr")
+    ap.add_argument("--workers-sweep", default="1,4,8",
+                    help="after the matches, time `arena tournament --workers N` on one device for each N "
+                         "(comma-separated; '' to skip; default 1,4,8)")
+    ap.add_argument("--sweep-attackers", default="badnet,trojannn", help="the sweep's attackers (default badnet,trojannn)")
+    ap.add_argument("--sweep-defenders", default="none,strip,fine-pruning,neural-cleanse",
+                    help="the sweep's defenders (default none,strip,fine-pruning,neural-cleanse)")
     args = ap.parse_args(argv)
 
     if args.make_subset:
@@ -365,6 +414,9 @@ def main(argv: list[str] | None = None) -> int:
     for r in summary["matches"]:
         if r["status"] in ("error", "forfeit"):
             print(f"FAILED {r['attacker']} vs {r['defender']}: {r.get('error') or r.get('forfeit')}")
+    for r in (summary["workers_sweep"] or {}).get("rows", []):
+        print(f"--workers {r['workers']}: {r['matches_per_min']} matches/min ({r['matches']} matches, "
+              f"{r['failed']} failed), peak GPU memory per process {r['peak_gpu_mb_per_process']} MiB")
     print(f"summary written to {args.out}")
     return summary["exit_code"]
 

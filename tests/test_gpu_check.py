@@ -27,7 +27,9 @@ def test_micro_check_passes_and_summarizes(tmp_path):
          "--home", str(tmp_path / "home"),
          # Two agents a side (4 matches): the script's path end to end in under a minute; every agent's
          # play on colour inputs is tests/test_cifar_cpu.py's job.
-         "--attackers", "none,badnet", "--defenders", "none,strip"],
+         "--attackers", "none,badnet", "--defenders", "none,strip",
+         # The workers sweep at 1 and 2 on one pair that the matches above left in the cache.
+         "--workers-sweep", "1,2", "--sweep-attackers", "badnet", "--sweep-defenders", "none,strip"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -42,6 +44,9 @@ def test_micro_check_passes_and_summarizes(tmp_path):
     assert totals["errors"] == totals["forfeits"] == totals["not_played"] == 0
     assert sorted((r["attacker"], r["defender"]) for r in rows) == [
         ("badnet", "none"), ("badnet", "strip"), ("none", "none"), ("none", "strip")]
+    sweep = summary["workers_sweep"]["rows"]
+    assert [(r["workers"], r["matches"], r["failed"]) for r in sweep] == [(1, 2, 0), (2, 2, 0)]
+    assert all(r["matches_per_min"] > 0 and r["peak_gpu_mb_per_process"] is None for r in sweep)
     for r in rows:
         assert r["status"] == "ok" and 0.0 <= r["outcome"] <= 1.0
         assert r["seconds"] >= r["craft_s"] + r["deploy_s"] - 0.01 and r["other_s"] >= 0.0

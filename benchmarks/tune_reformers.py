@@ -1,0 +1,83 @@
+"""Choose input reformers' settings for a scenario on the defender's clean set of development seeds only.
+
+    python benchmarks/tune_reformers.py --scenario cifar10-cnn --seeds 1000
+
+A reformer's cost is the clean accuracy it takes away; a defender may spend at
+most the scenario's ``budgets.defense_cad`` of it. This script trains (or loads
+from the cache) the benign model of each development seed and, for each
+candidate setting of each reformer, measures the accuracy on the *defender's
+own clean split* with and without the reformer: what a defender could measure
+itself before deploying. The test split, the attacks and the published seeds
+play no part, so choosing the mildest setting that stays inside the budget is
+not tuning on the evaluation.
+
+It prints one row per (reformer, setting): clean accuracy, reformed accuracy,
+the drop, and the seconds ``prepare`` took. The chosen settings go into the
+scenario file's ``[defenders.NAME]`` tables with a comment naming this script
+and the seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+CANDIDATES: dict[str, list[dict]] = {
+    "down-upsampling": [{"ratio": r, "mode": m} for m in ("bilinear", "bicubic") for r in (0.95, 0.9)],
+    "magnet": [{}, {"width": 32, "steps": 1200}, {"pool": False}, {"pool": False, "width": 16}],
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    import torch
+
+    from arena.plugins import make_agent
+    from arena.protocol import DefenseContext
+    from arena.referee import Referee
+    from arena.views import defender_scenario
+    from arena.scenario import load_scenario
+    from arena.training import accuracy, pinned_threads, match_threads
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--scenario", default="cifar10-cnn")
+    ap.add_argument("--seeds", default="1000", help="development seeds (comma-separated), never published ones")
+    ap.add_argument("--only", help="comma-separated reformers (default: all candidates)")
+    args = ap.parse_args(argv)
+    sc = load_scenario(args.scenario)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    overlap = set(seeds) & set(sc.seeds)
+    if overlap:
+        ap.error(f"seeds {sorted(overlap)} are the scenario's published seeds: tune on others")
+    referee = Referee(sc, device="cpu", progress=lambda m: print(m, file=sys.stderr, flush=True))
+    names = args.only.split(",") if args.only else list(CANDIDATES)
+    print(f"{'seed':>5} {'reformer':<16} {'setting':<28} {'clean':>7} {'reformed':>8} {'drop':>6} {'prep s':>7}")
+    with pinned_threads(match_threads()):
+        for seed in seeds:
+            model, _ = referee.benign(seed)
+            clean = referee.splits(seed).defender
+            base = accuracy(model, clean.x, clean.y)
+            for name in names:
+                for setting in CANDIDATES[name]:
+                    params = {**sc.agent_params("defender", name), **setting}
+                    agent = make_agent("defender", name, params)
+                    ctx = DefenseContext(scenario=defender_scenario(sc), clean=clean,
+                                         info=referee.splits(seed).info, device=referee.device,
+                                         generator=torch.Generator().manual_seed(seed))
+                    t0 = time.perf_counter()
+                    agent.prepare(model, ctx)
+                    prep = time.perf_counter() - t0
+                    with torch.no_grad():
+                        reformed = agent.reform(clean.x)
+                    acc = accuracy(model, reformed, clean.y)
+                    print(f"{seed:>5} {name:<16} {str(setting):<28} {base:7.4f} {acc:8.4f} {base - acc:6.4f} "
+                          f"{prep:7.1f}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
