@@ -8,6 +8,15 @@ results of two settings.
 
 Validation is strict (unknown keys are errors, not silently ignored): a typo
 in a scenario file must not quietly play a different game.
+
+Seeds come in two lists. ``seeds`` are the *test* seeds: the ones tournaments,
+published tables and leaderboards play (``arena match`` defaults to the
+first). ``development_seeds`` (default none) are the seeds on which agent
+defaults, decision rules and scenario settings may be tuned, for instance with
+``benchmarks/tune_reformers.py``. The two lists may not share a seed: a rule
+chosen by looking at a seed's results says nothing fresh about that seed.
+``development_seeds`` records where tuning happened; it does not change what a
+match plays, so it is not part of the scenario's ``digest``.
 """
 
 from __future__ import annotations
@@ -178,6 +187,14 @@ class Controls:
 
 @dataclass(frozen=True)
 class Scenario:
+    """One scenario file, validated.
+
+    ``seeds``: the test seeds, played by tournaments and published tables.
+    ``development_seeds``: the seeds agent defaults and decision rules may be
+    tuned on; disjoint from ``seeds`` and left out of ``digest`` (they change
+    no match).
+    """
+
     name: str
     dataset: str = "fashion-mnist"
     architecture: str = "small-cnn"
@@ -185,6 +202,7 @@ class Scenario:
     version: int = 1
     device: str = "auto"
     seeds: tuple[int, ...] = (0,)
+    development_seeds: tuple[int, ...] = ()
     rounds: int = 1
     training: Training = field(default_factory=Training)
     data: DataSpec = field(default_factory=DataSpec)
@@ -204,12 +222,20 @@ class Scenario:
         d = dataclasses.asdict(self)
         d.pop("source")
         d["seeds"] = list(self.seeds)
+        d["development_seeds"] = list(self.development_seeds)
         return d
 
     @property
     def digest(self) -> str:
-        """Content hash of every setting (not the file's path or comments)."""
-        blob = json.dumps(self.to_dict(), sort_keys=True, default=str)
+        """Content hash of every setting (not the file's path or comments).
+
+        ``development_seeds`` is left out: it records where agents were tuned and
+        changes no match, so declaring it keeps the digest (and the stored matches
+        it keys) of a scenario that did not have it.
+        """
+        d = self.to_dict()
+        d.pop("development_seeds")
+        blob = json.dumps(d, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def agent_params(self, role: str, name: str) -> dict[str, Any]:
@@ -354,6 +380,13 @@ def scenario_from_dict(raw: dict[str, Any], where: str = "<scenario>") -> Scenar
                 raise ScenarioError(f"{where}: 'seeds' must be a non-empty list of integers in 0..{MAX_SEED}, "
                                     f"got {value!r}")
             values[key] = tuple(value)
+        elif key == "development_seeds":
+            if not isinstance(value, list) or not all(
+                isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_SEED for s in value
+            ):
+                raise ScenarioError(f"{where}: 'development_seeds' must be a list of integers in 0..{MAX_SEED} "
+                                    f"(it may be empty), got {value!r}")
+            values[key] = tuple(value)
         else:
             _check_value("", key, value, top_fields[key].type, where)
             values[key] = value
@@ -363,6 +396,15 @@ def scenario_from_dict(raw: dict[str, Any], where: str = "<scenario>") -> Scenar
 
 
 def _check_consistency(s: Scenario, where: str) -> None:
+    shared = sorted(set(s.seeds) & set(s.development_seeds))
+    if shared:
+        raise ScenarioError(
+            f"{where}: seed{'s' if len(shared) > 1 else ''} {', '.join(map(str, shared))} "
+            f"{'are' if len(shared) > 1 else 'is'} in both 'seeds' {list(s.seeds)} and "
+            f"'development_seeds' {list(s.development_seeds)}",
+            hint="a seed that rules were tuned on cannot also test them: keep it in 'development_seeds' and "
+                 "give 'seeds' fresh seeds that no rule was chosen on",
+        )
     if s.rounds < 1:
         raise ScenarioError(f"{where}: 'rounds' must be at least 1, got {s.rounds}")
     if not 0 <= s.attack.target_class < 10:

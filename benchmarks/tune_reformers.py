@@ -1,5 +1,6 @@
 """Choose input reformers' settings for a scenario on the defender's clean set of development seeds only.
 
+    python benchmarks/tune_reformers.py --scenario cifar10-cnn            # all its development seeds
     python benchmarks/tune_reformers.py --scenario cifar10-cnn --seeds 1000
 
 A reformer's cost is the clean accuracy it takes away; a defender may spend at
@@ -9,7 +10,10 @@ candidate setting of each reformer, measures the accuracy on the *defender's
 own clean split* with and without the reformer: what a defender could measure
 itself before deploying. The test split, the attacks and the published seeds
 play no part, so choosing the mildest setting that stays inside the budget is
-not tuning on the evaluation.
+not tuning on the evaluation. The seeds are the scenario's
+``development_seeds`` (all of them by default); a seed outside that list is
+refused, so a scenario must declare a seed as a development seed, disjoint
+from its test ``seeds``, before anything is tuned on it.
 
 It prints one row per (reformer, setting): clean accuracy, reformed accuracy,
 the drop, and the seconds ``prepare`` took. The chosen settings go into the
@@ -45,14 +49,30 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--scenario", default="cifar10-cnn")
-    ap.add_argument("--seeds", default="1000", help="development seeds (comma-separated), never published ones")
+    ap.add_argument("--seeds", default=None,
+                    help="comma-separated seeds, all among the scenario's development_seeds (default: all of them)")
     ap.add_argument("--only", help="comma-separated reformers (default: all candidates)")
     args = ap.parse_args(argv)
     sc = load_scenario(args.scenario)
-    seeds = [int(s) for s in args.seeds.split(",")]
-    overlap = set(seeds) & set(sc.seeds)
-    if overlap:
-        ap.error(f"seeds {sorted(overlap)} are the scenario's published seeds: tune on others")
+    dev = list(sc.development_seeds)
+    if args.seeds is None:
+        if not dev:
+            ap.error(f"scenario '{sc.name}' declares no development_seeds: add e.g. development_seeds = [1000] "
+                     f"to {sc.source} (disjoint from its test seeds {list(sc.seeds)}) and tune on those")
+        seeds = dev
+    else:
+        try:
+            seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+        except ValueError:
+            ap.error(f"--seeds {args.seeds!r} is not a comma-separated list of integers")
+        tested = [s for s in seeds if s in sc.seeds]
+        if tested:
+            ap.error(f"seeds {tested} are test seeds of scenario '{sc.name}' (seeds {list(sc.seeds)}): nothing "
+                     f"may be tuned on them; its development_seeds are {dev}")
+        outside = [s for s in seeds if s not in dev]
+        if outside:
+            ap.error(f"seeds {outside} are not development seeds of scenario '{sc.name}' (development_seeds "
+                     f"{dev}): declare them in {sc.source} first, disjoint from its test seeds")
     referee = Referee(sc, device="cpu", progress=lambda m: print(m, file=sys.stderr, flush=True))
     names = args.only.split(",") if args.only else list(CANDIDATES)
     print(f"{'seed':>5} {'reformer':<16} {'setting':<28} {'clean':>7} {'reformed':>8} {'drop':>6} {'prep s':>7}")

@@ -29,6 +29,9 @@ def test_scenario_digest_tracks_settings():
     b = scenario_from_dict({"name": "x", "trigger": {"alpha": 0.5}})
     assert a.digest != b.digest
     assert a.digest == scenario_from_dict({"name": "x"}).digest
+    # Development seeds change no match: the matches stored for the test seeds keep their key.
+    assert scenario_from_dict({"name": "x", "seeds": [10], "development_seeds": [0, 1]}).digest == \
+        scenario_from_dict({"name": "x", "seeds": [10]}).digest
 
 
 @pytest.mark.parametrize("raw,needle", [
@@ -38,6 +41,8 @@ def test_scenario_digest_tracks_settings():
     ({"name": "x", "budgets": {"fpr": 2.0}}, "must lie in [0, 1]"),
     ({"name": "x", "training": {"epochs": "four"}}, "training.epochs"),
     ({"dataset": "mnist"}, "missing key 'name'"),
+    ({"name": "x", "seeds": [0, 1], "development_seeds": [1]}, "in both 'seeds'"),
+    ({"name": "x", "development_seeds": ["zero"]}, "development_seeds"),
 ])
 def test_bad_scenarios_name_the_key(raw, needle):
     with pytest.raises(ScenarioError) as err:

@@ -48,6 +48,11 @@ Departures from the paper:
   target inputs of the batch) inside the hook, since ``fit`` exposes no
   features of its own forward; on models with batch norm that pass also
   updates the running statistics.
+
+Tuning: defaults from the paper's Table 20; ``preprocess_at`` (25%) and
+``phi_momentum`` (0.9) were chosen on the tiny test scenario, seed 0 (the
+measurements above). The record shows no default here chosen on fmnist-cnn
+matches.
 """
 
 from __future__ import annotations

@@ -4,6 +4,8 @@ Hands back the benign model untouched, with the scenario's trigger, so every
 defender also plays a match in which there is nothing to find: a defender that
 flags the benign model, or costs too much clean accuracy, loses it. This is
 what rates the defender side on the same scale as the attackers.
+
+Tuning: nothing to tune.
 """
 
 from __future__ import annotations

@@ -54,6 +54,11 @@ Departures from the paper:
   selected candidate succeeds at least twice).
 - Re-training runs the scenario's budget (``training.retrain_epochs``) instead
   of Table 20's 50 epochs, as for BadNet.
+
+Tuning: the selection settings are the paper's (Table 20); the transparency
+0.7 was chosen on the tiny test scenario, seed 0 (above), and the
+inner-training sizes for CPU cost. The record shows no default here chosen on
+fmnist-cnn matches.
 """
 
 from __future__ import annotations

@@ -32,6 +32,11 @@ Implementation notes and departures:
   batch hook, one-cycle schedule).
 - ``pgd_attack`` is a module-level function so that an adaptive attacker can
   reuse it (e.g. to train its trojan to survive AR).
+
+Tuning: PGD settings and lr from the paper's Table 21; ``epochs`` (5) was set
+for CPU time, ``allowance_fraction`` (0.8) is Fine-Pruning's. Values checked
+on the tiny test scenario, seed 0; the record shows no default here chosen on
+fmnist-cnn matches.
 """
 
 from __future__ import annotations

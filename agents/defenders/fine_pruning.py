@@ -39,6 +39,11 @@ Implementation notes and departures:
   in dormant channels. Fine-tuning the pruned model does the work (ASR ~0.55-0.7
   at a cost of 1-3 accuracy points); a larger ``lr`` (0.02-0.03) removes more
   of the backdoor but spends more of the budget.
+
+Tuning: Table 21's prune ratio as a ceiling and the original paper's stopping
+rule; ``epochs``, ``lr``, ``holdout`` and ``allowance_fraction`` were checked
+on the tiny test scenario, seed 0 (above). The record shows no default here
+chosen on fmnist-cnn matches.
 """
 
 from __future__ import annotations

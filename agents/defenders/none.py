@@ -1,6 +1,8 @@
 """The no-defense baseline: deploys the model as it is.
 
 Its rating anchors the leaderboard at 1000 (README, "Ratings and leaderboards").
+
+Tuning: nothing to tune.
 """
 
 from __future__ import annotations

@@ -21,6 +21,11 @@ Implementation notes and departures:
   other half of the clean set; ``arena.defenses.InputFilter``), so the
   calibration is not optimistic; 500 inputs put the 95th percentile within
   about one percentage point of FPR.
+
+Tuning: the paper's mixing weight and 64 samples (Table 21);
+``calibration_inputs`` (500) for the precision of the calibrated FPR. Values
+checked on the tiny test scenario, seed 0; the record shows no default here
+chosen on fmnist-cnn matches.
 """
 
 from __future__ import annotations
