@@ -19,6 +19,7 @@ from that prefix.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -27,6 +28,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from arena.progress import Eta
 from arena.training import features, predict_proba
 from arena.triggers import Trigger, mask_jaccard
 
@@ -157,7 +159,8 @@ class DefenseMetrics:
 
 
 def stream_scores(dep: "DeploymentHandle", clean: torch.Tensor, stamped: torch.Tensor, batch_aware: bool = False,
-                  trigger_share: float = 0.1, window: int = 100) -> tuple[torch.Tensor, torch.Tensor]:
+                  trigger_share: float = 0.1, window: int = 100,
+                  progress: Callable[[str], None] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Filter scores of clean and trigger inputs as deployment traffic: (clean scores, trigger scores).
 
     A per-input filter (STRIP, NEO) scores all of them in one call; the order does not matter to
@@ -165,6 +168,7 @@ def stream_scores(dep: "DeploymentHandle", clean: torch.Tensor, stamped: torch.T
     each holding ``round(trigger_share * window)`` trigger inputs and clean inputs for the rest:
     every trigger input is scored once, and the clean inputs are reused cyclically to fill the
     windows, so the clean scores (one per appearance) give the FPR under that traffic mix.
+    ``progress`` hears how far the windows are (about every tenth, with an ETA).
     """
     g = torch.Generator().manual_seed(0)
     if not batch_aware or len(stamped) == 0 or len(clean) == 0:
@@ -176,7 +180,11 @@ def stream_scores(dep: "DeploymentHandle", clean: torch.Tensor, stamped: torch.T
     t = min(window - 1, max(1, round(trigger_share * window)))
     c = window - t
     clean_scores, trig_scores = [], []
+    n_windows = math.ceil(len(stamped) / t)
+    eta, every = Eta(n_windows), max(1, n_windows // 10)
     for i, start in enumerate(range(0, len(stamped), t)):
+        if progress and i and i % every == 0:
+            progress(f"  scoring windows of {window} ({t} trigger inputs each): {eta.status(i)}")
         trig = stamped[start : start + t]
         idx = torch.arange(i * c, (i + 1) * c) % len(clean)
         x = torch.cat([clean[idx.to(clean.device)], trig])
@@ -240,7 +248,7 @@ def defense_metrics(dep: DeploymentHandle, category: str, model: nn.Module, trig
                     attack: AttackMetrics, clean_x: torch.Tensor, clean_y: torch.Tensor,
                     stamped_all: torch.Tensor, target: int, deploy_seconds: float, filter_inputs: int = 1000,
                     max_passes: int | None = None, batch_aware: bool = False, trigger_share: float = 0.1,
-                    window: int = 100) -> DefenseMetrics:
+                    window: int = 100, progress: Callable[[str], None] | None = None) -> DefenseMetrics:
     """The deployment of a defender on the trojan ``model``, scored on clean inputs and the trojan's
     stamped inputs ``stamped_all``; ``trigger`` (the true one, when it is a mask) gives MJS.
 
@@ -260,7 +268,7 @@ def defense_metrics(dep: DeploymentHandle, category: str, model: nn.Module, trig
     n = filter_inputs
     t0 = time.perf_counter()
     pc, pt = dep.predict(clean_x), dep.predict(stamped)
-    sc, st = (stream_scores(dep, clean_x[:n], stamped[:n], batch_aware, trigger_share, window)
+    sc, st = (stream_scores(dep, clean_x[:n], stamped[:n], batch_aware, trigger_share, window, progress)
               if dep.score is not None else (None, None))
     queried = len(clean_x) + len(stamped) if dep.score is None else min(n, len(clean_x)) + min(n, len(stamped))
     per_input_ms = 1000 * (time.perf_counter() - t0) / max(1, queried)

@@ -512,7 +512,8 @@ class Referee:
                                                  served.seconds, filter_inputs=s.scoring.inputs,
                                                  max_passes=s.scoring.passes,
                                                  batch_aware=served.summary.batch_aware,
-                                                 trigger_share=s.scoring.trigger_share, window=s.scoring.window)
+                                                 trigger_share=s.scoring.trigger_share, window=s.scoring.window,
+                                                 progress=self.progress)
         except AgentFault as fault:
             return (forfeit("defender", str(fault)),
                     {"attack": dataclasses.asdict(am), "attacker_notes": trojan.notes, "timing": timing,
