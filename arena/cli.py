@@ -16,8 +16,9 @@ import click
 from tabulate import tabulate
 
 from arena import __version__
-from arena.cache import arena_home
 from arena.errors import ArenaError, ScenarioError
+from arena.match_text import fmt_value as _fmt
+from arena.match_text import match_report as _report
 from arena.scenario import (
     DEFAULT_SCENARIO,
     MAX_SEED,
@@ -30,7 +31,7 @@ from arena.scenario import (
 from arena.training import stderr_progress
 
 if TYPE_CHECKING:
-    from arena.store import MatchRecord, Store
+    from arena.store import Store
 
 
 def _friendly(fn: Callable) -> Callable:
@@ -56,14 +57,6 @@ def main() -> None:
     current folder: $ARENA_HOME, else $XDG_DATA_HOME/backdoor-arena, else
     ~/.local/share/backdoor-arena.
     """
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return "-" if math.isnan(v) else f"{v:.4f}"
-    if isinstance(v, list):
-        return "[" + ", ".join(_fmt(x) for x in v) + "]"
-    return "-" if v is None else str(v)
 
 
 def _shown(path: Path) -> str:
@@ -136,46 +129,6 @@ def _stdout_to_stderr() -> Iterator[None]:
             os.close(saved)
 
 
-def _verdict(outcome: float) -> str:
-    return "attacker wins" if outcome > 0.5 else "defender wins" if outcome < 0.5 else "draw"
-
-
-def _report(rec: MatchRecord) -> str:
-    """The readable report of a match (``arena match``, ``arena matches show``)."""
-    m = rec.metrics or {}
-    title = f"match #{rec.id}: " if rec.id is not None else ""
-    lines = [f"{title}{rec.attacker} vs {rec.defender} on {rec.scenario} (seed {rec.seed}, {rec.rounds} round(s), "
-             f"{rec.device or 'device unknown'}, {rec.duration_s:.1f} s)"]
-    if rec.status != "ok" or rec.outcome is None:
-        # A match that raised (stored by a tournament): no outcome, only what went wrong.
-        lines += [f"status:  {rec.status}: the match did not finish", "", rec.error or "(no error stored)"]
-        return "\n".join(lines)
-    lines += [f"outcome: attacker scores {rec.outcome:.3f}  ->  {_verdict(rec.outcome)}", f"reason:  {rec.reason}"]
-    forfeit = m.get("forfeit")
-    if forfeit:
-        lines.append(f"forfeit: the {forfeit.get('side', '?')} {forfeit.get('kind', 'failed')}: "
-                     f"{forfeit.get('message', '')}")
-    lines.append("")
-    rows = [("attack", k, _fmt(v)) for k, v in m.get("attack", {}).items()]
-    rows += [("defense", k, _fmt(v)) for k, v in m.get("defense", {}).items() if v is not None and k != "category"]
-    # Per-member control results stay in the record (`matches export`); the report shows their summary.
-    rows += [("control", k, _fmt(v)) for k, v in m.get("control", {}).items() if k != "members"]
-    if rows:  # an attacker that forfeits leaves nothing to measure
-        lines.append(tabulate(rows, headers=["side", "metric", "value"], tablefmt="simple"))
-    notes = {**m.get("attacker_notes", {}), **{f"defender.{k}": v for k, v in m.get("defender_notes", {}).items()}}
-    if notes:
-        lines.append("")
-        lines.append("notes: " + json.dumps(notes, default=str))
-    for name, path in m.get("artifacts", {}).items():
-        if path.endswith(".png"):
-            lines.append(f"{name.replace('_png', '')}: {arena_home() / path}")
-    if rec.rounds > 1 or len(rec.round_records) > 1:
-        lines.append("")
-        lines.append(tabulate([(r["round"], _fmt(r["outcome"]), r["reason"]) for r in rec.round_records],
-                              headers=["round", "outcome", "reason"]))
-    return "\n".join(lines)
-
-
 def _load(scenario: str) -> Scenario:
     """A scenario to play: loaded by name or path, and its agent tables naming installed agents."""
     sc = load_scenario(scenario)
@@ -202,6 +155,25 @@ def _stored_name(store: Store, value: str) -> str:
             hint=f"stored scenarios: {', '.join(stored) or '(none)'}; "
                  f"scenario files: {', '.join(available_scenarios()) or '(none)'}",
         ) from None
+
+
+def _setting(store: Store, scenario: str, doing: str) -> tuple[str, str, Scenario | None]:
+    """The scenario name and digest whose stored matches a command reads, and the scenario when its file loads.
+
+    A name with no scenario file but with stored matches means its most recent
+    setting (settings are told apart by digest); the note says so.
+    """
+    try:
+        sc = load_scenario(scenario)
+        return sc.name, sc.digest, sc
+    except ScenarioError:
+        latest = None if looks_like_path(scenario) else store.latest_digest(scenario)
+        if latest is None or scenario in available_scenarios():
+            raise
+        # The file is gone or renamed, but its matches are stored.
+        _say(f"note: no scenario file '{scenario}'; {doing} its stored matches of the most recent "
+             f"setting (digest {latest})")
+        return scenario, latest, None
 
 
 # Seeds go to torch and numpy generators: keep them in a range both accept everywhere.
@@ -306,16 +278,50 @@ def _split(values: tuple[str, ...]) -> list[str] | None:
 @click.option("--defenders", "-d", multiple=True, help="Defenders to include (repeat or comma-separate; default all).")
 @click.option("--rounds", type=click.IntRange(min=1), default=None, help="Rounds per match (default: the scenario's).")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Matches played in parallel processes.")
+              help="Matches played in parallel processes (local backend).")
 @device_option
+@click.option("--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="Where matches run: here (local), or as tasks on a Ray cluster (ray; "
+                   "pip install 'backdoor-arena[ray]').")
+@click.option("--address", default=None,
+              help="Ray cluster to use (HOST:6379 as `ray start --head` prints it, or auto); "
+                   "default: $RAY_ADDRESS, else Ray started on this machine. Needs --backend ray.")
+@click.option("--gpus-per-match", type=click.FloatRange(min=0), default=None,
+              help="GPUs each match reserves on Ray; a fraction shares one GPU (0.25: four matches). "
+                   "Default: 1 with --device cuda, else 0. Needs --backend ray.")
+@click.option("--cpus-per-match", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="CPUs each match reserves on Ray (default: its thread count, ARENA_THREADS or 1). "
+                   "Needs --backend ray.")
 @_friendly
 def tournament(scenario: str, seeds: int | None, attackers: tuple[str, ...], defenders: tuple[str, ...],
-               rounds: int | None, workers: int, device: str) -> None:
-    """Play all attacker x defender pairs; stored matches are skipped, so a re-run resumes."""
+               rounds: int | None, workers: int, device: str, backend: str, address: str | None,
+               gpus_per_match: float | None, cpus_per_match: float | None) -> None:
+    """Play all attacker x defender pairs; stored matches are skipped, so a re-run resumes.
+
+    With --backend ray each match is a Ray task; this process plans, shows progress and is the
+    only one that writes the store. Every node must see ARENA_HOME at the same path (README:
+    "Tournaments on a Ray cluster").
+    """
     from arena import tournament as tour
     from arena.plugins import resolve
     from arena.store import Store
 
+    ray_options = None
+    if backend == "ray":
+        if workers != 1:
+            raise ArenaError("--workers is for the local backend; on Ray, as many matches run at once as the "
+                             "cluster's resources allow",
+                             hint="leave --workers out, and size each match with --cpus-per-match / "
+                                  "--gpus-per-match")
+        from arena.ray_backend import RayOptions
+
+        ray_options = RayOptions(address=address, cpus_per_match=cpus_per_match, gpus_per_match=gpus_per_match)
+    else:
+        given = [flag for flag, value in (("--address", address), ("--gpus-per-match", gpus_per_match),
+                                          ("--cpus-per-match", cpus_per_match)) if value is not None]
+        if given:
+            raise ArenaError(f"{', '.join(given)} only apply to Ray tournaments",
+                             hint="add --backend ray (or leave them out to play here)")
     sc = _load(scenario)
     att, dfn = _split(attackers), _split(defenders)
     for role, names in (("attacker", att), ("defender", dfn)):
@@ -325,7 +331,8 @@ def tournament(scenario: str, seeds: int | None, attackers: tuple[str, ...], def
     seed_list = list(sc.seeds[:seeds]) if seeds else list(sc.seeds)
     try:
         report = tour.run(sc, attackers=att, defenders=dfn, seeds=seed_list, rounds=rounds, device=device,
-                          workers=workers, store=store, progress=stderr_progress)
+                          workers=workers, store=store, progress=stderr_progress, backend=backend,
+                          ray_options=ray_options)
     except KeyboardInterrupt:
         _say(f"interrupted: every finished match is stored in {_shown(store.path)}; "
              "run the same command again to resume")
@@ -361,17 +368,7 @@ def leaderboard(scenario: str, write: bool, out: str, bootstrap: int, unit: str)
     from arena.store import Store
 
     store = Store(readonly=True)
-    try:
-        sc = load_scenario(scenario)
-        name, digest = sc.name, sc.digest
-    except ScenarioError:
-        latest = None if looks_like_path(scenario) else store.latest_digest(scenario)
-        if latest is None or scenario in available_scenarios():
-            raise
-        # The file is gone or renamed, but its matches are stored: settings are told apart by digest.
-        name, digest = scenario, latest
-        click.echo(f"note: no scenario file '{scenario}'; rating its stored matches of the most recent "
-                   f"setting (digest {digest})", err=True)
+    name, digest, _ = _setting(store, scenario, "rating")
     records = store.matches(digest=digest, status="ok")
     store.close()
     if not records:
@@ -386,6 +383,180 @@ def leaderboard(scenario: str, write: bool, out: str, bootstrap: int, unit: str)
         _say(f"wrote {_shown(Path(md))}, {_shown(Path(csv))} and {_shown(jsonl)}")
     md_text, _ = render_leaderboard(name, records, bootstrap_rounds=bootstrap, unit=unit)
     click.echo(md_text)
+
+
+@main.command()
+@click.argument("scenario", default=DEFAULT_SCENARIO)
+@click.option("--variant", "variants", multiple=True,
+              help="A scenario that changes one knob of SCENARIO (trigger alpha 0.8, trigger size 1, trigger shape "
+                   "random, attack.mixing, attack.from_scratch): its matches test the remarks that compare two "
+                   "settings. Name or .toml path; repeat for several.")
+@click.option("--matches", "sources", multiple=True, type=click.Path(dir_okay=False, exists=True),
+              help="Published matches (leaderboards/NAME.matches.jsonl.gz) instead of the store; repeat to add the "
+                   "variants' files.")
+@click.option("--development", is_flag=True,
+              help="Also use matches on the scenario's development seeds (rules were tuned on them; the page says so).")
+@click.option("--out", type=click.Path(dir_okay=False), default="docs/paper.md", show_default=True,
+              help="Markdown file to write.")
+@_friendly
+def paper(scenario: str, variants: tuple[str, ...], sources: tuple[str, ...], development: bool, out: str) -> None:
+    """Check the TrojanZoo paper's Remarks 1-16 and its Tables 5, 8 and 11 against stored matches.
+
+    Writes one Markdown page (per claim: the paper's numbers, our matched
+    condition, our number with its 95% interval over seeds, and a verdict)
+    and prints its path. Claims whose matches are missing are marked untested,
+    naming what to play.
+    """
+    from arena import paper as pp
+    from arena.store import Store
+
+    target = Path(out)
+    if not target.parent.is_dir():  # before reading anything: fail fast
+        raise ArenaError(f"cannot write {out}: the folder {target.parent} does not exist",
+                         hint="create the folder first, or choose another --out")
+    var_sc = [load_scenario(v) for v in variants]  # a variant's knobs come from its file
+    pool = []
+    if sources:
+        from arena.replay import read_jsonl_gz
+
+        pool = [r for src in sources for r in read_jsonl_gz(Path(src))]
+        try:
+            sc: Scenario | None = load_scenario(scenario)
+            name = sc.name
+        except ScenarioError:
+            if looks_like_path(scenario):
+                raise
+            sc, name = None, scenario
+        main_recs = [r for r in pool if (r.scenario_digest == sc.digest if sc else r.scenario == name)]
+        var_recs = [[r for r in pool if r.scenario_digest == v.digest] for v in var_sc]
+        where = ", ".join(f"`{Path(s).name}`" for s in sources)
+    else:
+        store = Store(readonly=True)
+        try:
+            name, digest, sc = _setting(store, scenario, "checking")
+            main_recs = store.matches(digest=digest)
+            var_recs = [store.matches(digest=v.digest) for v in var_sc]
+        finally:
+            store.close()
+        where = "the match store"
+    if not any(r.status == "ok" for r in main_recs):
+        other = sum(r.scenario == name for r in pool) if sources else 0
+        _say(f"note: no finished matches of '{name}'" + (f" of this setting ({other} in the files were played "
+             "under another digest)" if other else "") + ": every claim that needs them is marked untested "
+             f"(play them with `arena tournament --scenario {scenario}`)")
+    command = " ".join(["arena paper", scenario] + [f"--variant {v}" for v in variants]
+                       + [f"--matches {s}" for s in sources] + (["--development"] if development else [])
+                       + ([f"--out {out}"] if out != "docs/paper.md" else []))
+    text = pp.render(main_recs, name, scenario=sc, variants=list(zip(var_sc, var_recs)), development=development,
+                     command=command, source=where, variant_specs=variants)
+    try:
+        target.write_text(text)
+    except OSError as exc:
+        raise ArenaError(f"cannot write {out}: {exc.strerror or exc}", hint="choose another --out") from None
+    click.echo(_shown(target))
+
+
+@main.command()
+@click.argument("scenario", default=DEFAULT_SCENARIO)
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Folder to write (default: <arena home>/reports/SCENARIO).")
+@click.option("--seed", type=SEED, default=None,
+              help="Seed of the galleries and front-page recovered triggers (default: the lowest stored).")
+@click.option("--galleries/--no-galleries", default=True, show_default=True,
+              help="Draw each attacker's gallery (its trojan comes from the cache; crafted once if missing).")
+@click.option("--inputs", type=click.IntRange(1, 10), default=4, show_default=True,
+              help="Test inputs per gallery.")
+@click.option("--bootstrap", type=click.IntRange(min=10), default=200, show_default=True,
+              help="Bootstrap rounds for the 95% intervals.")
+@click.option("--unit", type=click.Choice(["seed", "match"]), default="seed", show_default=True,
+              help="Bootstrap unit for the 95% intervals (as for `arena leaderboard`).")
+@device_option
+@_friendly
+def report(scenario: str, out: str | None, seed: int | None, galleries: bool, inputs: int, bootstrap: int,
+           unit: str, device: str) -> None:
+    """Write a static HTML report of a scenario's stored matches and print where.
+
+    Ratings with intervals, the attacker x defender heatmap (each cell links
+    to its match's page), ASR against CAD, a gallery per attacker (clean,
+    stamped, difference, magnified) and the triggers inspectors recovered.
+    The folder is self-contained: open index.html in any browser.
+    """
+    from arena.report import default_folder, write_report
+    from arena.store import Store
+
+    store = Store(readonly=True)
+    try:
+        name, digest, sc = _setting(store, scenario, "reporting")
+        records = store.matches(digest=digest)
+    finally:
+        store.close()
+    if not any(r.status == "ok" for r in records):
+        from arena.report import ReportError
+
+        raise ReportError(f"no stored matches for scenario '{name}': run `arena tournament --scenario {scenario}` "
+                          "first" + (f" ({len(records)} stored match(es) failed)" if records else ""),
+                          hint="see what is stored with `arena matches list`")
+    folder = Path(out) if out else default_folder(name)
+    if galleries and sc is not None:
+        from arena.store import require_writable_home
+
+        require_writable_home()  # a trojan missing from the cache is crafted and cached
+    with _stdout_to_stderr():
+        summary = write_report(name, digest, records, folder, scenario=sc, seed=seed, galleries=galleries,
+                               inputs=inputs, device=device, bootstrap_rounds=bootstrap, unit=unit,
+                               progress=stderr_progress)
+    for note in summary.notes:
+        _say(f"note: {note}")
+    _say(f"report of {summary.matches} match(es), {len(summary.galleries)} attacker galleries, "
+         f"{summary.recovered} recovered trigger(s)")
+    click.echo(_shown(summary.index))
+
+
+@main.group()
+def trigger() -> None:
+    """Pictures of an attacker's trigger."""
+
+
+@trigger.command("show")
+@click.argument("attacker")
+@scenario_option
+@click.option("--seed", type=SEED, default=None, help="Seed (default: the scenario's first seed).")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="PNG file to write (default: <arena home>/triggers/SCENARIO/ATTACKER-seedN.png).")
+@click.option("--inputs", type=click.IntRange(1, 10), default=4, show_default=True,
+              help="Test inputs to show (one per class).")
+@device_option
+@_friendly
+def trigger_show(attacker: str, scenario: str, seed: int | None, out: str | None, inputs: int, device: str) -> None:
+    """Save the gallery of ATTACKER as a PNG and print its path.
+
+    For a few test inputs: clean, stamped with the attacker's trigger, their
+    difference, and the difference magnified. The trojan comes from the cache
+    when a match crafted it before; otherwise it is crafted (and cached) now.
+    """
+    from arena.gallery import collect_gallery, save_gallery
+    from arena.plugins import resolve
+    from arena.referee import Referee
+    from arena.report import ReportError, slug
+    from arena.store import require_writable_home
+
+    sc = _load(scenario)
+    resolve("attacker", attacker)  # an unknown name fails here, before any training
+    if out is not None and not out.lower().endswith(".png"):
+        raise click.BadParameter(f"'{out}' does not end in .png (the gallery is written as a PNG)",
+                                 param_hint="--out")
+    seed = sc.seeds[0] if seed is None else seed
+    home = require_writable_home()  # the trojan is cached there
+    target = Path(out) if out else home / "triggers" / slug(sc.name) / f"{slug(attacker)}-seed{seed}.png"
+    referee = Referee(sc, device=device, progress=stderr_progress)
+    with _stdout_to_stderr():  # craft() pins threads as a match does: the trojan a match would cache
+        g = collect_gallery(referee, attacker, seed, inputs)
+    try:
+        save_gallery(g, target)
+    except OSError as exc:
+        raise ReportError(f"cannot write {target}: {exc.strerror or exc}",
+                          hint="choose another file with --out") from None
+    click.echo(_shown(target))
 
 
 @main.group()

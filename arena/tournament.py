@@ -7,8 +7,22 @@ raises is stored with its error and the tournament goes on.
 
 Order: attackers outermost and seeds next, so each non-adaptive trojan is
 crafted once and then served from the cache to every defender. With
-``workers > 1`` matches run in worker processes; the artifact cache's per-key
-locks keep two workers from training the same model.
+``workers > 1`` (or ``backend="ray"``, ``arena.ray_backend``) matches run in
+worker processes, and two of them must not make the same artifact twice:
+
+- benign models and control runs are made under the artifact cache's per-key
+  file locks (``ArtifactCache.get_or_make``): a second worker waits for the
+  first and then reads its file;
+- trojans are not made under a lock (the referee looks the trojan up, crafts it
+  in the attacker's process, then stores it), so the scheduler keeps the
+  matches of one non-adaptive attacker and seed apart instead: ``JobQueue``
+  starts the first of them and holds the rest back until one has finished ok,
+  which leaves the trojan in the cache. Adaptive attackers craft per defender
+  and are not held back.
+
+Progress: one line per finished match on ``progress`` (the CLI: stderr),
+``[i/n] attacker vs defender seed s: outcome (t s)`` followed by the counts of
+matches done, running and failed and an ETA (``Tally``), for every backend.
 
 Every match runs with the same number of CPU threads, ``match_threads()`` (1,
 or ``ARENA_THREADS``), whatever ``workers`` is: the thread count changes a CPU
@@ -33,12 +47,14 @@ from __future__ import annotations
 import datetime as dt
 import multiprocessing
 import signal
+import time
 import traceback
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import arena
 from arena.errors import ArenaError
@@ -47,6 +63,12 @@ from arena.scenario import Scenario
 from arena.store import MatchRecord, Store
 from arena.execution import describe
 from arena.training import Progress, match_threads, pin_threads, pinned_threads
+
+if TYPE_CHECKING:
+    from arena.ray_backend import RayOptions
+
+BACKENDS = ("local", "ray")
+
 
 class WorkerDied(ArenaError):
     """The worker process playing a match died (twice): the match is recorded as an error."""
@@ -138,36 +160,161 @@ def _play(job: Job, progress: Progress | None = None) -> MatchRecord:
         return _error_record(job, scenario, exc)
 
 
+def _clock(seconds: float) -> str:
+    """``1:05`` or ``2:03:09``: an ETA is read at a glance, not to the second."""
+    s = max(0, round(seconds))
+    h, rest = divmod(s, 3600)
+    return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
+
+
+class Tally:
+    """Live counts of a tournament's matches and the line each finished match prints.
+
+    Shared by every backend, so a tournament reads the same whether its matches run here, in a
+    local pool or on a Ray cluster: ``[i/n] a vs d seed s: outcome (t s) | done D, running R,
+    failed F, ETA m:ss``, where i = D + F. The ETA is the remaining matches at the rate matches
+    have finished so far (wall-clock, so parallel workers count), and is left out until one has.
+    """
+
+    def __init__(self, total: int, say: Progress, clock: Callable[[], float] = time.monotonic) -> None:
+        self.total, self.say, self.clock = total, say, clock
+        self.done = self.failed = self.running = 0
+        self._t0 = clock()
+
+    def start(self, n: int = 1) -> None:
+        """``n`` matches began playing."""
+        self.running += n
+
+    def requeue(self, n: int = 1) -> None:
+        """``n`` matches in flight went back to the queue (their worker died); they will start again."""
+        self.running = max(0, self.running - n)
+
+    def counts(self) -> str:
+        finished = self.done + self.failed
+        parts = f"done {self.done}, running {self.running}, failed {self.failed}"
+        left = self.total - finished
+        if finished and left > 0:
+            parts += f", ETA {_clock((self.clock() - self._t0) / finished * left)}"
+        return parts
+
+    def finish(self, rec: MatchRecord) -> None:
+        """Count a finished match (ok or error) and print its line."""
+        self.running = max(0, self.running - 1)
+        if rec.status == "ok":
+            self.done += 1
+            what = f"{rec.outcome:.3f} ({rec.duration_s:.1f} s)"
+        else:
+            self.failed += 1
+            what = f"FAILED {(rec.error or '').splitlines()[0] if rec.error else ''}"
+        self.say(f"[{self.done + self.failed}/{self.total}] {rec.attacker} vs {rec.defender} seed {rec.seed}: "
+                 f"{what} | {self.counts()}")
+
+
+def _trojan_group(job: Job) -> tuple[str, int] | None:
+    """The (attacker, seed) whose trojan this job's matches share, or None (adaptive or unknown).
+
+    An adaptive attacker's trojan depends on the defender, so its matches share nothing to wait
+    for. The card was read by ``plan`` in this process and is remembered (``describe``).
+    """
+    try:
+        card = describe("attacker", job.attacker, job.scenario.agent_params("attacker", job.attacker),
+                        job.isolation)
+    except Exception:  # the match will fail on its own and record why
+        return None
+    return None if card.adaptive else (job.attacker, job.seed)
+
+
+class JobQueue:
+    """Jobs in plan order, handed out so that no two workers craft the same trojan at once.
+
+    The referee crafts a missing trojan without a lock (it looks it up, crafts it, stores it), so
+    two matches of one non-adaptive attacker and seed started together would both craft it. The
+    queue starts one of them and holds the others back until a match of that attacker and seed
+    has finished ok, leaving the trojan in the cache; meanwhile it hands out the next job of
+    another attacker or seed, so workers stay busy. Benign models and control runs need no such
+    care: the cache makes them under per-key file locks.
+    """
+
+    def __init__(self, jobs: list[Job], indices: list[int] | None = None) -> None:
+        self.jobs = jobs
+        self._todo: list[int] = list(range(len(jobs)) if indices is None else indices)
+        self._group = {i: _trojan_group(jobs[i]) for i in self._todo}
+        self._busy: set[tuple[str, int]] = set()  # groups with a match in flight and no ok match yet
+        self._open: set[tuple[str, int]] = set()  # groups with an ok match: their trojan is cached
+
+    def __len__(self) -> int:
+        return len(self._todo)
+
+    def pop(self) -> int | None:
+        """The first job that may start now (marked as started), or None if all are held back."""
+        for k, i in enumerate(self._todo):
+            g = self._group.get(i)
+            if g is None or g in self._open:
+                return self._todo.pop(k)
+            if g not in self._busy:
+                self._busy.add(g)
+                return self._todo.pop(k)
+        return None
+
+    def finish(self, i: int, ok: bool) -> None:
+        """Job ``i`` ended; an ok match opens its group to every remaining job."""
+        g = self._group.get(i)
+        if g is not None:
+            self._busy.discard(g)
+            if ok:
+                self._open.add(g)
+
+
 def run(scenario: Scenario, *, attackers: list[str] | None = None, defenders: list[str] | None = None,
         seeds: list[int] | None = None, rounds: int | None = None, device: str = "auto", workers: int = 1,
         store: Store | None = None, progress: Progress | None = None,
-        isolation: str = "process") -> TournamentReport:
+        isolation: str = "process", backend: str = "local", ray_options: RayOptions | None = None,
+        ) -> TournamentReport:
+    """Play every job ``plan`` returns and store each match as soon as it ends.
+
+    ``backend="local"`` plays here (``workers == 1``) or in a pool of ``workers`` processes;
+    ``backend="ray"`` sends each match to a Ray cluster as a task (``arena.ray_backend``, options
+    in ``ray_options``). Either way this process plans, and is the only one that writes ``store``.
+    """
+    if backend not in BACKENDS:
+        raise ArenaError(f"unknown tournament backend '{backend}'", hint=f"use one of: {', '.join(BACKENDS)}")
+    if backend == "ray":
+        from arena.ray_backend import RayOptions, effective_device, import_ray
+
+        ray_options = ray_options or RayOptions()
+        ray_options.validate(effective_device(device, scenario))
+        import_ray()  # without Ray: one clear error now, before planning starts agent processes
     store = store or Store()
     seeds = seeds if seeds is not None else list(scenario.seeds)
     jobs, skipped = plan(scenario, attackers, defenders, seeds, rounds, device, store, isolation)
     report = TournamentReport(skipped=skipped)
     say = progress or (lambda _msg: None)
     say(f"tournament {scenario.name}: {len(jobs)} match(es) to play, {skipped} already stored")
+    tally = Tally(len(jobs), say)
 
-    def done(i: int, rec: MatchRecord) -> None:
+    def done(rec: MatchRecord) -> None:
         store.save(rec)  # each match is committed as soon as it ends
         if rec.status == "ok":
             report.played += 1
-            say(f"[{i}/{len(jobs)}] {rec.attacker} vs {rec.defender} seed {rec.seed}: "
-                f"{rec.outcome:.3f} ({rec.duration_s:.1f} s)")
         else:
             report.failed.append((rec.attacker, rec.defender, rec.seed, rec.error or ""))
-            say(f"[{i}/{len(jobs)}] {rec.attacker} vs {rec.defender} seed {rec.seed}: FAILED "
-                f"{(rec.error or '').splitlines()[0]}")
+        tally.finish(rec)
 
     threads = match_threads()
-    if workers <= 1:
+    if not jobs:
+        return report  # nothing to play: no pool, no cluster
+    if backend == "ray":
+        from arena.ray_backend import run_on_ray
+
+        assert ray_options is not None
+        run_on_ray(jobs, threads, done, say, tally, ray_options)
+    elif workers <= 1:
         with pinned_threads(threads):
-            for i, job in enumerate(jobs, 1):
-                done(i, _play(job, progress))
+            for job in jobs:
+                tally.start()
+                done(_play(job, progress))
     else:
-        finished = iter(range(1, len(jobs) + 1))
-        _run_pooled(jobs, workers, threads, lambda rec: done(next(finished), rec), say)
+        _run_pooled(jobs, workers, threads, done, say, tally)
     return report
 
 
@@ -186,8 +333,8 @@ def _death_cause(exitcode: int | None) -> str:
     return f"exit code {exitcode}" if exitcode is not None else "cause unknown"
 
 
-def _pool_pass(jobs: list[Job], todo: deque[int], workers: int, threads: int,
-               done: Callable[[MatchRecord], None]) -> tuple[list[int], str]:
+def _pool_pass(jobs: list[Job], todo: JobQueue, workers: int, threads: int,
+               done: Callable[[MatchRecord], None], tally: Tally) -> tuple[list[int], str]:
     """Play ``todo`` (indices into ``jobs``) in one pool, at most ``workers`` in flight.
 
     Returns the jobs a dead worker took down (empty if none died) and how the
@@ -206,13 +353,17 @@ def _pool_pass(jobs: list[Job], todo: deque[int], workers: int, threads: int,
             return
         except Exception as exc:  # e.g. a result that cannot be unpickled: only this match fails
             rec = _error_record(jobs[i], jobs[i].scenario, exc)
+        todo.finish(i, rec.status == "ok")
         done(rec)
 
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
                              initializer=_init_worker, initargs=(threads,)) as pool:
         while (todo or in_flight) and not crashed:
-            while todo and len(in_flight) < workers and not crashed:
-                i = todo.popleft()
+            while len(in_flight) < workers and not crashed:
+                i = todo.pop()  # None: the rest wait for a trojan being crafted (JobQueue)
+                if i is None:
+                    break
+                tally.start()
                 try:
                     in_flight[pool.submit(_play, jobs[i])] = i
                 except BrokenProcessPool:  # a worker died between two results; i counts as in flight
@@ -232,21 +383,30 @@ def _pool_pass(jobs: list[Job], todo: deque[int], workers: int, threads: int,
 
 
 def _run_pooled(jobs: list[Job], workers: int, threads: int, done: Callable[[MatchRecord], None],
-                say: Progress) -> None:
-    todo: deque[int] = deque(range(len(jobs)))
+                say: Progress, tally: Tally) -> None:
+    todo = JobQueue(jobs)
     suspects: deque[int] = deque()
     while todo or suspects:
         if suspects:
             # Alone in a one-worker pool: if the worker dies now, this match killed it.
             i = suspects.popleft()
-            crashed, cause = _pool_pass(jobs, deque([i]), 1, threads, done)
+            statuses: list[str] = []
+
+            def done_one(rec: MatchRecord) -> None:
+                statuses.append(rec.status)
+                done(rec)
+
+            crashed, cause = _pool_pass(jobs, JobQueue(jobs, [i]), 1, threads, done_one, tally)
             if crashed:
                 job = jobs[i]
                 done(_error_record(job, job.scenario, WorkerDied(
                     f"worker process died ({cause}) while playing this match, twice")))
+            # The main queue still holds its trojan group busy: an ok replay opens it, else frees it.
+            todo.finish(i, statuses == ["ok"])
         else:
-            crashed, cause = _pool_pass(jobs, todo, workers, threads, done)
+            crashed, cause = _pool_pass(jobs, todo, workers, threads, done, tally)
             if crashed:
+                tally.requeue(len(crashed))
                 say(f"a worker process died ({cause}); replaying the {len(crashed)} match(es) then in "
                     "flight, one at a time, to find the one that killed it")
                 suspects.extend(sorted(crashed))

@@ -55,7 +55,7 @@ def test_neural_cleanse_flags_badnet_and_recovers_its_trigger(referee, tiny):
     assert saved["mask"].shape == saved["true_mask"].shape == (1, 28, 28)
     assert abs(float(saved["mask"].abs().sum()) - d["mln"]) < 1e-3  # the mask MLN was computed from
     with Image.open(arena_home() / art["recovered_trigger_png"]) as img:
-        assert img.width > 3 * img.height // 2 and img.height >= 28 * 8  # three upscaled panels in a row
+        assert img.width > 3 * img.height and img.height >= 200  # four labelled panels in a row, legible
 
 
 def test_neural_cleanse_does_not_flag_the_benign_model(referee):

@@ -1,0 +1,210 @@
+"""The paper's claims (arena.paper): synthetic records with known answers give known verdicts."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from arena.cli import main
+from arena.paper import (
+    ATTACKS,
+    CLAIMS,
+    DEFENSES,
+    TABLE8_ARD,
+    classify_variant,
+    evaluate,
+    kendall_tau_b,
+    render,
+    t_quantile,
+)
+from arena.replay import write_jsonl_gz
+from arena.scenario import load_scenario
+from arena.store import MatchRecord
+
+ROOT = Path(__file__).resolve().parents[1]
+MAIN = load_scenario("fmnist-cnn")
+ALPHA08 = load_scenario(str(ROOT / "benchmarks" / "scenarios" / "fmnist-cnn-alpha08.toml"))
+SEEDS = list(MAIN.seeds)  # the test seeds, 10-14
+
+
+def _rec(attacker: str, defender: str, seed: int, asr: float, sc=MAIN, defense: dict | None = None,
+         nsr: float = 0.8, base_rate: float = 0.01) -> MatchRecord:
+    metrics = {"attack": {"asr": asr, "cad": 0.0, "nsr": nsr, "base_rate": base_rate}}
+    if defense is not None:
+        metrics["defense"] = defense
+    return MatchRecord(scenario=sc.name, scenario_digest=sc.digest, attacker=attacker, attacker_version="1",
+                       defender=defender, defender_version="1", seed=seed, rounds=1, status="ok", outcome=0.5,
+                       metrics=metrics)
+
+
+def _jitter(seed: int) -> float:
+    return 0.01 * (seed % 3)  # a little spread between seeds, so intervals have a width
+
+
+def _vs_none(sc, asr: float, attackers=tuple(ATTACKS.values())) -> list[MatchRecord]:
+    return [_rec(a, "none", s, asr - _jitter(s) - 0.001 * i, sc) for s in SEEDS for i, a in enumerate(attackers)]
+
+
+def _finding(findings, claim_id: str):
+    return next(f for f in findings if f.claim.id == claim_id).evidence
+
+
+def test_t_quantile_and_kendall_tau_match_their_tables():
+    assert t_quantile(0.975, 4) == pytest.approx(2.7764, abs=1e-4)
+    assert t_quantile(0.975, 1) == pytest.approx(12.7062, abs=1e-3)
+    assert t_quantile(0.975, 9) == pytest.approx(2.2622, abs=1e-4)
+    assert kendall_tau_b([1, 2, 3], [10, 20, 30]) == pytest.approx(1.0)
+    assert kendall_tau_b([1, 2, 3], [30, 20, 10]) == pytest.approx(-1.0)
+    # One tie in x: 4 concordant, 1 discordant, tau-b = 3 / sqrt(6 * 5).
+    assert kendall_tau_b([1, 2, 3, 3], [1, 3, 2, 4]) == pytest.approx(3 / 30**0.5)
+    assert kendall_tau_b([1, 2], [1, 2]) is None
+
+
+def test_transparency_that_costs_asr_agrees_and_the_reverse_contradicts():
+    main_recs, var_recs = _vs_none(MAIN, 0.98), _vs_none(ALPHA08, 0.30)
+    ev = _finding(evaluate(main_recs, MAIN.name, MAIN, [(ALPHA08, var_recs)]), "Remark 1")
+    assert ev.verdict == "agrees", ev.why
+    assert "n=5 seeds" in ev.number and "+6" in ev.number  # about 68 points lost at alpha 0.8
+    ev = _finding(evaluate(_vs_none(MAIN, 0.30), MAIN.name, MAIN, [(ALPHA08, _vs_none(ALPHA08, 0.98))]),
+                  "Remark 1")
+    assert ev.verdict == "contradicts", ev.why
+
+
+def test_no_difference_with_noise_is_inconclusive():
+    main_recs = [_rec(a, "none", s, 0.9 + (0.05 if s % 2 else -0.05)) for s in SEEDS for a in ATTACKS.values()]
+    var_recs = [_rec(a, "none", s, 0.9, ALPHA08) for s in SEEDS for a in ATTACKS.values()]
+    ev = _finding(evaluate(main_recs, MAIN.name, MAIN, [(ALPHA08, var_recs)]), "Remark 1")
+    assert ev.verdict == "inconclusive" and "covers 0" in ev.why
+
+
+def test_missing_agents_and_variants_are_untested_and_named():
+    findings = evaluate(_vs_none(MAIN, 0.98, ("badnet", "imc")), MAIN.name, MAIN)
+    strip = _finding(findings, "Remark 5")
+    assert strip.verdict == "untested"
+    assert "latent vs strip" in strip.why and "trojannet vs neo" in strip.why and "`fmnist-cnn`" in strip.why
+    transparent = _finding(findings, "Remark 1")
+    assert transparent.verdict == "untested" and "alpha 0.8" in transparent.why and "--variant" in transparent.why
+    mixing = _finding(findings, "Remark 13")
+    assert mixing.verdict == "untested" and 'mixing = "dataset"' in mixing.why and 'mixing = "loss"' in mixing.why
+
+
+def test_an_empty_store_is_untested_on_the_test_seeds_and_nothing_else():
+    findings = evaluate([], MAIN.name, MAIN)
+    assert {f.evidence.verdict for f in findings} == {"untested", "not comparable"}
+    assert "no matches of `fmnist-cnn` on the test seeds 10-14 yet" in _finding(findings, "Table 8 ordering").why
+    assert [f.claim.id for f in findings if f.evidence.verdict == "not comparable"] == [
+        "Remark 3", "Remark 12", "Remark 16"]
+
+
+def _ard_records(sign: float) -> list[MatchRecord]:
+    """Each attack-agnostic defense against the eight attacks, its ARD following Table 8 (sign +1) or its
+    reverse (sign -1)."""
+    recs = []
+    for s in SEEDS:
+        for d, row in TABLE8_ARD.items():
+            for a, ard in row.items():
+                val = 0.5 + sign * (ard / 200) + 0.001 * (s % 2)
+                recs.append(_rec(ATTACKS[a], DEFENSES[d], s, 0.99,
+                                 defense={"category": "model_sanitization", "ard": val, "cad": 0.01}))
+    return recs
+
+
+def test_table8_ordering_agrees_when_it_follows_the_table_and_contradicts_when_reversed():
+    ev = _finding(evaluate(_ard_records(+1), MAIN.name, MAIN), "Table 8 ordering")
+    assert ev.verdict == "agrees", ev.why
+    ev = _finding(evaluate(_ard_records(-1), MAIN.name, MAIN), "Table 8 ordering")
+    assert ev.verdict == "contradicts", ev.why
+
+
+def test_attacks_that_do_not_work_are_left_out_of_defense_statistics():
+    # Table 8 ordering with every attack failing (ASR 0.1): no working cell, so nothing to test.
+    recs = [dataclasses.replace(r, metrics={**r.metrics, "attack": {**r.metrics["attack"], "asr": 0.1}})
+            for r in _ard_records(+1)]
+    assert _finding(evaluate(recs, MAIN.name, MAIN), "Table 8 ordering").verdict == "untested"
+
+
+def test_development_seeds_are_left_out_unless_asked_for():
+    dev = [_rec(a, "none", s, 0.98 - 0.01 * i - 0.001 * s) for s in MAIN.development_seeds
+           for i, a in enumerate(ATTACKS.values())]
+    findings = evaluate(dev, MAIN.name, MAIN)
+    assert _finding(findings, "Table 5 ordering (alpha 0)").verdict == "untested"
+    md = render(dev, MAIN.name, MAIN)
+    assert "development seeds 0-2" in md and "--development" in md
+    ev = _finding(evaluate(dev, MAIN.name, MAIN, development=True), "Table 5 ordering (alpha 0)")
+    assert ev.verdict != "untested" and "n=3 seeds" in ev.number
+
+
+def test_variants_are_matched_only_when_they_change_one_knob():
+    assert classify_variant(MAIN, ALPHA08) == ("transparent", "")
+    two = dataclasses.replace(ALPHA08, trigger=dataclasses.replace(ALPHA08.trigger, size=1))
+    kind, note = classify_variant(MAIN, two)
+    assert kind is None and "trigger.alpha" in note and "trigger.size" in note
+    pixel = dataclasses.replace(MAIN, name="fmnist-1px", trigger=dataclasses.replace(MAIN.trigger, size=1))
+    assert classify_variant(MAIN, pixel)[0] == "single-pixel"
+
+
+def test_the_page_has_a_row_per_remark_and_table_and_a_summary():
+    md = render(_vs_none(MAIN, 0.98), MAIN.name, MAIN, [(ALPHA08, _vs_none(ALPHA08, 0.3))],
+                variant_specs=["benchmarks/scenarios/fmnist-cnn-alpha08.toml"])
+    for n in range(1, 17):
+        assert f"| Remark {n} |" in md
+    for table in ("Table 5 ordering (alpha 0.8)", "Table 5 ordering (alpha 0)", "Table 8 ordering",
+                  "Table 11 ordering"):
+        assert f"| {table} |" in md
+    assert len(CLAIMS) == 20 and "(of 20 claims)" in md
+    assert "test seeds 10-14" in md and "--variant benchmarks/scenarios/fmnist-cnn-alpha08.toml" in md
+    assert md.count("\n- **") == 20  # one why line per claim
+
+
+def test_the_command_writes_the_page_from_published_matches(tmp_path):
+    src = write_jsonl_gz(_vs_none(MAIN, 0.98) + _vs_none(ALPHA08, 0.3), tmp_path / "m.jsonl.gz")
+    out = tmp_path / "paper.md"
+    res = CliRunner().invoke(main, ["paper", "fmnist-cnn", "--variant", str(ROOT / "benchmarks" / "scenarios" /
+                                    "fmnist-cnn-alpha08.toml"), "--matches", str(src), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert res.output.strip().endswith("paper.md")
+    text = out.read_text()
+    assert "| Remark 1 |" in text and "**agrees**" in text and "`m.jsonl.gz`" in text
+    res = CliRunner().invoke(main, ["paper", "fmnist-cnn", "--out", str(tmp_path / "no" / "paper.md")])
+    assert res.exit_code == 2 and "does not exist" in res.output
+
+
+def _full_tournament(sc, rng_seed: int = 0) -> list[MatchRecord]:
+    """Every attacker against every defender on the test seeds, with plausible random metrics."""
+    import random
+
+    rng = random.Random(rng_seed)
+    recs = []
+    for s in SEEDS:
+        for a in [*ATTACKS.values(), "imc-adaptive", "none"]:
+            asr = 0.01 if a == "none" else rng.uniform(0.6, 1.0)
+            recs.append(_rec(a, "none", s, asr, sc, nsr=0.4 if a == "none" else rng.uniform(0.4, 0.9),
+                             base_rate=0.01))
+            for d in DEFENSES.values():
+                per_class = [rng.uniform(0, 4) for _ in range(10)]
+                recs.append(_rec(a, d, s, asr, sc, defense={
+                    "category": "x", "ard": rng.uniform(0, asr), "cad": rng.uniform(0, 0.05),
+                    "tpr": rng.uniform(0, 1), "flagged": rng.random() < 0.5, "mjs": rng.uniform(0, 1),
+                    "aiv": per_class[0], "aiv_per_class": per_class, "art_model_s": rng.uniform(0.1, 100),
+                    "effective_asr": rng.uniform(0, asr)}))
+    return recs
+
+
+def test_a_full_tournament_with_every_variant_tests_every_comparable_claim():
+    knobs = {"fmnist-1px": ("trigger", "size", 1), "fmnist-random": ("trigger", "shape", "random"),
+             "fmnist-scratch": ("attack", "from_scratch", True), "fmnist-dataset": ("attack", "mixing", "dataset"),
+             "fmnist-loss": ("attack", "mixing", "loss")}
+    variants = [(ALPHA08, _vs_none(ALPHA08, 0.3))]
+    for name, (section, key, value) in knobs.items():
+        vsc = dataclasses.replace(MAIN, name=name, **{section: dataclasses.replace(getattr(MAIN, section),
+                                                                                    **{key: value})})
+        variants.append((vsc, _vs_none(vsc, 0.9)))
+    findings = evaluate(_full_tournament(MAIN), MAIN.name, MAIN, variants)
+    untested = [f.claim.id for f in findings if f.evidence.verdict == "untested"]
+    assert untested == ["Remark 2"]  # sweeps, not matches
+    for f in findings:
+        if f.claim.evaluate is not None:
+            assert "n=5 seeds" in f.evidence.number, (f.claim.id, f.evidence.number)
