@@ -148,6 +148,19 @@ def _cpu_copy(x: torch.Tensor) -> torch.Tensor:
     return x.detach().to("cpu", copy=True).contiguous()
 
 
+def _class_digest(cls: type) -> str | None:
+    """sha256 (16 hex) of an agent class's source, for agent *objects* handed to the referee (tests,
+    notebooks): two classes with the same name and version but other code (two test files'
+    ``Paranoid``) must not share cached trojans or control runs. None where the source cannot be read."""
+    import hashlib
+    import inspect
+
+    try:
+        return hashlib.sha256(inspect.getsource(cls).encode()).hexdigest()[:16]
+    except (OSError, TypeError):
+        return None
+
+
 class AgentServer:
     """Runs one agent's calls; lives in the host process (child, or the referee for InProcessHost)."""
 
@@ -163,7 +176,7 @@ class AgentServer:
             role=role, name=name, version=str(cls.version), params=_plain(self.agent.get_params()),
             category=getattr(cls, "category", None) if role == "defender" else None,
             adaptive=bool(getattr(cls, "adaptive", False)) if role == "attacker" else False,
-            code_digest=getattr(plugins, "agent_code_digest", lambda _a: None)(self.agent),
+            code_digest=plugins.agent_code_digest(self.agent) or (_class_digest(cls) if agent is not None else None),
         )
         self.trojan: Any = None
         self.deployment: Any = None
@@ -181,8 +194,17 @@ class AgentServer:
         ctx = to_device(ctx, self.device)
         ctx.device = self.device
         ctx.progress = stderr_progress
-        if ctx.revealed is not None:
-            ctx.defender = ctx.revealed.build()
+        if ctx.revealed is not None and getattr(self.agent, "adaptive", False):
+            # Only an adaptive attacker reads the defender. One the referee was handed as an object
+            # (a test's or a notebook's class) has no name this process can build it from: the
+            # attacker then sees the revealed data (name, category, version, parameters) alone.
+            from arena.errors import PluginError
+
+            try:
+                ctx.defender = ctx.revealed.build()
+            except PluginError as exc:
+                stderr_progress(f"the revealed defender cannot be built here ({exc}); "
+                                "the attacker sees its name, category and parameters only")
         trojan = self.agent.craft(ctx)
         if not isinstance(trojan, Trojan):
             raise TypeError(f"craft() returned {type(trojan).__name__}, not arena.protocol.Trojan")

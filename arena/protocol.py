@@ -144,7 +144,9 @@ class AttackContext:
     device: torch.device
     generator: torch.Generator
     revealed: RevealedDefender | None = None  # threat model "full": name, category, parameters
-    defender: "Defender | None" = None  # under "full": a fresh instance built from ``revealed``, the attacker's own
+    # Under "full", for adaptive attackers: a fresh instance built from ``revealed``, the attacker's own
+    # (None for a defender the referee was handed as an in-process object: nothing to build it from).
+    defender: "Defender | None" = None
     defender_category: str | None = None  # revealed category ("full" or "category")
     history: list[RoundRecord] = field(default_factory=list)
     progress: Progress | None = None

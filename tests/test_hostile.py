@@ -37,12 +37,15 @@ def referee_object(o):
 class BlindThreshold(BadNet):
     """Sets the revealed defender's threshold sky-high, hoping the referee's object is shared."""
     name = "blind-threshold"
+    adaptive = True  # only adaptive attackers are handed the defender instance
 
     def craft(self, ctx):
         if ctx.defender is not None:
             ctx.defender.threshold = 1e9
             ctx.defender.mix_weight = 0.0
-        return super().craft(ctx)
+        trojan = super().craft(ctx)
+        trojan.notes = {**(trojan.notes or {}), "saw_defender": ctx.defender is not None}
+        return trojan
 
 
 class FrameWalker(Attacker):
@@ -240,6 +243,7 @@ def test_changing_the_revealed_defender_changes_nothing(sealed, plugins):
     honest = play(sealed, "badnet", "strip")
     cheat = play(sealed, f"{plugins}:BlindThreshold", "strip")
     assert cheat.status == honest.status == "ok", (cheat.reason, honest.reason)
+    assert cheat.metrics["attacker_notes"]["saw_defender"] is True  # it had an instance to tamper with
     # STRIP deploys with the threshold it calibrated, and still filters the cheat's trigger inputs
     # as it does the honest BadNet's (with the threshold at 1e9 it would catch none).
     assert cheat.metrics["defense"]["threshold"] < 10 and honest.metrics["defense"]["threshold"] < 10
@@ -299,8 +303,10 @@ def test_a_diverged_trojan_loses_at_the_attacker_gate(sealed, plugins):
 @pytest.mark.parametrize("cls,needle", [("Sleeper", "ran out of time"), ("Crasher", "the attacker broke"),
                                         ("Hog", "ran out of memory"), ("Garbage", "not arena.protocol.Trojan"),
                                         ("OffDevice", "the trojan's model is on meta, but the match runs on cpu")])
-def test_a_failing_attacker_forfeits(strict, plugins, cls, needle):
-    rec = play(strict, f"{plugins}:{cls}", "none")
+def test_a_failing_attacker_forfeits(strict, sealed, plugins, cls, needle):
+    # The hog gets the roomy time limit: on a busy machine filling 3 GB took longer than the strict 6 s,
+    # and it is the memory limit (the same in both) that must stop it.
+    rec = play(sealed if cls == "Hog" else strict, f"{plugins}:{cls}", "none")
     assert rec.status == "ok" and rec.outcome == 0.0  # counted as a lost match, not an error row
     assert rec.reason.startswith("attacker forfeits") and needle in rec.reason
     assert rec.metrics["forfeit"]["side"] == "attacker"
