@@ -505,8 +505,11 @@ class Referee:
         served = None
         try:
             served = self._deploy(defender, d_card, trojan.model, seed, history, label=f"round{rnd}")
-            self._say(f"scoring {d_card.name} ({served.seconds:.1f} s to deploy) on {len(clean_x)} clean and "
-                      f"{len(trig_x)} trigger inputs")
+            filtered = (f", its filter on the first {min(s.scoring.inputs, len(clean_x))} of each"
+                        if served.score is not None else "")
+            k = scored_prefix(len(clean_x), served.passes_per_input, s.scoring.passes)
+            self._say(f"scoring {d_card.name} ({served.seconds:.1f} s to deploy): predictions on {k} clean and "
+                      f"{min(k, len(trig_x))} trigger inputs{filtered}")
             dm: DefenseMetrics = defense_metrics(served, d_card.category or "none", trojan.model, trojan.trigger, am,
                                                  clean_x, clean_y, trojan.stamped, s.attack.target_class,
                                                  served.seconds, filter_inputs=s.scoring.inputs,
