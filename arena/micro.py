@@ -48,16 +48,14 @@ def overlay(shipped: dict[str, dict[str, Any]], micro: dict[str, dict[str, Any]]
     return {name: {**shipped.get(name, {}), **micro.get(name, {})} for name in set(shipped) | set(micro)}
 
 
-def shrink(sc: Scenario, *, name: str | None = None, train_limit: int = 2000, test_limit: int = 300,
-           batch_size: int | None = None) -> Scenario:
+def shrink(sc: Scenario, *, name: str | None = None, train_limit: int = 2000, test_limit: int = 300) -> Scenario:
     """``sc`` at micro size on the CPU: one seed, one epoch, one benign model in each control."""
     return dataclasses.replace(
         sc,
         name=name or f"{sc.name}-micro",
         device="cpu",
         seeds=(sc.seeds[0] if sc.seeds else 0,),
-        training=dataclasses.replace(sc.training, epochs=1, retrain_epochs=1,
-                                     batch_size=batch_size or sc.training.batch_size),
+        training=dataclasses.replace(sc.training, epochs=1, retrain_epochs=1),
         data=dataclasses.replace(sc.data, train_limit=train_limit, test_limit=test_limit, defender_fraction=0.1),
         attack=dataclasses.replace(sc.attack, poison_fraction=0.1),  # a real backdoor in one short epoch
         scoring=dataclasses.replace(sc.scoring, inputs=100),
