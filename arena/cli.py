@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -561,7 +562,7 @@ def trigger_show(attacker: str, scenario: str, seed: int | None, out: str | None
 
 @main.group()
 def matches() -> None:
-    """List, show and export stored matches."""
+    """List, show, replay, export and import stored matches."""
 
 
 @matches.command("list")
@@ -653,6 +654,39 @@ def matches_replay(match_ids: tuple[int, ...], source: str | None, sample: int |
     same = sum(d.identical for d in drifts)
     click.echo(f"{same} of {len(drifts)} replayed bit for bit")
     sys.exit(0 if same == len(drifts) else 1)
+
+
+@matches.command("import")
+@click.argument("files", metavar="FILE...", nargs=-1, required=True, type=click.Path(dir_okay=False, exists=True))
+@click.option("--replace", is_flag=True,
+              help="Overwrite stored matches with the same key (scenario digest, agents and versions, seed, "
+                   "rounds); by default those are kept and the file's copy skipped.")
+@_friendly
+def matches_import(files: tuple[str, ...], replace: bool) -> None:
+    """Add published matches (leaderboards/NAME.matches.jsonl.gz, or `arena matches export` output) to the store.
+
+    A tournament then skips the imported matches and plays only what is missing, for example
+    more seeds beside a published leaderboard's, and `arena leaderboard --write` refits all of them.
+    Seeds are independent, so matches of new seeds need none of the imported matches' models.
+    """
+    from arena.replay import read_jsonl_gz
+    from arena.store import Store
+
+    records = [r for f in files for r in read_jsonl_gz(Path(f))]
+    store = Store()
+    added = kept = 0
+    try:
+        for r in records:
+            if not replace and store.stored_id(r) is not None:
+                kept += 1
+                continue
+            store.save(dataclasses.replace(r, id=None))
+            added += 1
+    finally:
+        store.close()
+    _say(f"stored in {_shown(store.path)}")
+    click.echo(f"imported {added} match(es)" + (f", kept {kept} already stored (--replace overwrites them)"
+                                                  if kept else ""))
 
 
 @matches.command("export")

@@ -55,12 +55,16 @@ def write_jsonl_gz(records: list[MatchRecord], path: Path) -> Path:
 
 
 def read_jsonl_gz(path: Path) -> list[MatchRecord]:
+    """Matches from a published file: gzip'd JSON lines, or the plain JSON lines of `arena matches export`."""
     try:
-        with gzip.open(path, "rt") as f:
+        with open(path, "rb") as raw:
+            gzipped = raw.read(2) == b"\x1f\x8b"
+        with (gzip.open(path, "rt") if gzipped else open(path)) as f:
             return [MatchRecord(**json.loads(line)) for line in f if line.strip()]
-    except (OSError, json.JSONDecodeError, TypeError) as exc:
+    except (OSError, json.JSONDecodeError, TypeError, UnicodeDecodeError) as exc:
         raise ArenaError(f"{path}: not a file of published matches ({type(exc).__name__}: {exc})",
-                         hint="pass a leaderboards/NAME.matches.jsonl.gz written by `arena leaderboard --write`")
+                         hint="pass a leaderboards/NAME.matches.jsonl.gz written by `arena leaderboard --write` "
+                              "or a file written by `arena matches export`")
 
 
 def _numbers(d: Any, prefix: str = "") -> dict[str, float]:

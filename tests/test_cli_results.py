@@ -202,3 +202,41 @@ def test_match_json_is_one_object_with_its_stored_id(tiny_path, tmp_path):
 
     shown = invoke("matches", "show", str(doc["id"]))
     assert shown.exit_code == 0 and shown.stdout.startswith(f"match #{doc['id']}: "), shown.output
+
+
+# --- published matches go back into a store -------------------------------------------------------
+
+def test_matches_import_adds_published_matches_once_and_a_tournament_skips_them(home, tmp_path, monkeypatch):
+    from arena.replay import write_jsonl_gz
+
+    published = write_jsonl_gz([record(seed=s, id=40 + s) for s in (0, 1)] + [record(defender="neo", id=7)],
+                               tmp_path / "tiny.matches.jsonl.gz")
+    out = invoke("matches", "import", str(published))
+    assert out.exit_code == 0 and "imported 3 match(es)" in out.output
+    store = Store(readonly=True)
+    assert len(store.matches()) == 3
+    assert store.has_ok("d" * 16, "badnet", "1", "strip", "1", 1, 1)  # what the tournament's plan asks
+    store.close()
+    # Importing again keeps what is stored; --replace overwrites it with the file's copy.
+    changed = write_jsonl_gz([record(seed=0, outcome=0.25)], tmp_path / "changed.jsonl.gz")
+    again = invoke("matches", "import", str(published), str(changed))
+    assert "imported 0 match(es), kept 4 already stored" in again.output
+    invoke("matches", "import", "--replace", str(changed))
+    store = Store(readonly=True)
+    assert len(store.matches()) == 3
+    assert [r.outcome for r in store.matches() if r.seed == 0 and r.defender == "strip"] == [0.25]
+    store.close()
+    # `arena matches export` output (plain JSON lines) round-trips too.
+    exported = tmp_path / "all.jsonl"
+    invoke("matches", "export", "-o", str(exported))
+    other = tmp_path / "other-home"
+    monkeypatch.setenv("ARENA_HOME", str(other))
+    assert "imported 3 match(es)" in invoke("matches", "import", str(exported)).output
+
+
+def test_matches_import_of_a_file_that_is_not_matches_says_what_to_pass(home, tmp_path):
+    bad = tmp_path / "notes.txt"
+    bad.write_text("hello\n")
+    out = CliRunner().invoke(main, ["matches", "import", str(bad)])
+    assert out.exit_code != 0 and "not a file of published matches" in out.output
+    assert "arena leaderboard --write" in out.output
