@@ -542,20 +542,39 @@ def looks_like_path(name_or_path: str) -> bool:
     return name_or_path.endswith(".toml") or any(sep in name_or_path for sep in seps)
 
 
-def load_scenario(name_or_path: str) -> Scenario:
-    """Load a scenario by name (``fmnist-cnn``) or by path (``./my.toml``)."""
-    path = Path(name_or_path)
+def _scenario_path(name_or_path: str, relative_to: Path | None = None) -> Path:
+    """The file a scenario argument names: a path (relative to ``relative_to`` when given) or a known name."""
     if looks_like_path(name_or_path):
+        path = Path(name_or_path)
+        if relative_to is not None and not path.is_absolute():
+            path = relative_to / path
         if not path.is_file():
-            raise ScenarioError(f"scenario file not found: {name_or_path}")
-    else:
-        known = available_scenarios()
-        if name_or_path not in known:
-            raise ScenarioError(
-                f"unknown scenario '{name_or_path}'",
-                hint=f"known scenarios: {', '.join(known) or '(none)'}; or pass a path to a .toml file",
-            )
-        path = known[name_or_path]
+            raise ScenarioError(f"scenario file not found: {path}")
+        return path
+    known = available_scenarios()
+    if name_or_path not in known:
+        raise ScenarioError(
+            f"unknown scenario '{name_or_path}'",
+            hint=f"known scenarios: {', '.join(known) or '(none)'}; or pass a path to a .toml file",
+        )
+    return known[name_or_path]
+
+
+def _merged(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``over`` laid on top: tables merge key by key, any other value replaces."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = (_merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict)
+                    else value)
+    return out
+
+
+def _read_raw(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A scenario file's TOML, with its ``based_on`` scenario (if any) resolved underneath it."""
+    if path.resolve() in chain:
+        loop = " -> ".join(str(p) for p in chain + (path.resolve(),))
+        raise ScenarioError(f"{path}: 'based_on' loops back to itself ({loop})",
+                            hint="a variant names its base scenario; the base must not name the variant")
     try:
         text = path.read_bytes().decode("utf-8")  # TOML is UTF-8 whatever the locale says
     except UnicodeDecodeError as exc:
@@ -567,7 +586,36 @@ def load_scenario(name_or_path: str) -> Scenario:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError(f"{path}: not valid TOML: {exc}") from None
-    return scenario_from_dict(raw, where=str(path))
+    base = raw.pop("based_on", None)
+    if base is None:
+        return raw
+    if not isinstance(base, str) or not base:
+        raise ScenarioError(f"{path}: 'based_on' must be a scenario name or a .toml path, got {base!r}",
+                            hint='e.g. based_on = "fmnist-cnn"')
+    if "name" not in raw:  # the base's name would make the variant's matches look like the base's
+        raise ScenarioError(f"{path}: a scenario with 'based_on' needs its own 'name'",
+                            hint=f'add name = "{path.stem}" at the top')
+    try:
+        base_path = _scenario_path(base, relative_to=path.parent)
+    except ScenarioError as exc:
+        raise ScenarioError(f"{path}: 'based_on' = {base!r}: {exc.args[0]}", hint=exc.hint) from None
+    inherited = _read_raw(base_path, chain + (path.resolve(),))
+    # A variant is its own scenario: it keeps only the knobs it inherits, not the base's
+    # description (which would describe the base).
+    inherited.pop("description", None)
+    return _merged(inherited, raw)
+
+
+def load_scenario(name_or_path: str) -> Scenario:
+    """Load a scenario by name (``fmnist-cnn``) or by path (``./my.toml``).
+
+    A file may start from another scenario with ``based_on = "NAME"`` (or a
+    .toml path, relative to the file) and set only what differs: its tables
+    merge key by key over the base's. It needs its own ``name``; the result is
+    an ordinary scenario with its own digest.
+    """
+    path = _scenario_path(name_or_path)
+    return scenario_from_dict(_read_raw(path), where=str(path))
 
 
 DEFAULT_SCENARIO = "fmnist-cnn"

@@ -252,6 +252,38 @@ def test_scenario_file_not_utf8(home, tmp_path):
     user_error(invoke("scenarios", "show", str(p)), str(p), "not UTF-8", "save the scenario file as UTF-8")
 
 
+def test_a_variant_scenario_sets_only_what_differs_from_its_base(home, tmp_path):
+    from arena.scenario import load_scenario
+
+    scenario_file(tmp_path, TINY_TOML, "base.toml")
+    v = scenario_file(tmp_path, 'based_on = "base.toml"\nname = "tiny-pixel"\n[trigger]\nsize = 1\n'
+                                '[budgets]\nfpr = 0.1\n', "v.toml")
+    base, var = load_scenario(str(tmp_path / "base.toml")), load_scenario(str(v))
+    # Tables merge key by key: the trigger keeps its pattern and position, the budgets their other keys.
+    assert (var.trigger.size, var.budgets.fpr) == (1, 0.1)
+    assert var.trigger.pattern == base.trigger.pattern and var.budgets.defense_cad == base.budgets.defense_cad
+    diff = {k for k, val in var.to_dict().items() if base.to_dict()[k] != val}
+    assert diff == {"name", "description", "trigger", "budgets"} and var.digest != base.digest
+    # The shipped variants change one knob of fmnist-cnn each (what `arena paper` needs of them).
+    from arena.paper import classify_variant
+
+    main_sc = load_scenario("fmnist-cnn")
+    kinds = {classify_variant(main_sc, load_scenario(str(f)))[0]
+             for f in (Path(__file__).parents[1] / "benchmarks" / "scenarios").glob("fmnist-cnn-*.toml")}
+    assert kinds == {"transparent", "single-pixel", "random-shape", "from-scratch", "dataset-mixing", "loss-mixing"}
+
+
+@pytest.mark.parametrize("text, needles", [
+    ('based_on = "v.toml"\nname = "loop"\n', ["'based_on' loops back to itself"]),
+    ('based_on = "fmnist-cnn"\n', ["a scenario with 'based_on' needs its own 'name'", 'add name = "v"']),
+    ('based_on = "fmnist-cnm"\nname = "x"\n', ["'based_on' = 'fmnist-cnm': unknown scenario", "known scenarios:"]),
+    ('based_on = 3\nname = "x"\n', ["'based_on' must be a scenario name or a .toml path"]),
+])
+def test_bad_based_on(home, tmp_path, text, needles):
+    p = scenario_file(tmp_path, text, "v.toml")
+    user_error(invoke("scenarios", "show", str(p)), str(p), *needles)
+
+
 def test_agent_table_of_no_installed_agent(home, tmp_path, monkeypatch):
     p = scenario_file(tmp_path, TINY_TOML + "\n[defenders.stirp]\nsamples = 5\n")
     for args in (["scenarios", "show", str(p)], ["match", "none", "none", "-s", str(p), "--no-store"],
