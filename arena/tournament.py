@@ -110,8 +110,10 @@ def plan(scenario: Scenario, attackers: list[str] | None, defenders: list[str] |
             except ArenaError:
                 versions[(role, n)] = "?"  # the job will fail and record the plugin error
     jobs, skipped = [], 0
-    for a in attackers:
-        for seed in seeds:
+    # Seed by seed: a tournament cut short leaves whole seeds behind, and the seed is the unit the
+    # leaderboard's intervals resample (a seed's matches share its benign models, trojans and controls).
+    for seed in seeds:
+        for a in attackers:
             for d in defenders:
                 if store.has_ok(scenario.digest, a, versions[("attacker", a)], d, versions[("defender", d)],
                                 seed, rounds):
