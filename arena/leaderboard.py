@@ -181,7 +181,7 @@ def _detection_section(rocs: Sequence[DetectionROC]) -> list[str]:
 
 def render_markdown(scenario_name: str, ratings: RatingTable, matrix: pd.DataFrame, n_matches: int,
                     categories: Mapping[str, str] | None = None,
-                    detection: Sequence[DetectionROC] | None = None) -> str:
+                    detection: Sequence[DetectionROC] | None = None, seed_list: Sequence[int] = ()) -> str:
     """The leaderboard as Markdown: header, ratings table, a note on how to read it, the orderings the
     intervals support, per-category defender tables (when ``categories``, defender name -> category as from
     ``defender_categories``, names any), the outcome matrix."""
@@ -207,6 +207,8 @@ def render_markdown(scenario_name: str, ratings: RatingTable, matrix: pd.DataFra
         "for reference only and the ranking uses the Bradley-Terry rating."
     )
     seeds = f"{ratings.seeds} seed" + ("" if ratings.seeds == 1 else "s")
+    if seed_list:  # which seeds, so a reader can tell test seeds from development seeds
+        seeds += f" ({', '.join(str(s) for s in seed_list)})"
     lines = [
         f"# Leaderboard: {scenario_name}",
         "",
@@ -278,7 +280,7 @@ def render_leaderboard(scenario_name: str, records: Iterable[MatchRecord], boots
     ratings = rate(games, bootstrap_rounds=bootstrap_rounds, seed=seed, unit=unit)
     categories = defender_categories(records)
     return (render_markdown(scenario_name, ratings, outcome_matrix(records), len(games), categories,
-                            detection_rocs(records)),
+                            detection_rocs(records), seed_list=sorted({g.cluster for g in games})),
             render_csv(ratings, categories))
 
 

@@ -243,7 +243,7 @@ def test_markdown_is_byte_identical_for_shuffled_records(tmp_path):
     assert (md, table) == render_leaderboard("cat", shuffled, bootstrap_rounds=20, seed=0)
     md_path, csv_path = write_leaderboard("cat", shuffled, tmp_path, bootstrap_rounds=20)
     assert md_path.read_text() == md and csv_path.read_text() == table
-    assert "over 4 seeds." in md and "percentile bootstrap over seeds" in md
+    assert "over 4 seeds (0, 1, 2, 3)." in md and "percentile bootstrap over seeds" in md
     explained = rate(games_from_records(recs), bootstrap_rounds=0).deviance_explained
     assert f"Deviance explained by the Bradley-Terry fit: {explained:.3f}" in md
     # A requested match bootstrap says that it understates the uncertainty.
