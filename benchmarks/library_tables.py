@@ -2,7 +2,7 @@
 
 One command regenerates both documents from the match store:
 
-    .venv/bin/python benchmarks/library_tables.py --scenario fmnist-cnn --seeds 3 --play
+    .venv/bin/python benchmarks/library_tables.py --scenario fmnist-cnn --play
 
 ``--play`` first runs (or resumes) the tournament of the chosen attackers x
 defenders x seeds, so a killed run loses nothing; without it the tables are
@@ -199,7 +199,7 @@ def write_keeping_notes(path: Path, generated: str) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--scenario", default="fmnist-cnn")
-    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--seeds", type=int, default=None, help="the first N test seeds (default: all of them)")
     ap.add_argument("--attackers", default="", help="comma-separated (default: all installed)")
     ap.add_argument("--defenders", default="", help="comma-separated (default: all installed)")
     ap.add_argument("--play", action="store_true", help="run/resume the tournament first")
@@ -220,7 +220,7 @@ def main() -> None:
     defenders = [d for d in args.defenders.split(",") if d] or list(discover("defender"))
     if "none" not in defenders:
         defenders = ["none"] + defenders
-    seeds = list(sc.seeds)[: args.seeds]
+    seeds = list(sc.seeds)[: args.seeds or len(sc.seeds)]
     defense_seeds = list(sc.seeds)[: args.defense_seeds or args.seeds]
     tsc = load_scenario(args.transparent)
     store = Store()
@@ -231,7 +231,7 @@ def main() -> None:
         # the attack table (attackers vs none), its transparency column, then the full tournament.
         run(sc, attackers=attackers, defenders=["none"], seeds=seeds, device=args.device, store=store,
             progress=stderr_progress)
-        run(tsc, attackers=attackers, defenders=["none"], seeds=seeds[:1], device=args.device, store=store,
+        run(tsc, attackers=attackers, defenders=["none"], seeds=seeds, device=args.device, store=store,
             progress=stderr_progress)
         for seed in defense_seeds:
             run(sc, attackers=attackers, defenders=defenders, seeds=[seed], device=args.device, store=store,
@@ -239,10 +239,12 @@ def main() -> None:
     records = [r for r in store.matches(digest=sc.digest)
                if r.seed in (seeds if r.defender == "none" else defense_seeds)]
     pairs = _by_pair(records)
-    transparent = _by_pair([r for r in store.matches(digest=tsc.digest) if r.seed in seeds[:1]])
+    transparent = _by_pair([r for r in store.matches(digest=tsc.digest) if r.seed in seeds])
+    stored_tr = sorted({r.seed for rs in transparent.values() for r in rs})
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    regen = (f"`.venv/bin/python benchmarks/library_tables.py --scenario {sc.name} --seeds {args.seeds}"
+    regen = (f"`.venv/bin/python benchmarks/library_tables.py --scenario {sc.name}"
+             + (f" --seeds {args.seeds}" if args.seeds else "")
              + (f" --defense-seeds {args.defense_seeds}" if args.defense_seeds else "") + " --play`")
     stored_none = sorted({r.seed for r in records if r.defender == "none"})
     stored_rest = sorted({r.seed for r in records if r.defender != "none"})
@@ -254,7 +256,7 @@ def main() -> None:
     write_keeping_notes(out / "attacks.md", f"# Attack library on `{sc.name}`\n\n{head}\n"
                                     + attack_table(pairs, attackers, transparent, alpha)
                                     + f"\n\nThe last column is the same attack against `none` in `{tsc.name}` "
-                                    f"(trigger transparency {alpha}, seed {seeds[0]}).\n")
+                                    f"(trigger transparency {alpha}, seeds {stored_tr}; [n]: seeds in the cell).\n")
     write_keeping_notes(out / "defenses.md", f"# Defense library on `{sc.name}`\n\n{head}\n"
                                      + defense_tables(pairs, [a for a in attackers], [d for d in defenders if d != "none"])
                                      + "\n\n## Where the time goes\n\n"
