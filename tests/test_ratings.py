@@ -198,8 +198,10 @@ def records() -> list[MatchRecord]:
 
 
 def render(recs: list[MatchRecord]) -> tuple[str, str]:
-    ratings = rate(games_from_records(recs), bootstrap_rounds=20, seed=0)
-    return (render_markdown("tiny", ratings, outcome_matrix(recs), len(games_from_records(recs))),
+    games = games_from_records(recs)
+    ratings = rate(games, bootstrap_rounds=20, seed=0)
+    return (render_markdown("tiny", ratings, outcome_matrix(recs), len(games),
+                            seed_list=sorted({g.cluster for g in games})),
             render_csv(ratings))
 
 
