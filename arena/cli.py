@@ -693,7 +693,8 @@ def matches_import(files: tuple[str, ...], replace: bool) -> None:
 @click.option("--scenario", "-s", default=None, help="Only this scenario (name, stored name, or .toml path).")
 @click.option("--format", "fmt", type=click.Choice(["jsonl", "csv"]), default="jsonl", show_default=True,
               help="jsonl: one JSON object per match; csv: one row per match, metrics as columns.")
-@click.option("--output", "-o", type=click.Path(dir_okay=False), default="-", help="File (default stdout).")
+@click.option("--output", "-o", type=click.Path(dir_okay=False), default="-",
+              help="File (default stdout); a name ending in .gz is written gzip'd.")
 @_friendly
 def matches_export(scenario: str | None, fmt: str, output: str) -> None:
     """Every stored match with all its metrics (csv: metrics flattened into columns)."""
@@ -718,7 +719,13 @@ def matches_export(scenario: str | None, fmt: str, output: str) -> None:
         click.echo(text, nl=False)
         return
     try:
-        target.write_text(text)
+        if target.suffix == ".gz":  # compressed, as the files beside a leaderboard (`arena matches import` reads both)
+            import gzip
+
+            with open(target, "wb") as raw, gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as f:
+                f.write(text.encode())
+        else:
+            target.write_text(text)
     except OSError as exc:
         raise ArenaError(f"cannot write {output}: {exc.strerror or exc}") from None
 

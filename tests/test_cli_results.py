@@ -227,11 +227,13 @@ def test_matches_import_adds_published_matches_once_and_a_tournament_skips_them(
     assert [r.outcome for r in store.matches() if r.seed == 0 and r.defender == "strip"] == [0.25]
     store.close()
     # `arena matches export` output (plain JSON lines) round-trips too.
-    exported = tmp_path / "all.jsonl"
+    exported, packed = tmp_path / "all.jsonl", tmp_path / "all.jsonl.gz"
     invoke("matches", "export", "-o", str(exported))
-    other = tmp_path / "other-home"
-    monkeypatch.setenv("ARENA_HOME", str(other))
-    assert "imported 3 match(es)" in invoke("matches", "import", str(exported)).output
+    invoke("matches", "export", "-o", str(packed))
+    assert packed.read_bytes()[:2] == b"\x1f\x8b"
+    for i, f in enumerate((exported, packed)):
+        monkeypatch.setenv("ARENA_HOME", str(tmp_path / f"other-home-{i}"))
+        assert "imported 3 match(es)" in invoke("matches", "import", str(f)).output
 
 
 def test_matches_import_of_a_file_that_is_not_matches_says_what_to_pass(home, tmp_path):
