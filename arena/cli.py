@@ -720,10 +720,9 @@ def matches_export(scenario: str | None, fmt: str, output: str) -> None:
         return
     try:
         if target.suffix == ".gz":  # compressed, as the files beside a leaderboard (`arena matches import` reads both)
-            import gzip
+            from arena.replay import write_gz_text
 
-            with open(target, "wb") as raw, gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as f:
-                f.write(text.encode())
+            write_gz_text(text, target)
         else:
             target.write_text(text)
     except OSError as exc:

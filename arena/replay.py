@@ -49,8 +49,13 @@ def write_jsonl_gz(records: list[MatchRecord], path: Path) -> Path:
     """The matches behind a leaderboard, one JSON object a line, gzip'd (deterministic bytes: no name, no mtime)."""
     lines = "".join(json.dumps(r.to_dict(), sort_keys=True, default=str) + "\n"
                     for r in sorted(records, key=lambda r: (r.attacker, r.defender, r.seed, r.id or 0)))
+    return write_gz_text(lines, path)
+
+
+def write_gz_text(text: str, path: Path) -> Path:
+    """``text`` gzip'd into ``path`` with deterministic bytes (no file name, no mtime in the header)."""
     with open(path, "wb") as raw, gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as f:
-        f.write(lines.encode())
+        f.write(text.encode())
     return path
 
 
