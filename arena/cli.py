@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import math
 import os
@@ -680,7 +679,7 @@ def matches_import(files: tuple[str, ...], replace: bool) -> None:
             if not replace and store.stored_id(r) is not None:
                 kept += 1
                 continue
-            store.save(dataclasses.replace(r, id=None))
+            store.save(r)  # the store gives it its own id: the file's ids are another store's
             added += 1
     finally:
         store.close()

@@ -220,7 +220,7 @@ def main() -> None:
     defenders = [d for d in args.defenders.split(",") if d] or list(discover("defender"))
     if "none" not in defenders:
         defenders = ["none"] + defenders
-    seeds = list(sc.seeds)[: args.seeds or len(sc.seeds)]
+    seeds = list(sc.seeds)[: args.seeds]  # None: all test seeds
     defense_seeds = list(sc.seeds)[: args.defense_seeds or args.seeds]
     tsc = load_scenario(args.transparent)
     store = Store()
