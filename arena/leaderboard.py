@@ -179,6 +179,23 @@ def _detection_section(rocs: Sequence[DetectionROC]) -> list[str]:
     ]
 
 
+def _coverage_lines(matrix: pd.DataFrame) -> list[str]:
+    """A warning when some attacker-defender pairs never met (a tournament cut short, or a subset played).
+
+    Bradley-Terry rates an incomplete design without complaint, so the reader must be told: an agent's
+    rating then rests on the opponents it happened to meet."""
+    if matrix.empty:
+        return []
+    missing = matrix.isna()
+    n_missing, n_pairs = int(missing.values.sum()), missing.size
+    if n_missing == 0:
+        return []
+    idle = [str(a) for a in matrix.index if missing.loc[a].any()]
+    return [f"**Incomplete:** {n_missing} of {n_pairs} attacker-defender pairs have no match (n/a in the outcome "
+            f"matrix); attackers with unplayed pairs: {', '.join(idle)}. Each rating rests only on the opponents "
+            "that agent met.", ""]
+
+
 def render_markdown(scenario_name: str, ratings: RatingTable, matrix: pd.DataFrame, n_matches: int,
                     categories: Mapping[str, str] | None = None,
                     detection: Sequence[DetectionROC] | None = None, seed_list: Sequence[int] = ()) -> str:
@@ -214,6 +231,7 @@ def render_markdown(scenario_name: str, ratings: RatingTable, matrix: pd.DataFra
         "",
         f"{n_matches} matches between {n_att} attackers and {n_def} defenders over {seeds}.",
         "",
+        *_coverage_lines(matrix),
         _uncertainty_line(ratings),
         "",
         f"Deviance explained by the Bradley-Terry fit: {_num(ratings.deviance_explained, '.3f')} "

@@ -240,3 +240,14 @@ def test_leaderboard_is_deterministic_and_complete(tmp_path):
     md_path, csv_path = write_leaderboard("tiny", shuffled, tmp_path / "out", bootstrap_rounds=20)
     assert md_path == tmp_path / "out" / "tiny.md" and csv_path == tmp_path / "out" / "tiny.csv"
     assert md_path.read_text() == md and csv_path.read_text() == table
+
+
+def test_leaderboard_says_when_pairs_never_met():
+    recs = records()
+    md, _ = render(recs)
+    assert "Incomplete" not in md  # every pair played
+    # A tournament cut short: imc-adaptive never met strip or fine-pruning.
+    cut = [r for r in recs if not (r.attacker == "imc-adaptive" and r.defender in ("strip", "fine-pruning"))]
+    md, _ = render(cut)
+    assert ("**Incomplete:** 2 of 16 attacker-defender pairs have no match (n/a in the outcome matrix); "
+            "attackers with unplayed pairs: imc-adaptive.") in md
