@@ -36,7 +36,7 @@ import os
 import re
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -76,6 +76,20 @@ def arena_home() -> Path:
 def key_of(fields: dict[str, Any]) -> str:
     blob = json.dumps({**fields, "engine": ENGINE_VERSION}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def digest_tensors(tensors: Iterable[torch.Tensor]) -> str:
+    """sha256 of the tensors' dtypes, shapes and bytes, in order: the identity of what a computation reads.
+
+    For results keyed by content rather than by how their inputs were made (the referee's attack
+    metrics): a trojan rebuilt under the same key, or one crafted again with other bytes, cannot be
+    served a measurement of another model."""
+    h = hashlib.sha256()
+    for t in tensors:
+        t = t.detach().cpu().contiguous()
+        h.update(f"{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().data if t.numel() else b"")
+    return h.hexdigest()
 
 
 class CorruptEntry(Exception):

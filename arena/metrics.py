@@ -101,6 +101,17 @@ def attack_metrics(benign: nn.Module, model: nn.Module, trig_x: torch.Tensor, st
                    clean_x: torch.Tensor, clean_y: torch.Tensor, target: int,
                    area_budget: float = 1.0, linf_budget: float = 1.0) -> AttackMetrics:
     """The trojan ``model`` and its stamped non-target inputs ``stamped`` (of ``trig_x``), against the benign model."""
+    return measure_attack(benign, model, trig_x, stamped, clean_x, clean_y, target, area_budget, linf_budget)[0]
+
+
+def measure_attack(benign: nn.Module, model: nn.Module, trig_x: torch.Tensor, stamped: torch.Tensor,
+                   clean_x: torch.Tensor, clean_y: torch.Tensor, target: int,
+                   area_budget: float = 1.0, linf_budget: float = 1.0
+                   ) -> tuple[AttackMetrics, torch.Tensor | None]:
+    """``attack_metrics``, and which clean inputs the trojan classifies correctly (None when it is not finite).
+
+    The second is what ``defense_metrics`` compares a deployment with (``ref_clean_ok``): handing it
+    over spares a pass of the trojan over the whole test set in every match."""
     finite = bool(torch.isfinite(stamped).all()) and bool(((stamped >= 0) & (stamped <= 1)).all())
     finite = finite and all(bool(torch.isfinite(p).all()) for p in model.state_dict().values()
                             if p.is_floating_point())
@@ -109,14 +120,14 @@ def attack_metrics(benign: nn.Module, model: nn.Module, trig_x: torch.Tensor, st
     if not finite:  # nothing below would mean anything
         nan = float("nan")
         return AttackMetrics(nan, nan, nan, nan, nan, nan, nan, nan, float(area.max()), float(linf.max()),
-                             over, False)
+                             over, False), None
     pb = predict_proba(benign, clean_x)
     pt = predict_proba(model, clean_x)
     pts = predict_proba(model, stamped)
     if not (torch.isfinite(pt).all() and torch.isfinite(pts).all()):
         nan = float("nan")
         return AttackMetrics(nan, nan, nan, nan, nan, nan, nan, nan, float(area.max()), float(linf.max()),
-                             over, False)
+                             over, False), None
     b_ok, t_ok = pb.argmax(1) == clean_y, pt.argmax(1) == clean_y
     benign_acc, trojan_acc = b_ok.float().mean().item(), t_ok.float().mean().item()
     asr, tmc = _asr_tmc(pts, target)
@@ -127,7 +138,7 @@ def attack_metrics(benign: nn.Module, model: nn.Module, trig_x: torch.Tensor, st
         ccc=ccc, nsr=neuron_separation_ratio(model, clean_x, stamped), base_rate=base,
         trigger_area=float(area.max()) if len(area) else 0.0, trigger_linf=float(linf.max()) if len(linf) else 0.0,
         over_budget=over, finite=True, cad_se=paired_se(b_ok, t_ok),
-    )
+    ), t_ok
 
 
 @dataclass
@@ -248,9 +259,12 @@ def defense_metrics(dep: DeploymentHandle, category: str, model: nn.Module, trig
                     attack: AttackMetrics, clean_x: torch.Tensor, clean_y: torch.Tensor,
                     stamped_all: torch.Tensor, target: int, deploy_seconds: float, filter_inputs: int = 1000,
                     max_passes: int | None = None, batch_aware: bool = False, trigger_share: float = 0.1,
-                    window: int = 100, progress: Callable[[str], None] | None = None) -> DefenseMetrics:
+                    window: int = 100, progress: Callable[[str], None] | None = None,
+                    ref_clean_ok: torch.Tensor | None = None) -> DefenseMetrics:
     """The deployment of a defender on the trojan ``model``, scored on clean inputs and the trojan's
     stamped inputs ``stamped_all``; ``trigger`` (the true one, when it is a mask) gives MJS.
+    ``ref_clean_ok``: which of all of ``clean_x`` the trojan classifies correctly, when the caller has
+    it (``measure_attack``); otherwise the trojan is run on them here.
 
     The effective ASR (the outcome) of every defender is taken on the same inputs: the first
     ``filter_inputs`` trigger inputs, which filters score (fewer only for a costly deployment's
@@ -261,7 +275,10 @@ def defense_metrics(dep: DeploymentHandle, category: str, model: nn.Module, trig
     if paired:  # a costly deployment: scored on prefixes, and the undefended trojan on the same ones
         clean_x, clean_y, stamped = clean_x[:k], clean_y[:k], stamped_all[:k]
     # The undefended trojan on the same clean inputs: the reference of the CAD and of its paired error.
-    ref_ok = predict_proba(model, clean_x).argmax(1) == clean_y
+    if ref_clean_ok is not None and not paired and len(ref_clean_ok) == len(clean_x):
+        ref_ok = ref_clean_ok.to(clean_y.device)
+    else:
+        ref_ok = predict_proba(model, clean_x).argmax(1) == clean_y
     ref_acc, ref_asr = ref_ok.float().mean().item(), attack.asr
     if paired:
         ref_asr, _ = _asr_tmc(predict_proba(model, stamped), target)

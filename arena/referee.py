@@ -33,11 +33,11 @@ from torch import nn
 
 import arena
 from arena.artifacts import save_recovered_trigger
-from arena.cache import ArtifactCache, key_of
+from arena.cache import ArtifactCache, digest_tensors, key_of
 from arena.data import Splits, make_splits
 from arena.execution import (AgentCard, AgentFault, DeploymentSummary, InProcessHost, TrojanPayload,
                              absolute_spec, gpu_peak_mb, model_from_payload, open_host)
-from arena.metrics import AttackMetrics, DefenseMetrics, attack_metrics, defense_metrics, scored_prefix
+from arena.metrics import AttackMetrics, DefenseMetrics, defense_metrics, measure_attack, scored_prefix
 from arena.models import ArchSpec, build_model
 from arena.outcome import Control, attack_gate, decide, forfeit
 from arena.progress import Eta
@@ -447,6 +447,34 @@ class Referee:
         with pinned_threads(match_threads()):
             return self._play(attacker, defender, seed, rounds)
 
+    def _attack_metrics(self, benign: nn.Module, trojan: PlayedTrojan, trig_x: torch.Tensor, clean_x: torch.Tensor,
+                        clean_y: torch.Tensor) -> tuple[AttackMetrics, torch.Tensor | None]:
+        """The trojan's attack metrics, measured once per trojan and seed and then read from the cache.
+
+        A non-adaptive attacker's trojan meets every defender of a seed, and measuring it (the
+        benign and the trojan model over the whole test set, clean and stamped, and the neuron
+        separation) was most of a match's own time on cifar10-cnn. The key is the content of
+        everything the measurement reads, so a hit is the same computation's result to the bit
+        (same device type, thread count and torch), and a trojan rebuilt with other bytes is
+        measured afresh."""
+        s = self.scenario
+        inputs = digest_tensors([*benign.state_dict().values(), *trojan.model.state_dict().values(),
+                                 trig_x, trojan.stamped, clean_x, clean_y])
+        key = key_of({"kind": "attack-metrics", "inputs": inputs, "target": s.attack.target_class,
+                      "area": s.budgets.trigger_area, "linf": s.budgets.trigger_linf, "device": self.device.type,
+                      "threads": torch.get_num_threads(), "torch": torch.__version__})
+
+        def measure() -> dict[str, Any]:
+            am, ok = measure_attack(benign, trojan.model, trig_x, trojan.stamped, clean_x, clean_y,
+                                    s.attack.target_class, s.budgets.trigger_area, s.budgets.trigger_linf)
+            return {"attack": dataclasses.asdict(am), "trojan_clean_ok": None if ok is None else ok.cpu()}
+
+        value, hit = self.cache.get_or_make("measure", key, measure)
+        if hit:
+            self._say("attack metrics of this trojan from cache")
+        ok = value["trojan_clean_ok"]
+        return AttackMetrics(**value["attack"]), None if ok is None else ok.to(self.device)
+
     def _play(self, attacker: AgentLike, defender: AgentLike, seed: int, rounds: int | None) -> MatchResult:
         s = self.scenario
         a_card, d_card = self.card("attacker", attacker), self.card("defender", defender)
@@ -490,8 +518,7 @@ class Referee:
             return (forfeit("attacker", str(fault)),
                     {"forfeit": {"side": "attacker", "kind": fault.kind, "message": fault.detail}}, {})
         craft_s = time.perf_counter() - t0
-        am: AttackMetrics = attack_metrics(benign, trojan.model, trig_x, trojan.stamped, clean_x, clean_y,
-                                           s.attack.target_class, s.budgets.trigger_area, s.budgets.trigger_linf)
+        am, trojan_clean_ok = self._attack_metrics(benign, trojan, trig_x, clean_x, clean_y)
         timing: dict[str, Any] = {"craft_s": craft_s, "trojan_cached": trojan.cached}
         if trojan.gpu_peak_mb is not None:
             timing["craft_gpu_peak_mb"] = trojan.gpu_peak_mb
@@ -516,7 +543,7 @@ class Referee:
                                                  max_passes=s.scoring.passes,
                                                  batch_aware=served.summary.batch_aware,
                                                  trigger_share=s.scoring.trigger_share, window=s.scoring.window,
-                                                 progress=self.progress)
+                                                 progress=self.progress, ref_clean_ok=trojan_clean_ok)
         except AgentFault as fault:
             return (forfeit("defender", str(fault)),
                     {"attack": dataclasses.asdict(am), "attacker_notes": trojan.notes, "timing": timing,

@@ -200,3 +200,58 @@ def test_same_trojan_bytes_with_one_or_two_workers(referee, arena_home, tmp_path
         assert report.failed == [] and report.played == 1
         trojans[workers] = _trojan_hashes(home)
     assert len(trojans[1]) == 1 and trojans[1] == trojans[2]
+
+
+@requires_fmnist
+def test_a_trojan_is_measured_once_and_a_cached_measurement_is_exact(tiny, tmp_path):
+    """The referee's attack metrics are cached by the content of what they read: every defender of a
+    seed meets the same trojan, so it is measured once, and a hit gives the same match to the bit."""
+    from arena.referee import Referee
+
+    ref = Referee(tiny, device="cpu", cache=ArtifactCache(tmp_path))
+    measured = tmp_path / "cache" / "measure"
+
+    def strip_timing(rec):  # wall times differ between any two plays
+        m = {k: v for k, v in rec.metrics.items() if k not in ("timing", "environment")}
+        m["defense"] = {k: v for k, v in m["defense"].items() if k not in ("art_model_s", "art_input_ms")}
+        return m
+
+    fresh = ref.play("badnet", "down-upsampling", seed=0).record
+    assert len(list(measured.glob("*.pt"))) == 1
+    ref.play("badnet", "none", seed=0)
+    assert len(list(measured.glob("*.pt"))) == 1  # the second defender met the measured trojan
+    hit = ref.play("badnet", "down-upsampling", seed=0).record
+    assert strip_timing(hit) == strip_timing(fresh) and hit.outcome == fresh.outcome
+
+    # Other bytes, another measurement: a trojan rebuilt differently is never served the old one.
+    for f in (tmp_path / "cache" / "trojan").glob("*.pt"):
+        payload = ArtifactCache(tmp_path).get("trojan", f.stem)
+        name = next(k for k, v in payload["state"].items() if v.is_floating_point())
+        payload["state"][name] = payload["state"][name] + 1e-3
+        ArtifactCache(tmp_path).put("trojan", f.stem, payload)
+    ref.play("badnet", "none", seed=0)
+    assert len(list(measured.glob("*.pt"))) == 2
+
+
+@requires_fmnist
+def test_the_defense_reference_handed_over_equals_the_one_measured_in_place(referee, tiny):
+    import dataclasses
+
+    from arena.metrics import LocalDeployment, defense_metrics, measure_attack
+    from arena.protocol import Deployment
+
+    benign, _ = referee.benign(0)
+    trojan = referee.craft("badnet", 0)
+    clean_x, clean_y, trig_x = referee._scoring_inputs(0)
+    target = tiny.attack.target_class
+    am, ok = measure_attack(benign, trojan.model, trig_x, trojan.stamped, clean_x, clean_y, target)
+    assert ok is not None and ok.dtype == torch.bool and len(ok) == len(clean_x)
+    # A "sanitizer" that serves the benign model: a real CAD and a real paired error to get right.
+    for passes in (None, 300):  # the whole test split (the reference is used), a prefix (it is not)
+        got = [dataclasses.asdict(defense_metrics(LocalDeployment(Deployment(model=benign)), "model_sanitization",
+                                                  trojan.model, trojan.trigger, am, clean_x, clean_y, trojan.stamped,
+                                                  target, 0.0, max_passes=passes, ref_clean_ok=ref))
+               for ref in (ok, None)]
+        for g in got:
+            g.pop("art_input_ms")  # wall time
+        assert got[0] == got[1] and got[0]["cad"] != 0.0 and got[0]["cad_se"] > 0.0
