@@ -6,6 +6,7 @@ import contextlib
 import json
 import math
 import os
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from functools import wraps
@@ -329,6 +330,11 @@ def tournament(scenario: str, seeds: int | None, attackers: tuple[str, ...], def
             resolve(role, n)  # unknown names fail here, before any training
     store = Store()  # a read-only home or a broken store fails now, before any training
     seed_list = list(sc.seeds[:seeds]) if seeds else list(sc.seeds)
+
+    def terminated(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt  # a scheduler's or `kill`'s SIGTERM stops the tournament as Ctrl-C does
+
+    previous = signal.signal(signal.SIGTERM, terminated)
     try:
         report = tour.run(sc, attackers=att, defenders=dfn, seeds=seed_list, rounds=rounds, device=device,
                           workers=workers, store=store, progress=stderr_progress, backend=backend,
@@ -338,6 +344,7 @@ def tournament(scenario: str, seeds: int | None, attackers: tuple[str, ...], def
              "run the same command again to resume")
         sys.exit(130)
     finally:
+        signal.signal(signal.SIGTERM, previous)
         store.close()
     stored = report.played + len(report.failed)
     _say(f"stored {stored} match(es) in {_shown(store.path)} (see `arena matches list`)")

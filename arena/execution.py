@@ -29,6 +29,7 @@ import math
 import os
 import sys
 import tempfile
+import threading
 import time
 import traceback
 import types
@@ -296,8 +297,41 @@ def model_from_payload(payload: dict[str, Any], device: torch.device) -> torch.n
     return model.to(device).eval()
 
 
-def _child_main(conn: Any, role: str, spec: str, params: dict[str, Any], device: str, threads: int) -> None:
-    """The agent process: build the agent, then answer commands until told to stop."""
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` is running (a zombie, killed and not yet reaped, counts as dead)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return True  # no /proc: the signal test above is all there is
+
+
+def _exit_with_referee(referee: int, every_s: float = 1.0) -> None:
+    """End this agent process within ``every_s`` of its referee's death.
+
+    An agent computing (not reading its pipe) would not notice that the referee is gone: a
+    tournament worker killed mid-match, or an interrupted tournament, would leave it running on
+    as an orphan for as long as its work takes. The parent is no help: it is the forkserver,
+    which lives as long as any process it forked."""
+    def watch() -> None:
+        while _alive(referee):
+            time.sleep(every_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="arena-referee-watch", daemon=True).start()
+
+
+def _child_main(conn: Any, role: str, spec: str, params: dict[str, Any], device: str, threads: int,
+                referee: int) -> None:
+    """The agent process: build the agent, then answer commands until told to stop (or the
+    ``referee`` process is gone)."""
+    _exit_with_referee(referee)
     # Nothing of the referee's surroundings: a scratch folder as cwd, no arena home in the environment.
     scratch = tempfile.mkdtemp(prefix="arena-agent-")
     os.chdir(scratch)
@@ -435,7 +469,7 @@ class ProcessHost:
         # The agent trains on the match's fixed thread count: its bytes must not depend on how many
         # matches run beside it (arena.training.match_threads).
         self._proc = ctx.Process(target=_child_main, args=(child, role, spec, params, str(device),
-                                                           match_threads()), daemon=True)
+                                                           match_threads(), os.getpid()), daemon=True)
         with _main_not_rerun():
             self._proc.start()
         child.close()

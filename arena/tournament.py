@@ -335,6 +335,14 @@ def _death_cause(exitcode: int | None) -> str:
     return f"exit code {exitcode}" if exitcode is not None else "cause unknown"
 
 
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    """Terminate a pool's worker processes and drop its queued work (an interrupted tournament)."""
+    for p in list((getattr(pool, "_processes", None) or {}).values()):  # private API, as in _pool_pass
+        if p.is_alive():
+            p.terminate()
+    pool.shutdown(wait=False, cancel_futures=True)
+
+
 def _pool_pass(jobs: list[Job], todo: JobQueue, workers: int, threads: int,
                done: Callable[[MatchRecord], None], tally: Tally) -> tuple[list[int], str]:
     """Play ``todo`` (indices into ``jobs``) in one pool, at most ``workers`` in flight.
@@ -360,22 +368,29 @@ def _pool_pass(jobs: list[Job], todo: JobQueue, workers: int, threads: int,
 
     with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
                              initializer=_init_worker, initargs=(threads,)) as pool:
-        while (todo or in_flight) and not crashed:
-            while len(in_flight) < workers and not crashed:
-                i = todo.pop()  # None: the rest wait for a trojan being crafted (JobQueue)
-                if i is None:
+        try:
+            while (todo or in_flight) and not crashed:
+                while len(in_flight) < workers and not crashed:
+                    i = todo.pop()  # None: the rest wait for a trojan being crafted (JobQueue)
+                    if i is None:
+                        break
+                    tally.start()
+                    try:
+                        in_flight[pool.submit(_play, jobs[i])] = i
+                    except BrokenProcessPool:  # a worker died between two results; i counts as in flight
+                        crashed.append(i)
+                    procs.update(getattr(pool, "_processes", None) or {})  # for exit codes (private API)
+                if not in_flight:
                     break
-                tally.start()
-                try:
-                    in_flight[pool.submit(_play, jobs[i])] = i
-                except BrokenProcessPool:  # a worker died between two results; i counts as in flight
-                    crashed.append(i)
-                procs.update(getattr(pool, "_processes", None) or {})  # for exit codes (private API)
-            if not in_flight:
-                break
-            ready, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-            for fut in ready:
-                settle(fut, in_flight.pop(fut))
+                ready, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                for fut in ready:
+                    settle(fut, in_flight.pop(fut))
+        except BaseException:
+            # Interrupted (Ctrl-C, SIGTERM, an error here): only finished matches are stored, so the
+            # ones in flight are lost either way. Stop their workers now rather than let the pool's
+            # shutdown wait minutes for results it would throw away.
+            _stop_workers(pool)
+            raise
     # Shut down: every future is resolved (a broken pool fails those it held) and the
     # processes are joined, so their exit codes are known.
     for fut, i in in_flight.items():

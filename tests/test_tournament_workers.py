@@ -2,6 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
 from arena import tournament
 from arena.store import Store
 
@@ -27,3 +36,66 @@ def test_the_plan_plays_seed_by_seed(tiny, tmp_path):
     assert [(j.seed, j.attacker, j.defender) for j in jobs] == [
         (3, "none", "none"), (3, "none", "strip"), (3, "badnet", "none"), (3, "badnet", "strip"),
         (1, "none", "none"), (1, "none", "strip"), (1, "badnet", "none"), (1, "badnet", "strip")]
+
+
+SLEEPER = '''
+import os, time
+from pathlib import Path
+from arena.protocol import Attacker
+
+
+class Sleeper(Attacker):
+    name = "sleeper"
+
+    def craft(self, ctx):
+        (Path(os.environ["SLEEPER_MARKERS"]) / str(os.getpid())).touch()
+        time.sleep(300)
+'''
+
+
+def _session_processes(sid: int) -> list[int]:
+    """Live processes of session ``sid`` (Linux /proc)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == sid and fields[0] != "Z":  # session id; zombies are already dead
+            out.append(int(stat.parent.name))
+    return out
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_sigterm_stops_a_pooled_tournament_at_once_and_leaves_no_process(tiny_path, referee, tmp_path):
+    """A scheduler's SIGTERM (or `kill`) to the tournament alone: it says how to resume and exits
+    in seconds, not after the matches in flight, and no worker or agent process computes on."""
+    referee.benign(0)  # the workers find it in the shared cache
+    plugin = tmp_path / "sleeper.py"
+    plugin.write_text(SLEEPER)
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    env = {**os.environ, "SLEEPER_MARKERS": str(markers), "ARENA_HOME": os.environ["ARENA_HOME"]}
+    proc = subprocess.Popen([sys.executable, "-m", "arena.cli", "tournament", "-s", str(tiny_path),
+                             "-a", f"{plugin}:Sleeper", "-d", "none,strip", "--workers", "2"],
+                            env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # its own session: the signal reaches the driver only
+    try:
+        deadline = time.monotonic() + 180
+        while not any(markers.iterdir()) and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.5)
+        assert any(markers.iterdir()), proc.communicate(timeout=60)
+        start = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        assert time.monotonic() - start < 30
+        assert proc.returncode == 130 and "interrupted" in err and "run the same command again" in err
+        deadline = time.monotonic() + 15
+        while _session_processes(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert _session_processes(proc.pid) == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        for pid in _session_processes(proc.pid):
+            os.kill(pid, signal.SIGKILL)
