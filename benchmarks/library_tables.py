@@ -59,11 +59,12 @@ def _by_pair(records: list[MatchRecord]) -> dict[tuple[str, str], list[MatchReco
 
 
 def attack_table(pairs: dict[tuple[str, str], list[MatchRecord]], attackers: list[str],
-                 transparent: dict[tuple[str, str], list[MatchRecord]], alpha: float) -> str:
+                 transparent: dict[tuple[str, str], list[MatchRecord]] | None, alpha: float) -> str:
+    """The attack table; ``transparent`` None leaves out the column of the transparent-trigger variant."""
     rows = []
     for a in attackers:
         recs = pairs.get((a, "none"), [])
-        tr = [r.metrics["attack"] for r in transparent.get((a, "none"), [])]
+        tr = [r.metrics["attack"] for r in (transparent or {}).get((a, "none"), [])]
         tr_cell = (f"{_ms([x['asr'] for x in tr])} ({_ms([x['tmc'] for x in tr])}) · CAD "
                    f"{_ms([x['cad'] for x in tr], '{:.2f}')}" + (f" [{len(tr)}]" if len(tr) > 1 else "")
                    if tr else "-")
@@ -83,8 +84,10 @@ def attack_table(pairs: dict[tuple[str, str], list[MatchRecord]], attackers: lis
             _ms(crafts, "{:.0f}", 1.0),
             tr_cell,
         ])
-    return _table(["attack (seeds)", "ASR % (TMC %)", "CAD points", "CCC %", "NSR", "base rate %",
-                   "craft s", f"at alpha {alpha}: ASR % (TMC %) · CAD"], rows)
+    headers = ["attack (seeds)", "ASR % (TMC %)", "CAD points", "CCC %", "NSR", "base rate %", "craft s"]
+    if transparent is None:
+        return _table(headers, [r[:-1] for r in rows])
+    return _table(headers + [f"at alpha {alpha}: ASR % (TMC %) · CAD"], rows)
 
 
 def defense_tables(pairs: dict[tuple[str, str], list[MatchRecord]], attackers: list[str],
@@ -204,7 +207,8 @@ def main() -> None:
     ap.add_argument("--defenders", default="", help="comma-separated (default: all installed)")
     ap.add_argument("--play", action="store_true", help="run/resume the tournament first")
     ap.add_argument("--transparent", default=str(ROOT / "benchmarks" / "scenarios" / "fmnist-cnn-alpha08.toml"),
-                    help="scenario whose attackers-vs-none matches give the transparency column")
+                    help="scenario whose attackers-vs-none matches give the transparency column "
+                         "('' for none: a scenario without such a variant)")
     ap.add_argument("--defense-seeds", type=int, default=None,
                     help="seeds of the full attackers x defenders tournament (default: --seeds); the "
                          "attack table's matches against `none` always use --seeds")
@@ -222,7 +226,7 @@ def main() -> None:
         defenders = ["none"] + defenders
     seeds = list(sc.seeds)[: args.seeds]  # None: all test seeds
     defense_seeds = list(sc.seeds)[: args.defense_seeds or args.seeds]
-    tsc = load_scenario(args.transparent)
+    tsc = load_scenario(args.transparent) if args.transparent else None
     store = Store()
     if args.play:
         from arena.tournament import run
@@ -231,32 +235,37 @@ def main() -> None:
         # the attack table (attackers vs none), its transparency column, then the full tournament.
         run(sc, attackers=attackers, defenders=["none"], seeds=seeds, device=args.device, store=store,
             progress=stderr_progress)
-        run(tsc, attackers=attackers, defenders=["none"], seeds=seeds, device=args.device, store=store,
-            progress=stderr_progress)
+        if tsc is not None:
+            run(tsc, attackers=attackers, defenders=["none"], seeds=seeds, device=args.device, store=store,
+                progress=stderr_progress)
         for seed in defense_seeds:
             run(sc, attackers=attackers, defenders=defenders, seeds=[seed], device=args.device, store=store,
                 progress=stderr_progress)
     records = [r for r in store.matches(digest=sc.digest)
                if r.seed in (seeds if r.defender == "none" else defense_seeds)]
     pairs = _by_pair(records)
-    transparent = _by_pair([r for r in store.matches(digest=tsc.digest) if r.seed in seeds])
-    stored_tr = sorted({r.seed for rs in transparent.values() for r in rs})
+    transparent = _by_pair([r for r in store.matches(digest=tsc.digest) if r.seed in seeds]) if tsc else None
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     regen = (f"`.venv/bin/python benchmarks/library_tables.py --scenario {sc.name}"
              + (f" --seeds {args.seeds}" if args.seeds else "")
-             + (f" --defense-seeds {args.defense_seeds}" if args.defense_seeds else "") + " --play`")
+             + (f" --defense-seeds {args.defense_seeds}" if args.defense_seeds else "")
+             + (" --transparent ''" if tsc is None else "") + " --play`")
     stored_none = sorted({r.seed for r in records if r.defender == "none"})
     stored_rest = sorted({r.seed for r in records if r.defender != "none"})
     head = (f"Scenario `{sc.name}` (digest {sc.digest}): matches against `none` stored for seeds {stored_none} "
             f"(asked: {seeds}), all other pairs for seeds {stored_rest} (asked: {defense_seeds}); "
             f"{len(records)} stored matches. Regenerate: {regen}. "
             "Cells: mean ± sd over the seeds stored for the pair (one value when one seed is stored).\n")
-    alpha = tsc.trigger.alpha
+    if tsc is None:
+        alpha, column = sc.trigger.alpha, "\n"
+    else:
+        alpha = tsc.trigger.alpha
+        stored_tr = sorted({r.seed for rs in transparent.values() for r in rs})
+        column = (f"\n\nThe last column is the same attack against `none` in `{tsc.name}` "
+                  f"(trigger transparency {alpha}, seeds {stored_tr}; [n]: seeds in the cell).\n")
     write_keeping_notes(out / "attacks.md", f"# Attack library on `{sc.name}`\n\n{head}\n"
-                                    + attack_table(pairs, attackers, transparent, alpha)
-                                    + f"\n\nThe last column is the same attack against `none` in `{tsc.name}` "
-                                    f"(trigger transparency {alpha}, seeds {stored_tr}; [n]: seeds in the cell).\n")
+                        + attack_table(pairs, attackers, transparent, alpha) + column)
     write_keeping_notes(out / "defenses.md", f"# Defense library on `{sc.name}`\n\n{head}\n"
                                      + defense_tables(pairs, [a for a in attackers], [d for d in defenders if d != "none"])
                                      + "\n\n## Where the time goes\n\n"
