@@ -96,14 +96,19 @@ class CorruptEntry(Exception):
     """A cache file that must not be served; the message says why."""
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` is running (a zombie, dead and not yet reaped, counts as dead)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # exists, owned by someone else
         return True
-    return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+    except (OSError, IndexError):
+        return True  # no /proc: the signal test above is all there is
 
 
 def sweep_temp_files(root: Path, now: float | None = None) -> list[Path]:
@@ -128,7 +133,7 @@ def sweep_temp_files(root: Path, now: float | None = None) -> list[Path]:
             except FileNotFoundError:  # its writer renamed it meanwhile
                 continue
             pid = int(m.group(1))
-            dead = pid != os.getpid() and not _pid_alive(pid)
+            dead = pid != os.getpid() and not pid_alive(pid)
             if age > TMP_MAX_AGE_S or (dead and age > _TMP_DEAD_GRACE_S):
                 try:
                     os.unlink(e.path)

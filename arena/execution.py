@@ -41,6 +41,7 @@ from typing import Any
 
 import torch
 
+from arena.cache import pid_alive
 from arena.errors import ArenaError, PluginError
 
 ISOLATIONS = ("process", "inprocess")
@@ -297,21 +298,6 @@ def model_from_payload(payload: dict[str, Any], device: torch.device) -> torch.n
     return model.to(device).eval()
 
 
-def _alive(pid: int) -> bool:
-    """Whether process ``pid`` is running (a zombie, killed and not yet reaped, counts as dead)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except (OSError, IndexError):
-        return True  # no /proc: the signal test above is all there is
-
-
 def _exit_with_referee(referee: int, every_s: float = 1.0) -> None:
     """End this agent process within ``every_s`` of its referee's death.
 
@@ -320,7 +306,7 @@ def _exit_with_referee(referee: int, every_s: float = 1.0) -> None:
     as an orphan for as long as its work takes. The parent is no help: it is the forkserver,
     which lives as long as any process it forked."""
     def watch() -> None:
-        while _alive(referee):
+        while pid_alive(referee):
             time.sleep(every_s)
         os._exit(1)
 
