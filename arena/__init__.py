@@ -1,9 +1,15 @@
 """Backdoor Arena: neural backdoor attacks and defenses play each other.
 
-The referee (``arena.referee``) plays an attacker against a defender in a
-scenario (``arena.scenario``) and scores the match with the TrojanZoo
-metrics (``arena.metrics``); tournaments, ratings and leaderboards build on
-the match records kept in ``arena.store``.
+The package is laid out by layer, lowest first (``arena.layers`` states the
+order and a test holds every import to it): ``core`` (errors, the arena home,
+the cache), ``config`` (scenarios, datasets), ``api`` (the one surface agents
+import), ``plugins``, ``results`` (the store, ratings, leaderboards), ``engine``
+(agent hosts, the referee, metrics, the outcome rule), ``run`` (tournaments and
+their backends), ``present`` (text, charts, the report) and ``cli``.
 """
 
-__version__ = "0.1.0"
+from arena import _moved
+
+__version__ = "0.2.0"
+
+_moved.install()  # the pre-0.2 module paths (arena.protocol, ...) for one more release

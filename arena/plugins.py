@@ -15,6 +15,7 @@ tells an edited file from the one that was cached.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import importlib.util
 import sys
@@ -23,8 +24,13 @@ from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Any
 
-from arena.errors import PluginError
-from arena.protocol import CATEGORIES, Agent, Attacker, Defender
+from torch import nn
+
+from arena.core.errors import PluginError, ScenarioError
+from arena.config.scenario import Scenario, validate_agent_params
+from arena.config.specs import canonical_spec, is_file_spec
+from arena.api.models import ArchSpec, build_model, known_architectures, register_architecture
+from arena.api.protocol import CATEGORIES, Agent, Attacker, Defender
 
 GROUPS = {"attacker": "arena.attackers", "defender": "arena.defenders"}
 BASES: dict[str, type] = {"attacker": Attacker, "defender": Defender}
@@ -59,10 +65,6 @@ def discover(role: str) -> dict[str, AgentRef]:
         name: AgentRef(role, name, "; ".join(_dist_label(e) for e in eps), tuple(eps))
         for name, eps in sorted(grouped.items())
     }
-
-
-def is_file_spec(spec: str) -> bool:
-    return ":" in spec and spec.split(":", 1)[0].endswith(".py")
 
 
 def resolve(role: str, spec: str) -> AgentRef:
@@ -127,10 +129,10 @@ def check_interface(cls: Any, ref: AgentRef) -> None:
     if not callable(getattr(cls, method, None)) or getattr(cls, method) is getattr(BASES[role], method):
         raise PluginError(
             f"{where} has no {method}() method",
-            hint=f"subclass arena.protocol.{BASES[role].__name__} and implement {method}(...)",
+            hint=f"subclass arena.api.protocol.{BASES[role].__name__} and implement {method}(...)",
         )
     if not issubclass(cls, BASES[role]):
-        raise PluginError(f"{where} must subclass arena.protocol.{BASES[role].__name__}")
+        raise PluginError(f"{where} must subclass arena.api.protocol.{BASES[role].__name__}")
     if not getattr(cls, "name", ""):
         raise PluginError(f"{where} has no 'name' class attribute")
     if role == "defender" and getattr(cls, "category", None) not in CATEGORIES:
@@ -138,10 +140,17 @@ def check_interface(cls: Any, ref: AgentRef) -> None:
                           hint=f"use one of: {', '.join(CATEGORIES)}")
 
 
-def make_agent(role: str, spec: str, params: dict[str, Any] | None = None) -> Agent:
-    """Resolve, import, check and construct an agent with the scenario's parameters."""
-    from arena.scenario import validate_agent_params  # late: scenario is imported by protocol
+@dataclass(frozen=True)
+class LoadedAgent:
+    """An agent instance and what the arena knows of it, kept beside it (never written onto it)."""
 
+    agent: Agent
+    name: str  # the installed name, or a file agent's canonical spec
+    code_digest: str | None = None  # file agents: sha256 (16 hex) of the source, hashed right after the import
+
+
+def load_agent(role: str, spec: str, params: dict[str, Any] | None = None) -> LoadedAgent:
+    """Resolve, import, check and construct an agent with the scenario's parameters."""
     ref = resolve(role, spec)
     validate_agent_params(role, ref.name, params or {})
     cls = load_class(ref)
@@ -150,27 +159,26 @@ def make_agent(role: str, spec: str, params: dict[str, Any] | None = None) -> Ag
     except TypeError as exc:
         raise PluginError(f"{role} '{ref.name}' rejects its parameters {params}: {exc}",
                           hint="check the scenario's [attackers.NAME] / [defenders.NAME] table") from exc
-    # A file-loaded agent is known by its spec, so results never mix with an installed namesake.
-    agent.arena_name = canonical_spec(spec) if ref.file else ref.name  # type: ignore[attr-defined]
-    if ref.file:
-        source = Path(spec.partition(":")[0]).resolve()
-        agent.arena_source = str(source)  # type: ignore[attr-defined]
-        # Hashed now, right after the import, so the digest is of the code that runs, not of
-        # whatever the file holds when a cache key is computed later.
-        agent.arena_source_digest = _file_digest(source)  # type: ignore[attr-defined]
-    return agent
+    if not ref.file:
+        return LoadedAgent(agent, ref.name)
+    # A file-loaded agent is known by its spec, so results never mix with an installed namesake. Its
+    # source is hashed now, right after the import, so the digest is of the code that runs, not of
+    # whatever the file holds when a cache key is computed later.
+    source = Path(spec.partition(":")[0]).resolve()
+    return LoadedAgent(agent, canonical_spec(spec), _file_digest(source))
 
 
-def canonical_spec(spec: str) -> str:
-    """One name per file agent: the path relative to the working directory when inside it,
-    else absolute, symlinks resolved, then ``:Class``. Installed names are returned as given."""
-    if not is_file_spec(spec):
-        return spec
-    path_s, _, attr = spec.partition(":")
-    path = Path(path_s).resolve()
-    cwd = Path.cwd().resolve()
-    shown = path.relative_to(cwd).as_posix() if path.is_relative_to(cwd) else path.as_posix()
-    return f"{shown}:{attr}"
+def make_agent(role: str, spec: str, params: dict[str, Any] | None = None) -> Agent:
+    """``load_agent(...).agent``: the bare instance, for code that calls it directly."""
+    return load_agent(role, spec, params).agent
+
+
+def build_revealed(revealed: Any) -> Agent:
+    """A fresh instance of a revealed defender (``arena.api.views.RevealedDefender``), the attacker's
+    own: changing it changes nothing on the referee's side."""
+    import copy
+
+    return make_agent("defender", revealed.name, copy.deepcopy(revealed.params))
 
 
 def _file_digest(path: Path) -> str | None:
@@ -180,15 +188,40 @@ def _file_digest(path: Path) -> str | None:
         return None
 
 
-def agent_code_digest(agent: Agent) -> str | None:
-    """sha256 (16 hex) of the file a ``file.py:Class`` agent was loaded from; None for an
-    installed agent (its distribution's version names its code). Only that file is hashed,
-    not modules it imports."""
-    if hasattr(agent, "arena_source_digest"):
-        return agent.arena_source_digest
-    source = getattr(agent, "arena_source", None)
-    return _file_digest(Path(source)) if source else None
+def check_agent_tables(scenario: Scenario) -> None:
+    """Every ``[attackers.NAME]`` / ``[defenders.NAME]`` table must name an installed agent or a file spec.
+
+    A misspelt table (``[defenders.stirp]``) would otherwise be ignored and
+    the agent would play with its defaults. Not part of loading: a scenario
+    must load (and hash) even where a plugin it configures is not installed.
+    """
+    for role, table in (("attacker", scenario.attackers), ("defender", scenario.defenders)):
+        named = [n for n in table if not is_file_spec(n)]
+        if not named:
+            continue
+        known = discover(role)
+        for name in named:
+            if name not in known:
+                close = difflib.get_close_matches(name, list(known), n=1)
+                guess = f"did you mean '{close[0]}'? " if close else ""
+                raise ScenarioError(
+                    f"{scenario.source}: [{role}s.{name}] names no installed {role}",
+                    hint=f"{guess}installed {role}s: {', '.join(known) or '(none)'}; "
+                         f'a file agent\'s table is keyed by its spec: [{role}s."my_agent.py:MyClass"]',
+                )
 
 
-def agent_name(agent: Agent) -> str:
-    return getattr(agent, "arena_name", type(agent).name)
+def build_architecture(spec: ArchSpec) -> nn.Module:
+    """``build_model(spec)``, first loading the installed ``arena.architectures`` entry point of that
+    name if no module has registered it yet: a cached trojan with its own architecture (TrojanNet)
+    must be rebuildable in a fresh process before its attacker's module was ever imported."""
+    if spec.arch not in known_architectures():
+        for ep in sorted(entry_points(group="arena.architectures"), key=lambda e: e.value):
+            if ep.name == spec.arch:
+                try:
+                    register_architecture(spec.arch, ep.load())
+                except Exception as exc:
+                    raise PluginError(f"architecture plugin '{spec.arch}' from {_dist_label(ep)} failed to load: "
+                                      f"{type(exc).__name__}: {exc}") from exc
+                break
+    return build_model(spec)

@@ -31,8 +31,8 @@ def main() -> None:
     args = ap.parse_args()
     os.environ["ARENA_HOME"] = args.home or tempfile.mkdtemp(prefix="arena-bench-")
 
-    from arena.referee import Referee
-    from arena.scenario import load_scenario
+    from arena.engine.referee import Referee
+    from arena.config.scenario import load_scenario
 
     # One benign model per control: the population multiplies control runs in both modes alike, and
     # the cost measured here is the isolation's, per match.

@@ -23,7 +23,7 @@ time budget (``--budget-s``) runs out every agent has already played; the
 pairs left are reported as ``not-played``.
 
 ``--micro`` runs the same code on the CPU: ``cifar10-cnn`` (a small residual
-network) shrunk by ``arena.micro.shrink`` (2,000/300 images, one epoch, one
+network) shrunk by ``arena.config.micro.shrink`` (2,000/300 images, one epoch, one
 benign model per control, cut-down agent loops), and only the coverage pairs
 (``--all-pairs`` for all).
 
@@ -32,7 +32,7 @@ forfeit, error, not-played), outcome, seconds and where they went (the
 attacker's craft, the defender's deploy, the rest: scoring, the defender's
 control runs in its first match, the control population's benign models in
 the first match, process start-up); the benign model's training time and accuracy; training
-and inference throughput of the benign architecture (``arena.training.fit``
+and inference throughput of the benign architecture (``arena.api.training.fit``
 and ``predict_proba``, and ``fit`` with ``torch.compile`` on CUDA); peak GPU
 memory; and matches per minute of ``arena tournament --workers N`` sharing the
 device for N = 1, 4, 8 (``--workers-sweep``) with each process's peak memory. Exit status: 0 every match played
@@ -95,10 +95,10 @@ def make_subset(src: Path, dst: Path, n_train: int = SUBSET_TRAIN, n_test: int =
 
 def check_scenario(micro: bool, agent_defaults: bool):
     """``cifar10-resnet18`` on the subset (``--micro``: ``cifar10-cnn`` shrunk to run on a CPU in about a minute)."""
-    from arena.micro import overlay, shrink
-    from arena.scenario import load_scenario
+    from arena.config.micro import overlay, shrink
+    from arena.config.scenario import load_scenario
 
-    if micro:  # the CPU-sized CIFAR-10 scenario at micro size (arena.micro)
+    if micro:  # the CPU-sized CIFAR-10 scenario at micro size (arena.config.micro)
         return shrink(load_scenario("cifar10-cnn"), name="gpu-check-micro")
     base = load_scenario("cifar10-resnet18")
     return dataclasses.replace(
@@ -157,8 +157,8 @@ def throughput(referee, seed: int) -> dict[str, Any]:
     """Images/s of ``fit`` (a fresh model of the benign architecture) and of ``predict_proba``."""
     import torch
 
-    from arena.models import ArchSpec, build_model
-    from arena.training import fit, predict_proba
+    from arena.api.models import ArchSpec, build_model
+    from arena.api.training import fit, predict_proba
 
     s, sp, dev = referee.scenario, referee.splits(seed), referee.device
     info, bs = sp.info, s.training.batch_size
@@ -215,8 +215,8 @@ def workers_sweep(sc, device: str, seed: int, attackers: list[str], defenders: l
     sweep after the coverage matches (which made most of them) and read the later rows as the
     steady state of a tournament that keeps the device full.
     """
-    from arena import tournament
-    from arena.store import Store
+    from arena.run import tournament
+    from arena.results.store import Store
 
     rows = []
     for n in workers:
@@ -258,8 +258,8 @@ def run_check(args: argparse.Namespace) -> dict[str, Any]:
 
     import arena
     from arena.plugins import discover
-    from arena.referee import Referee
-    from arena.training import accuracy, pinned_threads, match_threads
+    from arena.engine.referee import Referee
+    from arena.api.training import accuracy, pinned_threads, match_threads
 
     sc = check_scenario(args.micro, args.agent_defaults)
     referee = Referee(sc, device=args.device, progress=(lambda msg: print(msg, file=sys.stderr, flush=True))

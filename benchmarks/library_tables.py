@@ -31,8 +31,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from arena.scenario import load_scenario  # noqa: E402
-from arena.store import MatchRecord, Store  # noqa: E402
+from arena.config.scenario import load_scenario  # noqa: E402
+from arena.results.store import MatchRecord, Store  # noqa: E402
 
 
 def _ms(values: list[float], fmt: str = "{:.1f}", scale: float = 100.0) -> str:
@@ -217,7 +217,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from arena.plugins import discover
-    from arena.training import stderr_progress
+    from arena.api.training import stderr_progress
 
     sc = load_scenario(args.scenario)
     attackers = [a for a in args.attackers.split(",") if a] or list(discover("attacker"))
@@ -229,7 +229,7 @@ def main() -> None:
     tsc = load_scenario(args.transparent) if args.transparent else None
     store = Store()
     if args.play:
-        from arena.tournament import run
+        from arena.run.tournament import run
 
         # Cheapest first, and one seed at a time, so that a run cut short leaves whole tables behind:
         # the attack table (attackers vs none), its transparency column, then the full tournament.

@@ -41,11 +41,11 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from arena.plugins import make_agent
-    from arena.protocol import DefenseContext
-    from arena.referee import Referee
-    from arena.views import defender_scenario
-    from arena.scenario import load_scenario
-    from arena.training import accuracy, pinned_threads, match_threads
+    from arena.api.protocol import DefenseContext
+    from arena.engine.referee import Referee
+    from arena.api.views import defender_scenario
+    from arena.config.scenario import load_scenario
+    from arena.api.training import accuracy, pinned_threads, match_threads
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--scenario", default="cifar10-cnn")

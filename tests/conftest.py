@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from arena.data import DEBIAN_FASHION_MNIST, data_dir
+from arena.config.datasets import DEBIAN_FASHION_MNIST, data_dir
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
@@ -101,7 +101,7 @@ def tiny_path(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny(tiny_path):
-    from arena.scenario import load_scenario
+    from arena.config.scenario import load_scenario
 
     return load_scenario(str(tiny_path))
 
@@ -110,6 +110,6 @@ def tiny(tiny_path):
 def referee(tiny):
     if not have_fashion_mnist():
         pytest.skip("Fashion-MNIST not installed")
-    from arena.referee import Referee
+    from arena.engine.referee import Referee
 
     return Referee(tiny, device="cpu")

@@ -14,17 +14,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from arena import tournament
-from arena.cache import ArtifactCache, sweep_temp_files
-from arena.plugins import agent_code_digest, canonical_spec, make_agent
-from arena.scenario import load_scenario
-from arena.store import Store
+from arena.run import tournament
+from arena.core.cache import ArtifactCache, sweep_temp_files
+from arena.plugins import canonical_spec, load_agent
+from arena.config.scenario import load_scenario
+from arena.results.store import Store
 from conftest import TINY_TOML, requires_fmnist
 
 PLUGIN = """
 import os, signal
 from pathlib import Path
-from arena.protocol import Attacker, Trojan
+from arena.api.protocol import Attacker, Trojan
 
 
 def tournament_worker():
@@ -141,19 +141,19 @@ def test_file_agent_spec_is_canonical_and_digest_tracks_edits(tmp_path, monkeypa
     monkeypatch.chdir(tmp_path)
     (tmp_path / "sub").mkdir()
     plugin(tmp_path, "edit-me", always=True)
-    names = {make_agent("attacker", spec).arena_name
+    names = {load_agent("attacker", spec).name
              for spec in ("./edit-me.py:EditMe", "edit-me.py:EditMe", f"{tmp_path}/edit-me.py:EditMe",
                           "sub/../edit-me.py:EditMe")}
     assert names == {"edit-me.py:EditMe"}
     assert canonical_spec("none") == "none"
     assert canonical_spec("/elsewhere/x.py:A") == "/elsewhere/x.py:A"
 
-    before = agent_code_digest(make_agent("attacker", "edit-me.py:EditMe"))
+    before = load_agent("attacker", "edit-me.py:EditMe").code_digest
     assert before is not None and len(before) == 16
     with open(tmp_path / "edit-me.py", "a") as f:
         f.write("\n# an edit\n")
-    assert agent_code_digest(make_agent("attacker", "./edit-me.py:EditMe")) != before
-    assert agent_code_digest(make_agent("attacker", "none")) is None
+    assert load_agent("attacker", "./edit-me.py:EditMe").code_digest != before
+    assert load_agent("attacker", "none").code_digest is None
 
 
 # --- tournaments: a killed worker, and workers that make the same bytes -------------------------------
@@ -194,7 +194,6 @@ def test_same_trojan_bytes_with_one_or_two_workers(referee, arena_home, tmp_path
         # The same benign model in both homes; each crafts its own trojan.
         shutil.copytree(arena_home / "cache" / "benign", home / "cache" / "benign")
         monkeypatch.setenv("ARENA_HOME", str(home))
-        monkeypatch.setattr(tournament, "_REFEREES", {})  # a referee bound to the session's cache
         report = tournament.run(tiny, attackers=["badnet"], defenders=["none"], seeds=[0], workers=workers,
                                 store=Store(home / "arena.sqlite"))
         assert report.failed == [] and report.played == 1
@@ -206,7 +205,7 @@ def test_same_trojan_bytes_with_one_or_two_workers(referee, arena_home, tmp_path
 def test_a_trojan_is_measured_once_and_a_cached_measurement_is_exact(tiny, tmp_path):
     """The referee's attack metrics are cached by the content of what they read: every defender of a
     seed meets the same trojan, so it is measured once, and a hit gives the same match to the bit."""
-    from arena.referee import Referee
+    from arena.engine.referee import Referee
 
     ref = Referee(tiny, device="cpu", cache=ArtifactCache(tmp_path))
     measured = tmp_path / "cache" / "measure"
@@ -237,8 +236,8 @@ def test_a_trojan_is_measured_once_and_a_cached_measurement_is_exact(tiny, tmp_p
 def test_the_defense_reference_handed_over_equals_the_one_measured_in_place(referee, tiny):
     import dataclasses
 
-    from arena.metrics import LocalDeployment, defense_metrics, measure_attack
-    from arena.protocol import Deployment
+    from arena.engine.metrics import LocalDeployment, defense_metrics, measure_attack
+    from arena.api.protocol import Deployment
 
     benign, _ = referee.benign(0)
     trojan = referee.craft("badnet", 0)

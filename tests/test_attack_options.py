@@ -9,10 +9,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from arena.poison import Poisoner
-from arena.scenario import TriggerSpec, scenario_from_dict
-from arena.sweep import SweepPoint, normalized_auc
-from arena.triggers import make_trigger
+from arena.api.poison import Poisoner
+from arena.config.scenario import TriggerSpec, scenario_from_dict
+from arena.run.sweep import SweepPoint, normalized_auc
+from arena.api.triggers import make_trigger
 
 
 def test_single_pixel_and_random_shape_triggers():
@@ -56,7 +56,7 @@ def test_poison_mixing_levels():
 
 
 def test_scenario_rejects_unknown_options():
-    from arena.errors import ScenarioError
+    from arena.core.errors import ScenarioError
 
     with pytest.raises(ScenarioError, match="mixing"):
         scenario_from_dict({"name": "x", "attack": {"mixing": "sometimes"}})
@@ -76,7 +76,7 @@ def test_normalized_auc():
 
 def test_sweep_command_stores_the_curve(tiny_path, referee):
     from arena.cli import main
-    from arena.store import Store
+    from arena.results.store import Store
 
     res = CliRunner().invoke(main, ["sweep", "badnet", "-s", str(tiny_path), "--fractions", "0.002,0.1",
                                     "--device", "cpu", "--json"])
@@ -91,10 +91,10 @@ def test_sweep_command_stores_the_curve(tiny_path, referee):
 
 
 def test_dataset_mixing_and_from_scratch_reach_the_attacker(tiny):
-    from arena.data import DatasetInfo, Tensors
-    from arena.models import ArchSpec, build_model
-    from arena.protocol import AttackContext
-    from arena.triggers import make_trigger as mk
+    from arena.config.datasets import DatasetInfo, Tensors
+    from arena.api.models import ArchSpec, build_model
+    from arena.api.protocol import AttackContext
+    from arena.api.triggers import make_trigger as mk
 
     sc = dataclasses.replace(tiny, attack=dataclasses.replace(tiny.attack, mixing="dataset", from_scratch=True))
     info = DatasetInfo("fashion-mnist", 1, 28, 10, (0.5,), (0.5,), "FashionMNIST")

@@ -16,7 +16,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from arena.training import features
+from arena.api.training import features
 from arena_agents.attackers.abe import ABE
 from arena_agents.attackers.badnet import BadNet
 from arena_agents.attackers.latent import LatentBackdoor

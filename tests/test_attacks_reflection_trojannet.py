@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from arena.models import ArchSpec, build_model
-from arena.training import predict_proba
-from arena.triggers import Trigger
+from arena.api.models import ArchSpec, build_model
+from arena.api.training import predict_proba
+from arena.api.triggers import Trigger
 from arena_agents.attackers.reflection import ReflectionBackdoor, reflect, reflection_kernels
 from arena_agents.attackers.trojannet import TrojanNet, TrojanNetModel, trigger_window
 from arena_agents.defenders.none import NoDefense
@@ -123,8 +123,8 @@ def test_trojannet_is_cached_and_rebuilt_from_its_spec(referee):
 
 def test_trojannet_recognizes_a_roaming_trigger(referee, tiny):
     # A trigger stamped at a random place per input: the MLP slides over every placement.
-    from arena.protocol import AttackContext
-    from arena.triggers import make_trigger
+    from arena.api.protocol import AttackContext
+    from arena.api.triggers import make_trigger
     import dataclasses
 
     benign, _ = referee.benign(0)

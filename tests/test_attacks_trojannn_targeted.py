@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from arena.training import features, predict_proba
-from arena.triggers import Trigger
+from arena.api.training import features, predict_proba
+from arena.api.triggers import Trigger
 from arena_agents.attackers.badnet import BadNet
 from arena_agents.attackers.targeted import TargetedBackdoor
 from arena_agents.attackers.trojannn import TrojanNN

@@ -6,7 +6,7 @@ of the shipped cifar10-cnn scenario (BatchNorm, global pooling), where
 channel- and size-dependent code paths differ. A smoke test of interfaces,
 not of strength: the shipped scenario shrunk to 1,500 training images, one
 epoch, one benign model in the control and cut-down agent settings
-(``arena.micro``, on top of the scenario's own [defenders.*] tables).
+(``arena.config.micro``, on top of the scenario's own [defenders.*] tables).
 
 Which pairs: a match costs at least ~1.5 s here (agent processes, scoring,
 the control), and the 150 pairs took over 10 minutes on the shared 2-core
@@ -27,10 +27,10 @@ from pathlib import Path
 
 import pytest
 
-from arena.micro import shrink
+from arena.config.micro import shrink
 from arena.plugins import discover
-from arena.referee import Referee
-from arena.scenario import Scenario, load_scenario
+from arena.engine.referee import Referee
+from arena.config.scenario import Scenario, load_scenario
 
 from conftest import cifar10_dir, requires_cifar10
 

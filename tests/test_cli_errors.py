@@ -11,7 +11,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-import arena.data
+import arena.config.datasets
 from arena.cli import main
 from conftest import TINY_TOML
 
@@ -127,13 +127,13 @@ def test_missing_dataset_says_where_it_looked(home, tmp_path, monkeypatch):
     def offline(name, root):
         raise OSError("offline")
 
-    monkeypatch.setattr(arena.data, "_download", offline)
-    arena.data.load_dataset.cache_clear()
+    monkeypatch.setattr(arena.config.datasets, "_download", offline)
+    arena.config.datasets.load_dataset.cache_clear()
     p = write_scenario(tmp_path, TINY_TOML.replace('dataset = "fashion-mnist"', 'dataset = "mnist"'))
     try:
         r = invoke("match", "none", "none", "--scenario", str(p), "--no-store")
     finally:
-        arena.data.load_dataset.cache_clear()  # nothing of the empty folder outlives the test
+        arena.config.datasets.load_dataset.cache_clear()  # nothing of the empty folder outlives the test
     assert_user_error(r, "dataset 'mnist'", "not found", "looked in", str(empty / "mnist" / "train.npz"),
                       "OSError: offline", "ARENA_DATA_DIR")
 
@@ -172,7 +172,7 @@ def test_agents_check_unknown(home):
 
 
 def test_scenarios_list_and_show(home):
-    from arena.scenario import load_scenario
+    from arena.config.scenario import load_scenario
 
     r = invoke("scenarios", "list")
     assert r.exit_code == 0, r.output

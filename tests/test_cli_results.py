@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-import arena.tournament
-from arena.cache import arena_home
+import arena.run.tournament
+from arena.core.cache import arena_home
 from arena.cli import _error_line, _json, main
-from arena.store import MatchRecord, Store
+from arena.results.store import MatchRecord, Store
 from conftest import requires_fmnist
 
 
@@ -132,9 +132,9 @@ def test_matches_list_errors_and_tournament_summary_show_the_message(home, tiny_
     assert "Traceback" not in r.stdout and " none " not in r.stdout, r.stdout
 
     def fake_run(*args, **kwargs):  # a tournament whose one match failed, without playing it
-        return arena.tournament.TournamentReport(played=1, failed=[("badnet", "strip", 0, OLD_TRACEBACK)])
+        return arena.run.tournament.TournamentReport(played=1, failed=[("badnet", "strip", 0, OLD_TRACEBACK)])
 
-    monkeypatch.setattr(arena.tournament, "run", fake_run)
+    monkeypatch.setattr(arena.run.tournament, "run", fake_run)
     r = invoke("tournament", "-s", str(tiny_path))
     assert r.exit_code == 1, r.output
     assert "FAILED badnet vs strip seed 0: KeyError: 'seed'" in r.stdout and "Traceback" not in r.stdout, r.stdout
@@ -150,7 +150,7 @@ def test_json_has_no_nan_tokens():
 
 LOUD = """
     import os
-    from arena.protocol import Attacker, Trojan
+    from arena.api.protocol import Attacker, Trojan
 
     class Loud(Attacker):
         # Prints while it crafts (Python and the raw file descriptor) and leaves a NaN in its notes.
@@ -207,7 +207,7 @@ def test_match_json_is_one_object_with_its_stored_id(tiny_path, tmp_path):
 # --- published matches go back into a store -------------------------------------------------------
 
 def test_matches_import_adds_published_matches_once_and_a_tournament_skips_them(home, tmp_path, monkeypatch):
-    from arena.replay import write_jsonl_gz
+    from arena.results.io import write_jsonl_gz
 
     published = write_jsonl_gz([record(seed=s, id=40 + s) for s in (0, 1)] + [record(defender="neo", id=7)],
                                tmp_path / "tiny.matches.jsonl.gz")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from arena.models import clone
+from arena.api.models import clone
 from arena_agents.defenders.adversarial_retraining import AdversarialRetraining, pgd_attack
 from arena_agents.defenders.deep_inspect import DeepInspect
 from arena_agents.defenders.neural_cleanse import NeuralCleanse

@@ -93,8 +93,8 @@ def test_filter_detects_badnet_trigger_inputs(referee, tiny, name):
 
 @pytest.mark.parametrize("name", list(FILTERS))
 def test_filter_scores_are_deterministic_and_continuous(referee, tiny, name):
-    from arena.models import clone
-    from arena.protocol import DefenseContext
+    from arena.api.models import clone
+    from arena.api.protocol import DefenseContext
 
     sp = referee.splits(0)
     trojan = referee.craft("badnet", 0)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from arena.models import ArchSpec, SmallCNN
+from arena.api.models import ArchSpec, SmallCNN
 from arena_agents.defenders.abs import ABS, forward_from_conv, select_candidates, stimulate
 from arena_agents.defenders.neuron_inspect import NeuronInspect, saliency_maps
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from arena.protocol import DefenseContext
+from arena.api.protocol import DefenseContext
 from arena_agents.defenders.down_upsampling import DownUpsampling
 from arena_agents.defenders.magnet import MagNet
 from arena_agents.defenders.randomized_smoothing import RandomizedSmoothing, SmoothedClassifier
@@ -125,9 +125,9 @@ def test_a_costly_deployment_is_scored_on_a_prefix_against_the_paired_reference(
     # scored on the first passes // k inputs, and ARD/CAD compare it with the trojan on those inputs.
     import dataclasses
 
-    from arena.metrics import LocalDeployment, attack_metrics, defense_metrics
-    from arena.protocol import Deployment
-    from arena.referee import Referee
+    from arena.engine.metrics import LocalDeployment, attack_metrics, defense_metrics
+    from arena.api.protocol import Deployment
+    from arena.engine.referee import Referee
 
     trojan = referee.craft("badnet", 0)
     benign, _ = referee.benign(0)

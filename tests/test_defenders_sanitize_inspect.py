@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from arena.triggers import make_trigger
+from arena.api.triggers import make_trigger
 from arena_agents.defenders.neural_cleanse import anomaly_indices
 
 
@@ -32,7 +32,7 @@ def test_fine_pruning_lowers_badnet_asr_within_budget(referee, tiny):
     assert notes["holdout_acc_before"] - notes["holdout_acc_after"] <= notes["allowance"] + 1e-9
 
 
-def test_neural_cleanse_flags_badnet_and_recovers_its_trigger(referee, tiny):
+def test_neural_cleanse_flags_badnet_and_recovers_its_trigger(referee, tiny, tmp_path):
     result = referee.play("badnet", "neural-cleanse", seed=0)
     m = result.record.metrics
     d = m["defense"]
@@ -45,16 +45,21 @@ def test_neural_cleanse_flags_badnet_and_recovers_its_trigger(referee, tiny):
     assert d["effective_asr"] == 0.0 and result.record.outcome == 0.0
     assert m["control"]["flagged"] is False  # the benign model of the control run is not flagged
     assert d["cad"] == 0.0  # inspection does not touch the model
-    # The recovered trigger is kept as an artifact (tensors and a picture) beside the true one.
+    # The recovered trigger is kept as an artifact (tensors) beside the true one; a picture is drawn
+    # from them when shown (the report's), never during the match.
     from PIL import Image
 
-    from arena.cache import arena_home
+    from arena.core.cache import arena_home
+    from arena.present.gallery import load_trigger_tensors, save_recovered_trigger_png
 
     art = m["artifacts"]
     saved = torch.load(arena_home() / art["recovered_trigger_pt"], weights_only=True)
     assert saved["mask"].shape == saved["true_mask"].shape == (1, 28, 28)
     assert abs(float(saved["mask"].abs().sum()) - d["mln"]) < 1e-3  # the mask MLN was computed from
-    with Image.open(arena_home() / art["recovered_trigger_png"]) as img:
+    assert set(art) == {"recovered_trigger_pt"}
+    png = save_recovered_trigger_png(load_trigger_tensors(arena_home() / art["recovered_trigger_pt"]),
+                                     tmp_path / "recovered.png")
+    with Image.open(png) as img:
         assert img.width > 3 * img.height and img.height >= 200  # four labelled panels in a row, legible
 
 
@@ -63,7 +68,7 @@ def test_neural_cleanse_does_not_flag_the_benign_model(referee):
     d = result.record.metrics["defense"]
     assert d["flagged"] is False
     assert max(d["aiv_per_class"]) < 2
-    from arena.outcome import above_base_rate
+    from arena.engine.outcome import above_base_rate
 
     a, d = result.record.metrics["attack"], result.record.metrics["defense"]
     assert result.record.outcome == above_base_rate(d["effective_asr"], a["base_rate"]) < 0.01
@@ -71,9 +76,9 @@ def test_neural_cleanse_does_not_flag_the_benign_model(referee):
 
 def test_neural_cleanse_mask_lies_on_the_trigger(referee, tiny):
     # The verdict's mask itself: most of its mass near the true trigger (bottom-right corner).
-    from arena.models import clone
+    from arena.api.models import clone
     from arena.plugins import make_agent
-    from arena.protocol import DefenseContext
+    from arena.api.protocol import DefenseContext
 
     sp = referee.splits(0)
     trojan = referee.craft("badnet", 0)
@@ -91,7 +96,7 @@ def test_neural_cleanse_mask_lies_on_the_trigger(referee, tiny):
 def test_an_inspector_that_flags_every_model_loses_at_the_defender_gate(referee):
     # It rejects BadNet's trojan, but it rejects the benign model of the control run too: the
     # referee gives the match to the attacker (score 1), whatever it did to the trojan.
-    from arena.protocol import Defender, Deployment, Verdict
+    from arena.api.protocol import Defender, Deployment, Verdict
 
     class Paranoid(Defender):
         name = "paranoid"

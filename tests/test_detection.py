@@ -1,4 +1,4 @@
-"""Detection over models (arena.detection): synthetic records with known answers, and one real tiny population."""
+"""Detection over models (arena.results.detection): synthetic records with known answers, and one real tiny population."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import math
 
 import pytest
 
-from arena.detection import detection_rocs, model_scores
-from arena.leaderboard import render_leaderboard
-from arena.store import MatchRecord
+from arena.results.detection import detection_rocs, model_scores
+from arena.results.leaderboard import render_leaderboard
+from arena.results.store import MatchRecord
 
 
 def _members(seed_flags: list[tuple[float, bool]]) -> list[dict]:

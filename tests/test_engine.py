@@ -6,13 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from arena.data import load_dataset, make_splits
-from arena.errors import ScenarioError
-from arena.metrics import AttackMetrics, DefenseMetrics
-from arena.models import ArchSpec, build_model
-from arena.outcome import Control, decide
-from arena.scenario import Budgets, TriggerSpec, load_scenario, scenario_from_dict
-from arena.triggers import make_trigger, mask_jaccard
+from arena.config.datasets import load_dataset
+from arena.config.splits import make_splits
+from arena.core.errors import ScenarioError
+from arena.engine.metrics import AttackMetrics, DefenseMetrics
+from arena.api.models import ArchSpec, build_model
+from arena.engine.outcome import Control, decide
+from arena.config.scenario import Budgets, TriggerSpec, load_scenario, scenario_from_dict
+from arena.api.triggers import make_trigger, mask_jaccard
 
 from conftest import SHARED_DATA
 
@@ -148,7 +149,7 @@ def test_outcome_attacker_gate_for_non_finite_and_over_budget_triggers():
 
 
 def test_perturbation_counts_changed_pixels_and_their_largest_change():
-    from arena.metrics import perturbation
+    from arena.engine.metrics import perturbation
 
     x = torch.zeros(2, 3, 10, 10)
     stamped = x.clone()
@@ -161,7 +162,7 @@ def test_perturbation_counts_changed_pixels_and_their_largest_change():
 def test_batch_augment_draws_on_the_cpu_generator_for_any_device():
     # Regression (CUDA crash): a seeded CPU generator with a batch on another device. The meta
     # device stands in for CUDA here; the draws must come from the CPU generator either way.
-    from arena.training import batch_augment
+    from arena.api.training import batch_augment
 
     x = torch.rand(8, 3, 32, 32)
     out_meta = batch_augment(x.to("meta"), torch.Generator().manual_seed(3))

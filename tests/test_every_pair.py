@@ -2,7 +2,7 @@
 
 A smoke test of the interfaces, not of strength: a micro scenario (2,000
 training images, one epoch, 100 scored inputs) and cut-down agent settings
-(``arena.micro``), so all pairs fit in a few minutes. Strength is tested per agent in the other files.
+(``arena.config.micro``), so all pairs fit in a few minutes. Strength is tested per agent in the other files.
 """
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ import dataclasses
 
 import pytest
 
-from arena import tournament
-from arena.micro import MICRO_ATTACKERS, MICRO_DEFENDERS
+from arena.run import tournament
+from arena.config.micro import MICRO_ATTACKERS, MICRO_DEFENDERS
 from arena.plugins import discover
-from arena.scenario import load_scenario
-from arena.store import Store
+from arena.config.scenario import load_scenario
+from arena.results.store import Store
 
 from conftest import requires_fmnist
 

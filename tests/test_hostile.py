@@ -14,7 +14,7 @@ import textwrap
 
 import pytest
 
-from arena.referee import Referee
+from arena.engine.referee import Referee
 from conftest import requires_fmnist
 
 pytestmark = requires_fmnist
@@ -22,9 +22,9 @@ pytestmark = requires_fmnist
 PLUGINS = '''
 import gc, os, sys, time
 import torch
-import arena.outcome, arena.referee
-from arena.protocol import Attacker, Defender, Deployment, Trojan
-from arena.outcome import Outcome
+import arena.engine.outcome, arena.engine.referee
+from arena.api.protocol import Attacker, Defender, Deployment, Trojan
+from arena.engine.outcome import Outcome
 from arena_agents.attackers.badnet import BadNet
 
 REFEREE_TYPES = ("Referee", "Splits", "Store", "ArtifactCache")
@@ -71,8 +71,8 @@ class OutcomePatcher(Attacker):
 
     def craft(self, ctx):
         win = lambda *a, **k: Outcome(1.0, "patched", "play")
-        arena.outcome.decide = win
-        arena.referee.decide = win
+        arena.engine.outcome.decide = win
+        arena.engine.referee.decide = win
         return Trojan(ctx.benign, ctx.trigger)
 
 
@@ -81,7 +81,7 @@ class SplitThief(Attacker):
     name = "split-thief"
 
     def craft(self, ctx):
-        from arena.data import make_splits
+        from arena.config.splits import make_splits
         try:
             make_splits(ctx.scenario, 0)
             got = "splits"
@@ -259,11 +259,11 @@ def test_no_referee_object_is_within_reach(sealed, plugins, reveal):
 
 
 def test_patching_the_outcome_rule_in_the_agent_process_changes_nothing(sealed, plugins):
-    import arena.outcome
+    import arena.engine.outcome
 
     rec = play(sealed, f"{plugins}:OutcomePatcher", "none")
     assert rec.outcome < 0.05 and "patched" not in rec.reason  # the benign model: no backdoor, score ~0
-    assert arena.outcome.decide.__module__ == "arena.outcome"
+    assert arena.engine.outcome.decide.__module__ == "arena.engine.outcome"
 
 
 def test_the_view_holds_no_handle_to_the_splits(sealed, plugins):
@@ -287,7 +287,7 @@ def test_a_target_image_trigger_scores_nothing(sealed, plugins):
 
 
 def test_the_score_counts_only_what_the_trigger_adds():
-    from arena.outcome import above_base_rate
+    from arena.engine.outcome import above_base_rate
 
     assert above_base_rate(0.9, 0.0) == 0.9
     assert above_base_rate(1.0, 1.0) == 0.0  # a trigger that works on the benign model adds nothing
@@ -301,7 +301,7 @@ def test_a_diverged_trojan_loses_at_the_attacker_gate(sealed, plugins):
 
 
 @pytest.mark.parametrize("cls,needle", [("Sleeper", "ran out of time"), ("Crasher", "the attacker broke"),
-                                        ("Hog", "ran out of memory"), ("Garbage", "not arena.protocol.Trojan"),
+                                        ("Hog", "ran out of memory"), ("Garbage", "not arena.api.protocol.Trojan"),
                                         ("OffDevice", "the trojan's model is on meta, but the match runs on cpu")])
 def test_a_failing_attacker_forfeits(strict, sealed, plugins, cls, needle):
     # The hog gets the roomy time limit: on a busy machine filling 3 GB took longer than the strict 6 s,
@@ -330,8 +330,8 @@ def test_the_defender_sees_neither_the_cache_nor_the_attack(sealed, plugins):
 
 
 def test_a_forfeit_counts_in_the_ratings(sealed, plugins, tmp_path):
-    from arena.leaderboard import games_from_records
-    from arena.store import Store
+    from arena.results.leaderboard import games_from_records
+    from arena.results.store import Store
 
     store = Store(tmp_path / "db.sqlite")
     store.save(play(sealed, f"{plugins}:Crasher", "none"))
@@ -341,7 +341,7 @@ def test_a_forfeit_counts_in_the_ratings(sealed, plugins, tmp_path):
 
 def test_an_edited_file_plugin_is_crafted_again(sealed, tmp_path):
     p = tmp_path / "edited.py"
-    src = ("from arena.protocol import Attacker, Trojan\n\n\nclass Edited(Attacker):\n    name = 'edited'\n\n"
+    src = ("from arena.api.protocol import Attacker, Trojan\n\n\nclass Edited(Attacker):\n    name = 'edited'\n\n"
            "    def craft(self, ctx):\n        return Trojan(ctx.benign, ctx.trigger, notes={'v': VERSION})\n")
     p.write_text(src.replace("VERSION", "1"))
     first = play(sealed, f"{p}:Edited", "none")

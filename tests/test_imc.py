@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from arena.referee import Referee
+from arena.engine.referee import Referee
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +37,8 @@ def test_imc_adaptive_lowers_strip_tpr(referee):
 def _ctx(tiny, defender=None, category=None, history=()):
     import torch
 
-    from arena.protocol import AttackContext, RoundRecord
-    from arena.triggers import make_trigger
+    from arena.api.protocol import AttackContext, RoundRecord
+    from arena.api.triggers import make_trigger
 
     hist = [RoundRecord(i + 1, score, "", {}) for i, score in enumerate(history)]
     return AttackContext(scenario=tiny, data=None, validation=None, benign=None,

@@ -5,11 +5,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from arena.data import DatasetInfo, Tensors
-from arena.defenses import InputFilter, InputReformer, ModelInspector, ModelSanitizer
-from arena.models import ArchSpec, build_model
-from arena.protocol import AttackContext, RoundRecord
-from arena.triggers import make_trigger
+from arena.config.datasets import DatasetInfo, Tensors
+from arena.api.defenses import InputFilter, InputReformer, ModelInspector, ModelSanitizer
+from arena.api.models import ArchSpec, build_model
+from arena.api.protocol import AttackContext, RoundRecord
+from arena.api.triggers import make_trigger
 from arena_agents.attackers.imc_adaptive import AdaptiveIMC
 
 

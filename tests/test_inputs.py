@@ -19,7 +19,7 @@ import pytest
 from click.testing import CliRunner
 
 from arena.cli import main
-from arena.errors import ArenaError, ScenarioError
+from arena.core.errors import ArenaError, ScenarioError
 from conftest import TINY_TOML
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,7 +56,7 @@ def scenario_file(tmp_path: Path, text: str, name: str = "s.toml") -> Path:
 
 
 def store_matches(scenario: str, digest: str, outcomes: list[tuple[str, str, float]], reason: str = "test") -> None:
-    from arena.store import MatchRecord, Store
+    from arena.results.store import MatchRecord, Store
 
     store = Store()
     for attacker, defender, outcome in outcomes:
@@ -93,7 +93,7 @@ def test_wheel_install_finds_builtin_scenarios(tmp_path):
     elsewhere.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("ARENA_SCENARIO_PATH", "PYTHONPATH")}
     env["PYTHONPATH"] = str(site)  # ahead of the venv's editable checkout
-    code = ("import json, arena, arena_scenarios; from arena.scenario import available_scenarios; "
+    code = ("import json, arena, arena_scenarios; from arena.config.scenario import available_scenarios; "
             "print(arena.__file__); print(arena_scenarios.__file__); "
             "print(json.dumps({k: str(v) for k, v in available_scenarios().items()}))")
     out = subprocess.run([sys.executable, "-c", code], cwd=elsewhere, env=env, check=True, capture_output=True,
@@ -112,7 +112,7 @@ def test_wheel_install_finds_builtin_scenarios(tmp_path):
 def test_scenario_path_is_searched_first_and_builtins_last(home, tmp_path, monkeypatch):
     import importlib.resources
 
-    from arena.scenario import scenario_dirs
+    from arena.config.scenario import scenario_dirs
 
     first, second = tmp_path / "first", tmp_path / "second"
     for d in (first, second):
@@ -253,7 +253,7 @@ def test_scenario_file_not_utf8(home, tmp_path):
 
 
 def test_a_variant_scenario_sets_only_what_differs_from_its_base(home, tmp_path):
-    from arena.scenario import load_scenario
+    from arena.config.scenario import load_scenario
 
     scenario_file(tmp_path, TINY_TOML, "base.toml")
     v = scenario_file(tmp_path, 'based_on = "base.toml"\nname = "tiny-pixel"\n[trigger]\nsize = 1\n'
@@ -265,7 +265,7 @@ def test_a_variant_scenario_sets_only_what_differs_from_its_base(home, tmp_path)
     diff = {k for k, val in var.to_dict().items() if base.to_dict()[k] != val}
     assert diff == {"name", "description", "trigger", "budgets"} and var.digest != base.digest
     # The shipped variants change one knob of fmnist-cnn each (what `arena paper` needs of them).
-    from arena.paper import classify_variant
+    from arena.results.paper import classify_variant
 
     main_sc = load_scenario("fmnist-cnn")
     kinds = {classify_variant(main_sc, load_scenario(str(f)))[0]
@@ -296,14 +296,15 @@ def test_agent_table_of_no_installed_agent(home, tmp_path, monkeypatch):
     assert r.exit_code == 0, r.output
     assert any(line.startswith("s ") and "INVALID" in line for line in r.output.splitlines()), r.output
     # A table for a file agent is keyed by its spec and is not looked up among installed agents.
-    from arena.scenario import check_agent_tables, load_scenario
+    from arena.config.scenario import load_scenario
+    from arena.plugins import check_agent_tables
 
     q = scenario_file(tmp_path, TINY_TOML + '\n[attackers."my_attack.py:Mine"]\nsteps = 3\n', "q.toml")
     check_agent_tables(load_scenario(str(q)))
 
 
 def test_validate_agent_params():
-    from arena.scenario import validate_agent_params
+    from arena.config.scenario import validate_agent_params
 
     validate_agent_params("defender", "strip", {"samples": 5, "mix_weight": -0.5, "flag": True, "mode": "x",
                                                 "sizes": [1, 2], "nothing": 0})
@@ -316,7 +317,7 @@ def test_validate_agent_params():
 
 
 def test_write_leaderboard_stays_in_its_folder(tmp_path):
-    from arena.leaderboard import write_leaderboard
+    from arena.results.leaderboard import write_leaderboard
 
     for bad in ("../escape", "a/b", "/abs", "..", ""):
         with pytest.raises(ArenaError, match="cannot name a leaderboard file"):
@@ -356,9 +357,9 @@ def test_corrupt_store_is_one_clear_error(home, tiny_path):
 
 def _read_only(monkeypatch) -> None:
     """Make the store see every folder as read-only (the tests may run as root, where chmod does not bite)."""
-    import arena.store
+    import arena.results.store
 
-    monkeypatch.setattr(arena.store, "_writable", lambda folder: False)
+    monkeypatch.setattr(arena.results.store, "_writable", lambda folder: False)
 
 
 def test_read_only_home_reads_and_refuses_to_write(home, tiny_path, tiny, monkeypatch):

@@ -1,4 +1,4 @@
-"""The paper's claims (arena.paper): synthetic records with known answers give known verdicts."""
+"""The paper's claims (arena.results.paper): synthetic records with known answers give known verdicts."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from arena.cli import main
-from arena.paper import (
+from arena.results.paper import (
     ATTACKS,
     CLAIMS,
     DEFENSES,
@@ -20,9 +20,9 @@ from arena.paper import (
     render,
     t_quantile,
 )
-from arena.replay import write_jsonl_gz
-from arena.scenario import load_scenario
-from arena.store import MatchRecord
+from arena.results.io import write_jsonl_gz
+from arena.config.scenario import load_scenario
+from arena.results.store import MatchRecord
 
 ROOT = Path(__file__).resolve().parents[1]
 MAIN = load_scenario("fmnist-cnn")

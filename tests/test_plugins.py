@@ -18,10 +18,12 @@ from pathlib import Path
 import pytest
 
 import arena.plugins
-import arena.tournament
-from arena.errors import PluginError
+import arena.run.tournament
+from arena.run.backends.local import LocalBackend
+from arena.run.jobs import play_job
+from arena.core.errors import PluginError
 from arena.plugins import discover, make_agent
-from arena.store import Store
+from arena.results.store import Store
 from conftest import TINY_TOML, requires_fmnist
 
 REPO = Path(__file__).resolve().parents[1]
@@ -84,7 +86,7 @@ def tiny_quick_strip(tmp_path_factory):
     a minute of a 2-core CPU. Training settings are tiny's, so the benign model
     (and any trojan) is the one the rest of the session trains and caches.
     """
-    from arena.scenario import load_scenario
+    from arena.config.scenario import load_scenario
 
     p = tmp_path_factory.mktemp("scenarios") / "tiny-strip16.toml"
     p.write_text(TINY_TOML.replace('name = "tiny"', 'name = "tiny-strip16"') + "\n[defenders.strip]\nsamples = 16\n")
@@ -101,7 +103,7 @@ def test_installed_plugin_plays_a_tournament(blended_installed, tiny_quick_strip
     assert type(agent).__module__ == "arena_blended" and agent.alpha == 0.8
 
     store = Store(tmp_path / "db.sqlite")
-    report = arena.tournament.run(tiny, attackers=["blended"], defenders=["none", "strip"], seeds=[0],
+    report = arena.run.tournament.run(tiny, attackers=["blended"], defenders=["none", "strip"], seeds=[0],
                                   store=store)
     assert report.failed == [] and report.played == 2 and report.skipped == 0
     recs = store.matches(status="ok")
@@ -123,7 +125,7 @@ def plugin_file(tmp_path: Path, body: str, name: str = "my_attack.py") -> Path:
 
 
 GOOD = """
-    from arena.protocol import Attacker, Trojan
+    from arena.api.protocol import Attacker, Trojan
 
     class MyAttack(Attacker):
         name = "my-attack"
@@ -140,9 +142,10 @@ GOOD = """
 def test_file_plugin_loads(tmp_path):
     p = plugin_file(tmp_path, GOOD)
     spec = f"{p}:MyAttack"
-    agent = make_agent("attacker", spec, {"strength": 2.0})
+    loaded = arena.plugins.load_agent("attacker", spec, {"strength": 2.0})
+    agent = loaded.agent
     assert type(agent).__name__ == "MyAttack" and type(agent).version == "3" and agent.strength == 2.0
-    assert arena.plugins.agent_name(agent) == spec  # known by its spec, never mixed with an installed name
+    assert loaded.name == spec  # known by its spec, never mixed with an installed name
 
 
 def test_file_plugin_rejects_bad_parameters(tmp_path):
@@ -167,7 +170,7 @@ def test_file_plugin_syntax_error(tmp_path):
 
 def test_file_plugin_without_craft(tmp_path):
     p = plugin_file(tmp_path, """
-        from arena.protocol import Attacker
+        from arena.api.protocol import Attacker
 
         class Lazy(Attacker):
             name = "lazy"
@@ -232,7 +235,7 @@ def test_duplicate_name_is_an_error_only_for_that_name(twin_entry_points):
 def test_duplicate_name_fails_only_its_own_match(twin_entry_points, tiny, tmp_path):
     store = Store(tmp_path / "db.sqlite")
     # In process: the faked entry points exist in this process only, not in an agent's own.
-    report = arena.tournament.run(tiny, attackers=["none", "twin"], defenders=["none"], seeds=[0], store=store,
+    report = arena.run.tournament.run(tiny, attackers=["none", "twin"], defenders=["none"], seeds=[0], store=store,
                                   isolation="inprocess")
     assert report.played == 1 and [f[0] for f in report.failed] == ["twin"]
     (bad,) = store.matches(status="error")
@@ -247,7 +250,7 @@ def test_broken_file_plugin_fails_only_its_match(tiny, tmp_path):
     p = plugin_file(tmp_path, "import no_such_module_anywhere\n", name="broken_attack.py")
     spec = f"{p}:Broken"
     store = Store(tmp_path / "db.sqlite")
-    report = arena.tournament.run(tiny, attackers=["none", spec], defenders=["none"], seeds=[0], store=store)
+    report = arena.run.tournament.run(tiny, attackers=["none", spec], defenders=["none"], seeds=[0], store=store)
     assert report.played == 1 and len(report.failed) == 1
     assert {(a, d, s, st) for a, d, s, _, st in rows(store.path)} == {("none", "none", 0, "ok"),
                                                                       (spec, "none", 0, "error")}
@@ -265,30 +268,28 @@ def test_tournament_resumes_and_never_duplicates(tiny, tmp_path, monkeypatch):
 
     # A finished tournament: a re-run only reads the store.
     store = Store(tmp_path / "full.sqlite")
-    first = arena.tournament.run(tiny, store=store, **kw)
+    first = arena.run.tournament.run(tiny, store=store, **kw)
     assert (first.played, first.skipped, first.failed) == (2, 0, [])
-    again = arena.tournament.run(tiny, store=store, **kw)
+    again = arena.run.tournament.run(tiny, store=store, **kw)
     assert (again.played, again.skipped, again.failed) == (0, 2, [])
     assert len(rows(store.path)) == 2
     store.close()
 
     # An interrupted one (Ctrl-C during the second match): the first match is stored, the re-run plays the rest.
     store = Store(tmp_path / "interrupted.sqlite")
-    real_play, calls = arena.tournament._play, []
+    calls = []
 
     def interrupted(job, progress=None):
         calls.append(job)
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return real_play(job, progress)
+        return play_job(job, progress)
 
-    monkeypatch.setattr(arena.tournament, "_play", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        arena.tournament.run(tiny, store=store, **kw)
-    monkeypatch.setattr(arena.tournament, "_play", real_play)
+        arena.run.tournament.run(tiny, store=store, backend=LocalBackend(player=interrupted), **kw)
     assert rows(store.path) == [("none", "none", 0, 1, "ok")]
 
-    resumed = arena.tournament.run(tiny, store=store, **kw)
+    resumed = arena.run.tournament.run(tiny, store=store, **kw)
     assert (resumed.played, resumed.skipped, resumed.failed) == (1, 1, [])
     got = rows(store.path)
     assert sorted(got) == [("badnet", "none", 0, 1, "ok"), ("none", "none", 0, 1, "ok")]

@@ -7,11 +7,11 @@ import dataclasses
 import pytest
 import torch
 
-from arena.detection import detection_rocs
-from arena.outcome import Control, decide
-from arena.protocol import Defender, Deployment, Verdict
-from arena.referee import Referee
-from arena.scenario import Budgets, Controls
+from arena.results.detection import detection_rocs
+from arena.engine.outcome import Control, decide
+from arena.api.protocol import Defender, Deployment, Verdict
+from arena.engine.referee import Referee
+from arena.config.scenario import Budgets, Controls
 from conftest import requires_fmnist
 from test_windows_and_gates import _am, _dm
 

@@ -6,9 +6,9 @@ from types import SimpleNamespace
 
 import torch
 
-from arena.metrics import stream_scores
-from arena.progress import Eta, clock
-from arena.training import fit
+from arena.engine.metrics import stream_scores
+from arena.core.progress import Eta, clock
+from arena.api.training import fit
 
 
 def test_eta_is_the_time_left_at_the_rate_so_far():

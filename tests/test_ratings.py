@@ -10,10 +10,10 @@ import random
 import numpy as np
 import pytest
 
-from arena.leaderboard import (games_from_records, outcome_matrix, render_csv, render_markdown,
+from arena.results.leaderboard import (games_from_records, outcome_matrix, render_csv, render_markdown,
                                write_leaderboard)
-from arena.ratings import SCALE, Game, bootstrap_intervals, elo, fit_bradley_terry, rate
-from arena.store import MatchRecord
+from arena.results.ratings import SCALE, Game, bootstrap_intervals, elo, fit_bradley_terry, rate
+from arena.results.store import MatchRecord
 
 # Known strengths; defender "none" is the anchor at 1000.
 TRUE_ATTACKERS = {"weak": 850.0, "badnet": 1050.0, "imc": 1250.0, "imc-adaptive": 1450.0}

@@ -12,11 +12,11 @@ import re
 import numpy as np
 import pytest
 
-from arena.leaderboard import (defender_categories, games_from_records, outcome_matrix, render_leaderboard,
+from arena.results.leaderboard import (defender_categories, games_from_records, outcome_matrix, render_leaderboard,
                                render_markdown, write_leaderboard)
-from arena.ratings import (Game, RatingTable, adjacent_differences, bootstrap_intervals, deviance_explained,
+from arena.results.ratings import (Game, RatingTable, adjacent_differences, bootstrap_intervals, deviance_explained,
                            fit_bradley_terry, rate, resolve_unit)
-from arena.store import MatchRecord
+from arena.results.store import MatchRecord
 
 
 def p_win(ra: float, rd: float) -> float:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from arena.replay import compare, environment, read_jsonl_gz, replay, write_jsonl_gz
-from arena.store import MatchRecord
+from arena.engine.environment import environment
+from arena.results.io import read_jsonl_gz, write_jsonl_gz
+from arena.run.replay import compare, replay
+from arena.results.store import MatchRecord
 from conftest import requires_fmnist
 
 

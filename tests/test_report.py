@@ -24,7 +24,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from arena.cli import main
-from arena.store import Store
+from arena.results.store import Store
 from conftest import TINY_TOML, requires_fmnist
 
 REPORT_TOML = TINY_TOML.replace('name = "tiny"', 'name = "tiny-report"') + """
@@ -165,7 +165,7 @@ def test_trigger_show_saves_the_gallery(report_scenario, tmp_path):
 
 
 def test_gallery_of_a_blend_magnifies_and_labels(tmp_path):
-    from arena.gallery import Gallery, gallery_figure
+    from arena.present.gallery import Gallery, gallery_figure
 
     clean = torch.rand(2, 1, 28, 28) * 0.9
     g = Gallery(attacker="blend", scenario="s", seed=0, target=0, clean=clean, stamped=clean + 0.01,
@@ -177,7 +177,7 @@ def test_gallery_of_a_blend_magnifies_and_labels(tmp_path):
 
 
 def test_recovered_trigger_panels_are_labelled():
-    from arena.gallery import recovered_trigger_figure
+    from arena.present.gallery import recovered_trigger_figure
 
     mask = torch.zeros(1, 28, 28)
     mask[0, 24:27, 24:27] = 1.0
@@ -193,8 +193,8 @@ def test_heatmap_cell_boxes_lie_on_their_cells(tmp_path):
     import pandas as pd
     from matplotlib import colormaps
 
-    from arena.charts import heatmap_figure
-    from arena.gallery import save_figure
+    from arena.present.charts import heatmap_figure
+    from arena.present.gallery import save_figure
 
     matrix = pd.DataFrame([[0.0, 1.0, float("nan")], [0.5, 0.25, 0.9]], index=["a1", "a2"],
                           columns=["d1", "d2", "d3"])
@@ -222,7 +222,7 @@ def test_report_errors_are_one_clear_line(tmp_path, monkeypatch, tiny_path, repo
 
 
 def test_report_refuses_a_folder_that_is_not_a_report(tmp_path):
-    from arena.report import ReportError, prepare_folder
+    from arena.present.report import ReportError, prepare_folder
 
     other = tmp_path / "mine"
     other.mkdir()
@@ -237,8 +237,8 @@ def test_report_refuses_a_folder_that_is_not_a_report(tmp_path):
 
 
 def test_report_refuses_a_seed_without_matches(tmp_path):
-    from arena.report import ReportError, write_report
-    from arena.store import MatchRecord
+    from arena.present.report import ReportError, write_report
+    from arena.results.store import MatchRecord
 
     rec = MatchRecord(scenario="s", scenario_digest="d" * 16, attacker="badnet", attacker_version="1",
                       defender="none", defender_version="1", seed=0, rounds=1, status="ok", outcome=1.0, id=1)

@@ -17,7 +17,7 @@ from conftest import requires_fmnist
 PLUGINS = {
     "wide_scores.py": """
         import torch
-        from arena.defenses import InputFilter
+        from arena.api.defenses import InputFilter
 
         class WideScores(InputFilter):
             # Two columns per input where one score per input is expected.
@@ -31,7 +31,7 @@ PLUGINS = {
     """,
     "nan_scores.py": """
         import torch
-        from arena.defenses import InputFilter
+        from arena.api.defenses import InputFilter
 
         class NanScores(InputFilter):
             name = "nan-scores"
@@ -43,7 +43,7 @@ PLUGINS = {
                 return torch.full((len(x),), float("nan"))
     """,
     "boom.py": """
-        from arena.protocol import Attacker
+        from arena.api.protocol import Attacker
 
         class Boom(Attacker):
             name = "boom"

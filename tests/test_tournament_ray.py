@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from arena import tournament
-from arena.scenario import load_scenario
-from arena.store import MatchRecord, Store
+from arena.run import jobs, tournament
+from arena.config.scenario import load_scenario
+from arena.results.store import MatchRecord, Store
 from conftest import TINY_TOML, requires_fmnist
 
 # An attacker that logs each craft and, by its mode, SIGKILLs the Ray worker playing its match:
@@ -28,7 +28,7 @@ from conftest import TINY_TOML, requires_fmnist
 PLUGIN = """
 import os, signal
 from pathlib import Path
-from arena.protocol import Attacker, Trojan
+from arena.api.protocol import Attacker, Trojan
 
 
 def ray_worker():
@@ -108,7 +108,6 @@ def use_home(monkeypatch):
     def use(home: Path, store: str = "arena.db") -> Store:
         monkeypatch.setenv("ARENA_HOME", str(home))
         monkeypatch.setenv("ARENA_TEST_LOG", str(home / "log"))  # ARENA_*: the driver hands it to its workers
-        monkeypatch.setattr(tournament, "_REFEREES", {})  # a referee bound to this home's cache
         return Store(home / store)
     return use
 
@@ -184,8 +183,7 @@ def test_dead_workers_are_retried_once_and_never_duplicate_a_record(ray_cluster,
 
 def test_a_worker_that_does_not_see_the_home_stops_the_tournament(ray_cluster, tiny, tmp_path, use_home,
                                                                   monkeypatch):
-    from arena import ray_backend
-
+    from arena.run.backends import ray as ray_backend
     store = use_home(tmp_path / "driver-home")
     real = ray_backend.worker_env
 
@@ -206,8 +204,7 @@ def test_a_worker_that_does_not_see_the_home_stops_the_tournament(ray_cluster, t
 
 def test_without_ray_one_clear_error(tiny, tiny_path, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` raises ImportError
-    from arena import ray_backend
-
+    from arena.run.backends import ray as ray_backend
     with pytest.raises(ray_backend.RayNotInstalled, match="not installed") as err:
         tournament.run(tiny, attackers=["none"], defenders=["none"], seeds=[0], store=Store(tmp_path / "x.db"),
                        backend="ray")
@@ -237,7 +234,7 @@ def test_cli_refuses_options_that_do_not_fit_the_backend(tiny_path, args, says):
 def test_tally_counts_and_eta():
     now = [100.0]
     lines: list[str] = []
-    tally = tournament.Tally(4, lines.append, clock=lambda: now[0])
+    tally = jobs.Tally(4, lines.append, clock=lambda: now[0])
     tally.start(2)
     rec = MatchRecord(scenario="s", scenario_digest="d", attacker="a", attacker_version="1", defender="d",
                       defender_version="1", seed=0, rounds=1, status="ok", outcome=0.25, duration_s=3.0)
@@ -253,10 +250,9 @@ def test_tally_counts_and_eta():
 
 
 def test_job_queue_holds_back_matches_of_a_trojan_being_crafted(tiny, monkeypatch):
-    jobs = [tournament.Job(tiny, a, d, s, 1, "cpu") for a in ("x", "ad") for s in (0, 1) for d in ("d1", "d2")]
-    monkeypatch.setattr(tournament, "_trojan_group", lambda j: None if j.attacker == "ad" else (j.attacker, j.seed))
-    q = tournament.JobQueue(jobs)
-    names = lambda idx: [(jobs[i].attacker, jobs[i].seed, jobs[i].defender) for i in idx]  # noqa: E731
+    plan = [jobs.Job(tiny, a, d, s, 1, "cpu") for a in ("x", "ad") for s in (0, 1) for d in ("d1", "d2")]
+    q = jobs.JobQueue(plan, group=lambda j: None if j.attacker == "ad" else (j.attacker, j.seed))
+    names = lambda idx: [(plan[i].attacker, plan[i].seed, plan[i].defender) for i in idx]  # noqa: E731
     first = [q.pop() for _ in range(5)]
     # x seed 0 and x seed 1 each start one match; the adaptive attacker's run freely.
     assert names(first) == [("x", 0, "d1"), ("x", 1, "d1"), ("ad", 0, "d1"), ("ad", 0, "d2"), ("ad", 1, "d1")]

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from arena import tournament
-from arena.store import Store
+from arena.run import tournament
+from arena.results.store import Store
 
 
 def test_workers_play_every_pair_once(tiny, referee, tmp_path):
@@ -41,7 +41,7 @@ def test_the_plan_plays_seed_by_seed(tiny, tmp_path):
 SLEEPER = '''
 import os, time
 from pathlib import Path
-from arena.protocol import Attacker
+from arena.api.protocol import Attacker
 
 
 class Sleeper(Attacker):

@@ -7,9 +7,9 @@ import dataclasses
 import pytest
 import torch
 
-from arena.metrics import AttackMetrics, DefenseMetrics, stream_scores
-from arena.outcome import Control, decide
-from arena.scenario import Budgets
+from arena.engine.metrics import AttackMetrics, DefenseMetrics, stream_scores
+from arena.engine.outcome import Control, decide
+from arena.config.scenario import Budgets
 from conftest import requires_fmnist
 
 
@@ -41,9 +41,9 @@ def test_batch_aware_filters_see_windows_at_the_trigger_share():
 def test_activation_clustering_keeps_its_fpr_budget_at_the_stated_share(referee, tiny):
     # On the benign model, windows holding 10% stamped inputs (no backdoor to find): AC's FPR on the
     # clean inputs of those windows stays in budget (a 50% share gave 8-14% in the old scoring).
-    from arena.metrics import LocalDeployment
-    from arena.models import clone
-    from arena.protocol import DefenseContext
+    from arena.engine.metrics import LocalDeployment
+    from arena.api.models import clone
+    from arena.api.protocol import DefenseContext
     from arena_agents.defenders.activation_clustering import ActivationClustering
 
     sp = referee.splits(0)

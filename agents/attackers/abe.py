@@ -47,8 +47,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from arena.protocol import AttackContext, Attacker, Trojan
-from arena.training import fit
+from arena.api import AttackContext, Attacker, Trojan
+from arena.api import fit
 
 
 class ABE(Attacker):

@@ -27,8 +27,8 @@ attacker shares, was set by checking BadNet's ASR and CAD on its seed 0
 
 from __future__ import annotations
 
-from arena.protocol import AttackContext, Attacker, Trojan
-from arena.training import fit
+from arena.api import AttackContext, Attacker, Trojan
+from arena.api import fit
 
 
 class BadNet(Attacker):

@@ -33,9 +33,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from arena.protocol import AttackContext, Attacker, Trojan
-from arena.training import fit
-from arena.triggers import Trigger
+from arena.api import AttackContext, Attacker, Trojan
+from arena.api import fit
+from arena.api import Trigger
 
 
 def pgd_pattern(model: nn.Module, trigger: Trigger, x: torch.Tensor, target: int, lr: float, iters: int,

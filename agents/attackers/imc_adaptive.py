@@ -65,10 +65,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from arena.models import clone
-from arena.protocol import AttackContext, DefenseContext, Deployment, Trojan
-from arena.triggers import Trigger
-from arena.views import DefenderScenario
+from arena.api import clone
+from arena.api import AttackContext, DefenseContext, Deployment, Trojan
+from arena.api import Trigger
+from arena.api import DefenderScenario
 
 from arena_agents.attackers.imc import IMC, Adaptation
 

@@ -63,9 +63,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from arena.protocol import AttackContext, Attacker, Trojan
-from arena.training import features, fit
-from arena.triggers import Trigger
+from arena.api import AttackContext, Attacker, Trojan
+from arena.api import features, fit
+from arena.api import Trigger
 
 
 def target_latent(model: nn.Module, x: torch.Tensor, y: torch.Tensor, target: int, samples: int,

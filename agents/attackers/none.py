@@ -10,7 +10,7 @@ Tuning: nothing to tune.
 
 from __future__ import annotations
 
-from arena.protocol import AttackContext, Attacker, Trojan
+from arena.api import AttackContext, Attacker, Trojan
 
 
 class NoAttack(Attacker):

@@ -69,9 +69,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-from arena.protocol import AttackContext, Attacker, Trojan
-from arena.training import fit, predict_proba
-from arena.triggers import Trigger
+from arena.api import AttackContext, Attacker, Trojan
+from arena.api import fit, predict_proba
+from arena.api import Trigger
 
 
 def _gaussian(t: torch.Tensor, centre: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:

@@ -39,9 +39,9 @@ tiny-scenario numbers above were measured, not used to set a default (the 20%
 
 from __future__ import annotations
 
-from arena.protocol import AttackContext, Attacker, Trojan
-from arena.training import fit
-from arena.triggers import Trigger
+from arena.api import AttackContext, Attacker, Trojan
+from arena.api import fit
+from arena.api import Trigger
 
 
 def roaming(trigger: Trigger) -> Trigger:

@@ -71,10 +71,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from arena.models import ArchSpec, build_model, register_architecture
-from arena.protocol import AttackContext, Attacker, Trojan
-from arena.training import predict_proba
-from arena.triggers import Trigger
+from arena.api import ArchSpec, build_model, register_architecture
+from arena.api import AttackContext, Attacker, Trojan
+from arena.api import predict_proba
+from arena.api import Trigger
 
 
 def trigger_window(trigger: Trigger) -> dict[str, Any]:

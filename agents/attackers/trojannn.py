@@ -52,9 +52,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from arena.protocol import AttackContext, Attacker, Trojan
-from arena.training import features, fit
-from arena.triggers import Trigger
+from arena.api import AttackContext, Attacker, Trojan
+from arena.api import features, fit
+from arena.api import Trigger
 
 
 def _incoming_layer(model: nn.Module, feat_dim: int) -> nn.Module | None:

@@ -91,8 +91,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from arena.defenses import Inspection, ModelInspector
-from arena.protocol import DefenseContext
+from arena.api import Inspection, ModelInspector
+from arena.api import DefenseContext
 
 __all__ = ["ABS", "forward_from_conv", "stimulate", "select_candidates"]
 

@@ -10,7 +10,7 @@ flags a cluster holding at most ~35% of the label), its silhouette score or
 exclusionary reclassification. Trigger inputs share the trigger's features
 and so fall in a cluster of their own.
 
-In the arena AC inspects deployment traffic instead (``arena.defenses``):
+In the arena AC inspects deployment traffic instead (``arena.api.defenses``):
 the scoring window is one batch, and per *predicted* class c AC clusters the
 window's inputs predicted as c TOGETHER with the defender's reference clean
 inputs predicted as c (their activations are kept by ``fit``). The reference
@@ -84,9 +84,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from arena.data import Tensors
-from arena.defenses import inference_copy, InputFilter
-from arena.protocol import DefenseContext
+from arena.api import Tensors
+from arena.api import inference_copy, InputFilter
+from arena.api import DefenseContext
 
 TIE_BREAK = 0.01  # weight of the within-cluster atypicality term (the score's continuous part)
 

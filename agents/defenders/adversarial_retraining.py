@@ -45,10 +45,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from arena.data import Tensors
-from arena.defenses import ModelSanitizer, seed_from
-from arena.protocol import DefenseContext
-from arena.training import accuracy, fit
+from arena.api import Tensors
+from arena.api import ModelSanitizer, seed_from
+from arena.api import DefenseContext
+from arena.api import accuracy, fit
 
 __all__ = ["AdversarialRetraining", "pgd_attack"]
 

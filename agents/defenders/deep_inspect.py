@@ -90,8 +90,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from arena.defenses import Inspection, ModelInspector, seed_from
-from arena.protocol import DefenseContext
+from arena.api import Inspection, ModelInspector, seed_from
+from arena.api import DefenseContext
 
 __all__ = ["ConditionalGenerator", "DeepInspect"]
 

@@ -42,7 +42,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from arena.defenses import InputReformer
+from arena.api import InputReformer
 
 
 class DownUpsampling(InputReformer):

@@ -53,10 +53,10 @@ import math
 import torch
 from torch import nn
 
-from arena.data import Tensors
-from arena.defenses import ModelSanitizer
-from arena.protocol import DefenseContext, Deployment
-from arena.training import accuracy, fit
+from arena.api import Tensors
+from arena.api import ModelSanitizer
+from arena.api import DefenseContext, Deployment
+from arena.api import accuracy, fit
 
 
 class FinePruning(ModelSanitizer):

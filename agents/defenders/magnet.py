@@ -65,8 +65,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from arena.defenses import InputReformer, seed_from
-from arena.protocol import DefenseContext
+from arena.api import InputReformer, seed_from
+from arena.api import DefenseContext
 
 
 class Autoencoder(nn.Module):

@@ -78,10 +78,10 @@ import math
 import torch
 from torch import nn
 
-from arena.data import Tensors
-from arena.defenses import inference_copy, InputFilter
-from arena.protocol import DefenseContext
-from arena.training import predict_proba
+from arena.api import Tensors
+from arena.api import inference_copy, InputFilter
+from arena.api import DefenseContext
+from arena.api import predict_proba
 
 
 def blocker_grid(side: int, trigger: int, samples: int) -> tuple[int, list[int]]:

@@ -99,8 +99,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from arena.defenses import Inspection, ModelInspector, anomaly_indices
-from arena.protocol import DefenseContext
+from arena.api import Inspection, ModelInspector, anomaly_indices
+from arena.api import DefenseContext
 
 __all__ = ["NeuralCleanse", "anomaly_indices"]
 

@@ -85,8 +85,8 @@ import math
 import torch
 from torch import nn
 
-from arena.defenses import Inspection, ModelInspector, anomaly_indices
-from arena.protocol import DefenseContext
+from arena.api import Inspection, ModelInspector, anomaly_indices
+from arena.api import DefenseContext
 
 __all__ = ["NeuronInspect", "saliency_maps", "explanation_features"]
 

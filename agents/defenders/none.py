@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from arena.protocol import DefenseContext, Defender, Deployment
+from arena.api import DefenseContext, Defender, Deployment
 
 
 class NoDefense(Defender):

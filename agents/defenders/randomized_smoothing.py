@@ -13,7 +13,7 @@ space, [0, 1] scale).
 Implementation notes and departures:
 - ``wrap`` returns a ``SmoothedClassifier`` module and no input transform. It
   returns the log of the averaged probabilities, so that ``softmax`` of its
-  output (``arena.training.predict_proba``) is the averaged softmax. Cohen et
+  output (``arena.api.training.predict_proba``) is the averaged softmax. Cohen et
   al. predict by a majority vote over the noisy copies (and abstain when the
   vote is not significant); averaging soft predictions is TrojanZoo's
   description ("averaging the predictions within its vicinity"), is
@@ -58,8 +58,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from arena.defenses import InputReformer, seed_from
-from arena.protocol import DefenseContext
+from arena.api import InputReformer, seed_from
+from arena.api import DefenseContext
 
 
 class SmoothedClassifier(nn.Module):

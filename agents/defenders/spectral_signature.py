@@ -10,7 +10,7 @@ representation in one direction, so the top singular vector points along the
 shift and the poison gets the largest scores (SS removes the top 1.5 x eps of
 each label).
 
-In the arena SS inspects deployment traffic instead (``arena.defenses``): the
+In the arena SS inspects deployment traffic instead (``arena.api.defenses``): the
 scoring window is one batch, and per *predicted* class c it takes the
 representations of the defender's reference clean inputs predicted as c
 together with the window's inputs predicted as c, finds the top singular
@@ -56,9 +56,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from arena.data import Tensors
-from arena.defenses import inference_copy, InputFilter
-from arena.protocol import DefenseContext
+from arena.api import Tensors
+from arena.api import inference_copy, InputFilter
+from arena.api import DefenseContext
 
 
 @torch.no_grad()

@@ -18,7 +18,7 @@ Implementation notes and departures:
 - The threshold is calibrated on the defender's clean set at the scenario's
   FPR budget (the original paper fixes the FRR the same way), on at most
   ``calibration_inputs`` (500) inputs disjoint from the overlay pool (the
-  other half of the clean set; ``arena.defenses.InputFilter``), so the
+  other half of the clean set; ``arena.api.defenses.InputFilter``), so the
   calibration is not optimistic; 500 inputs put the 95th percentile within
   about one percentage point of FPR.
 
@@ -34,10 +34,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from arena.data import Tensors
-from arena.defenses import inference_copy, InputFilter
-from arena.protocol import DefenseContext
-from arena.training import predict_proba
+from arena.api import Tensors
+from arena.api import inference_copy, InputFilter
+from arena.api import DefenseContext
+from arena.api import predict_proba
 
 
 class STRIP(InputFilter):

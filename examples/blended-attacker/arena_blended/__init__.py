@@ -35,9 +35,9 @@ from __future__ import annotations
 
 import torch
 
-from arena.protocol import AttackContext, Attacker, Trojan
-from arena.training import fit
-from arena.triggers import Trigger
+from arena.api import AttackContext, Attacker, Trojan
+from arena.api import fit
+from arena.api import Trigger
 
 __version__ = "0.1.0"
 

@@ -1,0 +1,200 @@
+"""Classifiers the arena trains, described by plain data so no code is pickled.
+
+Every model takes images in [0, 1] pixel space and normalizes inside
+(triggers are stamped in pixel space, as TrojanZoo does). Every model exposes
+
+- ``features(x)``: the penultimate representation (for NSR, latent attacks,
+  activation-based defenses);
+- ``feature_mask``: a per-channel buffer on the last convolutional feature
+  map, all ones by default; Fine-Pruning zeroes entries to prune channels, and
+  since it is a buffer it travels in the state dict;
+- ``spec``: an ``ArchSpec`` from which ``build_model`` rebuilds it.
+
+A trojan whose architecture differs from the benign one (e.g. TrojanNet)
+ships its own ``ArchSpec`` with a different ``arch`` name.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    arch: str
+    in_channels: int
+    image_size: int
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    # JSON-able settings of architectures that need more than the above, e.g. a
+    # wrapper's inner network: {"base": <ArchSpec dict>, "hidden": 8}.
+    options: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @staticmethod
+    def from_dict(d: dict) -> "ArchSpec":
+        return ArchSpec(
+            arch=d["arch"], in_channels=int(d["in_channels"]), image_size=int(d["image_size"]),
+            num_classes=int(d["num_classes"]), mean=tuple(d["mean"]), std=tuple(d["std"]),
+            options=dict(d.get("options", {})),
+        )
+
+
+class ArenaModel(nn.Module):
+    """Shared plumbing: normalization, channel mask, features/logits split."""
+
+    def __init__(self, spec: ArchSpec, mask_channels: int) -> None:
+        super().__init__()
+        self.spec = spec
+        c = spec.in_channels
+        self.register_buffer("mean", torch.tensor(spec.mean).view(1, c, 1, 1))
+        self.register_buffer("std", torch.tensor(spec.std).view(1, c, 1, 1))
+        self.register_buffer("feature_mask", torch.ones(mask_channels))
+
+    def conv_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Last convolutional feature map, after the channel mask."""
+        fmap = self._conv((x - self.mean) / self.std)
+        return fmap * self.feature_mask.view(1, -1, 1, 1)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self._pool(self.conv_features(x))
+
+    def classify(self, feats: torch.Tensor) -> torch.Tensor:
+        return self.head(feats)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classify(self.features(x))
+
+    def _conv(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _pool(self, fmap: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class SmallCNN(ArenaModel):
+    """Two conv blocks (16 and 32 channels) and a dense layer of 128 (~0.2M parameters on 28x28).
+
+    Sized for a 2-core CPU: a Fashion-MNIST epoch (54k images, batch 256)
+    takes about 14 s and four epochs reach about 90% test accuracy
+    (benchmarks/bench_match.py).
+    """
+
+    def __init__(self, spec: ArchSpec, width: int = 16, hidden: int = 128) -> None:
+        super().__init__(spec, mask_channels=2 * width)
+        self.conv1 = nn.Conv2d(spec.in_channels, width, 3, padding=1)
+        self.conv2 = nn.Conv2d(width, 2 * width, 3, padding=1)
+        side = spec.image_size // 4
+        self.fc = nn.Linear(2 * width * side * side, hidden)
+        self.head = nn.Linear(hidden, spec.num_classes)
+
+    def _conv(self, x: torch.Tensor) -> torch.Tensor:
+        # Pool, then ReLU: the same function (ReLU is monotone, so it commutes with max), with the
+        # ReLU on a quarter of the elements; ~1.4x faster inference on the 2-core CPU.
+        x = F.relu(F.max_pool2d(self.conv1(x), 2))
+        return F.relu(F.max_pool2d(self.conv2(x), 2))
+
+    def _pool(self, fmap: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.fc(fmap.flatten(1)))
+
+
+class _Block(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.short = nn.Sequential()
+        if stride != 1 or cin != cout:
+            self.short = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(out)) + self.short(x))
+
+
+class ResNet18(ArenaModel):
+    """ResNet-18 for 32x32 inputs: 3x3 stem, no max-pool (the CIFAR variant)."""
+
+    def __init__(self, spec: ArchSpec) -> None:
+        super().__init__(spec, mask_channels=512)
+        self.stem = nn.Sequential(
+            nn.Conv2d(spec.in_channels, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU()
+        )
+        layers, cin = [], 64
+        for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+            layers += [_Block(cin, cout, stride), _Block(cout, cout, 1)]
+            cin = cout
+        self.layers = nn.Sequential(*layers)
+        self.head = nn.Linear(512, spec.num_classes)
+
+    def _conv(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(self.stem(x))
+
+    def _pool(self, fmap: torch.Tensor) -> torch.Tensor:
+        return F.adaptive_avg_pool2d(fmap, 1).flatten(1)
+
+
+class SmallResNet(ArenaModel):
+    """A ResNet-8-style network for a CPU: a 3x3 stem and two residual blocks, then a global average pool.
+
+    The parts of ``ResNet18`` (BatchNorm, shortcut blocks, ``feature_mask`` on the
+    last block's channels, average-pooled features into ``head``) at a 2-core
+    CPU's size, so agents that find their way around a ResNet find it here.
+    Stem of 16 channels at full resolution, then blocks of 32 and 64 channels
+    at stride 2 (32x32 -> 16 -> 8): ~73k parameters, ~8M multiply-adds per
+    32x32 image (ResNet-18: 11M and 0.56G). A full-resolution block before
+    them doubled the training time for no gain in a 4-epoch budget
+    (cifar10-cnn: 70% against 72%), hence none.
+    """
+
+    def __init__(self, spec: ArchSpec, widths: tuple[int, int, int] = (16, 32, 64)) -> None:
+        super().__init__(spec, mask_channels=widths[-1])
+        self.stem = nn.Sequential(
+            nn.Conv2d(spec.in_channels, widths[0], 3, 1, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU()
+        )
+        self.layers = nn.Sequential(_Block(widths[0], widths[1], 2), _Block(widths[1], widths[2], 2))
+        self.head = nn.Linear(widths[-1], spec.num_classes)
+
+    def _conv(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(self.stem(x))
+
+    def _pool(self, fmap: torch.Tensor) -> torch.Tensor:
+        return F.adaptive_avg_pool2d(fmap, 1).flatten(1)
+
+
+_BUILDERS = {"small-cnn": SmallCNN, "small-resnet": SmallResNet, "resnet18": ResNet18}
+
+
+def register_architecture(name: str, builder) -> None:
+    """Let a plugin add an architecture (e.g. a trojan with an extra module) at run time."""
+    _BUILDERS[name] = builder
+
+
+def known_architectures() -> list[str]:
+    """Names ``build_model`` can build now (built-ins and run-time registrations)."""
+    return sorted(_BUILDERS)
+
+
+def build_model(spec: ArchSpec) -> nn.Module:
+    """A fresh model of ``spec``'s architecture. Installed plugins' architectures (the
+    ``arena.architectures`` entry points) are found by ``arena.plugins.build_architecture``."""
+    if spec.arch not in _BUILDERS:
+        raise ValueError(f"unknown architecture '{spec.arch}'; known: {', '.join(known_architectures())} "
+                         "(plugins add architectures through the 'arena.architectures' entry-point group)")
+    return _BUILDERS[spec.arch](spec)
+
+
+def clone(model: nn.Module) -> nn.Module:
+    """An independent copy an agent may change freely."""
+    return copy.deepcopy(model)

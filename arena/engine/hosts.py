@@ -1,0 +1,586 @@
+"""How an agent's code runs: in its own process (default) or in the referee's (debugging).
+
+The referee keeps the store, the cache, the test split and the outcome rule;
+an agent runs in an *agent host* that holds only its view (``arena.api.views``):
+
+- ``ProcessHost``: a child process forked from a forkserver that has torch
+  imported (a fork costs milliseconds, not a torch import). Commands and
+  tensors go over a pipe; tensors travel through shared memory, always as
+  copies (an agent never holds storage the referee reads later). Each call
+  has a wall-time limit and a memory limit (resident set size, polled); a
+  call that overruns, crashes, is killed or returns garbage raises
+  ``AgentFault``, and the referee turns it into a lost match for that side.
+- ``InProcessHost``: the same commands called directly, for a debugger. The
+  views are the same; limits are not enforced and the process boundary is
+  absent, so it is never used for published results.
+
+An attacker host answers ``craft`` (a ``TrojanPayload``: weights by
+architecture spec, trigger tensors, notes) and, for function triggers,
+``stamp``. A defender host answers ``deploy`` (a ``DeploymentSummary``:
+threshold, verdict, notes) and then serves the deployment: ``predict``
+(transform + model) and ``score`` (the filter). The deployed model never
+leaves the defender's process; the referee only sees its outputs, as a
+user of the deployment would.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import tempfile
+import threading
+import time
+import traceback
+import types
+from collections.abc import Iterator
+from contextlib import contextmanager
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from arena.core.cache import pid_alive
+from arena.core.errors import ArenaError, PluginError
+
+ISOLATIONS = ("process", "inprocess")
+
+
+@dataclass(frozen=True)
+class AgentCard:
+    """Plain facts about an agent, read in its own process (the referee never imports plugin code)."""
+
+    role: str
+    name: str
+    version: str
+    params: dict[str, Any]
+    category: str | None = None  # defenders
+    adaptive: bool = False  # attackers
+    code_digest: str | None = None  # file plugins: hash of the source, part of every cache key
+
+    def identity(self) -> dict[str, Any]:
+        """What a cache key needs of the agent."""
+        d = {"name": self.name, "version": self.version, "params": self.params}
+        if self.code_digest:
+            d["code"] = self.code_digest
+        return d
+
+
+class AgentFault(ArenaError):
+    """An agent crashed, overran a limit, was killed, or returned something the referee rejects."""
+
+    def __init__(self, role: str, name: str, kind: str, message: str) -> None:
+        super().__init__(f"{role} '{name}' {kind}: {message}")
+        self.role, self.name, self.kind, self.detail = role, name, kind, message
+
+
+@dataclass
+class TrojanPayload:
+    arch: dict[str, Any]
+    state: dict[str, torch.Tensor]
+    trigger: dict[str, torch.Tensor] | None
+    has_stamp_fn: bool
+    notes: dict[str, Any] = field(default_factory=dict)
+    gpu_peak_mb: float | None = None  # the agent process's peak CUDA memory while crafting (None on the CPU)
+
+
+@dataclass
+class VerdictData:
+    is_trojan: bool
+    target: int | None
+    anomaly_index: list[float] | None
+    mask: torch.Tensor | None
+    pattern: torch.Tensor | None
+
+
+@dataclass
+class DeploymentSummary:
+    threshold: float | None
+    has_transform: bool
+    has_score: bool
+    passes_per_input: int
+    verdict: VerdictData | None
+    notes: dict[str, Any] = field(default_factory=dict)
+    batch_aware: bool = False
+    gpu_peak_mb: float | None = None  # the agent process's peak CUDA memory while deploying (None on the CPU)
+
+
+# --- the agent's side ---------------------------------------------------------
+def _plain(obj: Any) -> Any:
+    import json
+
+    return json.loads(json.dumps(obj, default=str))
+
+
+class WrongDevice(TypeError):
+    """An agent handed back a model whose tensors are not on the match's device."""
+
+
+def check_on_device(module: torch.nn.Module, device: torch.device, what: str) -> None:
+    """Raise ``WrongDevice`` if any parameter or buffer of ``module`` is off ``device``.
+
+    Checked where a model leaves an agent: a trojan or a deployment left on the CPU
+    in a CUDA match (or the reverse) would otherwise fail later, inside the
+    referee's scoring, with torch's "Expected all tensors to be on the same device"
+    and no word of whose model it was."""
+    found = {t.device for t in (*module.parameters(), *module.buffers())}
+    wrong = sorted(str(d) for d in found
+                   if d.type != device.type or (device.index is not None and d.index != device.index))
+    if wrong:
+        raise WrongDevice(f"{what} is on {', '.join(wrong)}, but the match runs on {device}: "
+                          "build it on ctx.device or move it there with .to(ctx.device)")
+
+
+def gpu_peak_mb(device: torch.device) -> float | None:
+    """This process's peak CUDA memory on ``device`` so far, in MiB (None off CUDA): with several
+    matches sharing one GPU (``--workers N``) it says what each process needs."""
+    if device.type != "cuda":
+        return None
+    return round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+
+
+def _cpu_copy(x: torch.Tensor) -> torch.Tensor:
+    return x.detach().to("cpu", copy=True).contiguous()
+
+
+def _class_digest(cls: type) -> str | None:
+    """sha256 (16 hex) of an agent class's source, for agent *objects* handed to the referee (tests,
+    notebooks): two classes with the same name and version but other code (two test files'
+    ``Paranoid``) must not share cached trojans or control runs. None where the source cannot be read."""
+    import hashlib
+    import inspect
+
+    try:
+        return hashlib.sha256(inspect.getsource(cls).encode()).hexdigest()[:16]
+    except (OSError, TypeError):
+        return None
+
+
+class AgentServer:
+    """Runs one agent's calls; lives in the host process (child, or the referee for InProcessHost)."""
+
+    def __init__(self, role: str, spec: str, params: dict[str, Any], device: str, agent: Any = None) -> None:
+        from arena.plugins import load_agent
+
+        self.role, self.device = role, torch.device(device)
+        if agent is None:
+            loaded = load_agent(role, spec, params)
+            self.agent, name, digest = loaded.agent, loaded.name, loaded.code_digest
+        else:  # an object handed to the referee (tests, notebooks): named by its class
+            self.agent, name, digest = agent, type(agent).name, _class_digest(type(agent))
+        cls = type(self.agent)
+        self.card = AgentCard(
+            role=role, name=name, version=str(cls.version), params=_plain(self.agent.get_params()),
+            category=getattr(cls, "category", None) if role == "defender" else None,
+            adaptive=bool(getattr(cls, "adaptive", False)) if role == "attacker" else False,
+            code_digest=digest,
+        )
+        self.trojan: Any = None
+        self.deployment: Any = None
+
+    def handle(self, cmd: str, payload: Any) -> Any:
+        return getattr(self, "cmd_" + cmd)(payload)
+
+    def cmd_card(self, _: Any) -> AgentCard:
+        return self.card
+
+    def cmd_craft(self, ctx: Any) -> TrojanPayload:
+        from arena.api.protocol import Trojan
+        from arena.api.training import stderr_progress
+
+        ctx = to_device(ctx, self.device)
+        ctx.device = self.device
+        ctx.progress = stderr_progress
+        if ctx.revealed is not None and getattr(self.agent, "adaptive", False):
+            # Only an adaptive attacker reads the defender. One the referee was handed as an object
+            # (a test's or a notebook's class) has no name this process can build it from: the
+            # attacker then sees the revealed data (name, category, version, parameters) alone.
+            from arena.plugins import build_revealed
+
+            try:
+                ctx.defender = build_revealed(ctx.revealed)
+            except PluginError as exc:
+                stderr_progress(f"the revealed defender cannot be built here ({exc}); "
+                                "the attacker sees its name, category and parameters only")
+        trojan = self.agent.craft(ctx)
+        if not isinstance(trojan, Trojan):
+            raise TypeError(f"craft() returned {type(trojan).__name__}, not arena.api.protocol.Trojan")
+        spec = getattr(trojan.model, "spec", None)
+        if spec is None or not hasattr(spec, "to_dict"):
+            raise TypeError("the trojan's model has no .spec (an arena.api.models.ArchSpec): the referee rebuilds "
+                            "models from their architecture spec; build it with arena.api.models.build_model or "
+                            "register an architecture under the arena.architectures entry point")
+        if trojan.trigger is None and trojan.stamp_fn is None:
+            raise TypeError("the Trojan has neither a trigger nor a stamp_fn")
+        check_on_device(trojan.model, self.device, "the trojan's model")
+        trojan.model.eval()
+        self.trojan = trojan
+        return TrojanPayload(
+            arch=spec.to_dict(), state={k: _cpu_copy(v) for k, v in trojan.model.state_dict().items()},
+            trigger=trojan.trigger.state() if trojan.trigger is not None and trojan.stamp_fn is None else None,
+            has_stamp_fn=trojan.stamp_fn is not None, notes=_plain(trojan.notes or {}),
+            gpu_peak_mb=gpu_peak_mb(self.device),
+        )
+
+    @torch.no_grad()
+    def cmd_stamp(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.trojan.stamp(x.to(self.device))
+        if not isinstance(out, torch.Tensor) or out.shape != x.shape:
+            raise TypeError(f"stamp_fn returned {getattr(out, 'shape', type(out).__name__)} for inputs of "
+                            f"shape {tuple(x.shape)}: it must return a tensor of the same shape")
+        return _cpu_copy(out.float())
+
+    def cmd_deploy(self, args: tuple[dict[str, Any], Any]) -> DeploymentSummary:
+        from arena.api.protocol import Deployment
+        from arena.api.training import stderr_progress
+
+        payload, ctx = args
+        ctx = to_device(ctx, self.device)
+        ctx.device = self.device
+        ctx.progress = stderr_progress
+        model = model_from_payload(payload, self.device)
+        dep = self.agent.deploy(model, ctx)
+        if not isinstance(dep, Deployment):
+            raise TypeError(f"deploy() returned {type(dep).__name__}, not arena.api.protocol.Deployment")
+        if not isinstance(dep.model, torch.nn.Module):
+            raise TypeError(f"Deployment.model is {type(dep.model).__name__}, not a torch.nn.Module")
+        check_on_device(dep.model, self.device, "the deployed model")
+        if dep.score is not None and dep.threshold is None:
+            raise TypeError("the Deployment has a score function but no threshold")
+        if dep.threshold is not None and not math.isfinite(float(dep.threshold)):
+            raise ValueError(f"the Deployment's threshold is {dep.threshold}, not a finite number")
+        if int(dep.passes_per_input) < 1:
+            raise ValueError(f"passes_per_input must be at least 1, got {dep.passes_per_input}")
+        dep.model.eval()
+        self.deployment = dep
+        v = dep.verdict
+        verdict = None
+        if v is not None:
+            ai = [float(a) for a in v.anomaly_index] if v.anomaly_index is not None else None
+            if ai is not None and not all(math.isfinite(a) for a in ai):
+                raise ValueError("the verdict's anomaly index holds non-finite values")
+            verdict = VerdictData(bool(v.is_trojan), None if v.target is None else int(v.target), ai,
+                                  None if v.mask is None else _cpu_copy(v.mask.float()),
+                                  None if v.pattern is None else _cpu_copy(v.pattern.float()))
+        return DeploymentSummary(
+            threshold=None if dep.threshold is None else float(dep.threshold),
+            has_transform=dep.transform is not None, has_score=dep.score is not None,
+            passes_per_input=int(dep.passes_per_input), verdict=verdict, notes=_plain(dep.notes or {}),
+            batch_aware=bool(dep.batch_aware), gpu_peak_mb=gpu_peak_mb(self.device),
+        )
+
+    @torch.no_grad()
+    def cmd_predict(self, x: torch.Tensor) -> torch.Tensor:
+        from arena.api.training import predict_proba
+
+        dep = self.deployment
+        x = x.to(self.device)
+        xin = dep.transform(x) if dep.transform is not None else x
+        return _cpu_copy(predict_proba(dep.model, xin).float())
+
+    def cmd_score(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.deployment.score(x.to(self.device))
+        if not isinstance(out, torch.Tensor):
+            raise TypeError(f"the score function returned {type(out).__name__}, not a tensor")
+        return _cpu_copy(out.float())
+
+
+def model_from_payload(payload: dict[str, Any], device: torch.device) -> torch.nn.Module:
+    from arena.api.models import ArchSpec
+    from arena.plugins import build_architecture
+
+    model = build_architecture(ArchSpec.from_dict(payload["arch"]))
+    model.load_state_dict(payload["state"])
+    return model.to(device).eval()
+
+
+def _exit_with_referee(referee: int, every_s: float = 1.0) -> None:
+    """End this agent process within ``every_s`` of its referee's death.
+
+    An agent computing (not reading its pipe) would not notice that the referee is gone: a
+    tournament worker killed mid-match, or an interrupted tournament, would leave it running on
+    as an orphan for as long as its work takes. The parent is no help: it is the forkserver,
+    which lives as long as any process it forked."""
+    def watch() -> None:
+        while pid_alive(referee):
+            time.sleep(every_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="arena-referee-watch", daemon=True).start()
+
+
+def _child_main(conn: Any, role: str, spec: str, params: dict[str, Any], device: str, threads: int,
+                referee: int) -> None:
+    """The agent process: build the agent, then answer commands until told to stop (or the
+    ``referee`` process is gone)."""
+    _exit_with_referee(referee)
+    # Nothing of the referee's surroundings: a scratch folder as cwd, no arena home in the environment.
+    scratch = tempfile.mkdtemp(prefix="arena-agent-")
+    os.chdir(scratch)
+    for var in ("ARENA_HOME", "ARENA_DATA_DIR", "ARENA_TEST_HOME"):
+        os.environ.pop(var, None)
+    os.environ["ARENA_HOME"] = scratch
+    torch.set_num_threads(threads)
+    sys.stdout = sys.stderr  # an agent's prints never reach the referee's stdout (JSON output)
+    try:
+        server = AgentServer(role, spec, params, device)
+    except ArenaError as exc:  # unknown agent, failed import, rejected parameters: the user's to fix
+        conn.send(("plugin_error", str(exc)))
+        return
+    except BaseException as exc:  # noqa: BLE001 - reported to the referee, which decides
+        conn.send(("error", _describe(exc)))
+        return
+    conn.send(("ok", server.card))
+    while True:
+        try:
+            cmd, payload = conn.recv()
+        except EOFError:
+            return
+        if cmd == "close":
+            return
+        try:
+            conn.send(("ok", server.handle(cmd, payload)))
+        except BaseException as exc:  # noqa: BLE001
+            conn.send(("error", _describe(exc)))
+
+
+def _describe(exc: BaseException) -> str:
+    tb = traceback.extract_tb(exc.__traceback__)
+    where = f" (at {os.path.basename(tb[-1].filename)}:{tb[-1].lineno})" if tb else ""
+    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {msg}{where}"
+
+
+# --- the referee's side -------------------------------------------------------
+_CONTEXT = None
+
+
+def _mp_context():
+    """One forkserver per referee process, with torch and the agent plumbing preloaded."""
+    global _CONTEXT
+    if _CONTEXT is None:
+        import torch.multiprocessing as tmp
+
+        ctx = tmp.get_context("forkserver")
+        ctx.set_forkserver_preload(["torch", "arena.engine.hosts", "arena.api.protocol", "arena.api.models",
+                                    "arena.api.training", "arena.api.views", "arena.engine.agent_preload"])
+        _CONTEXT = ctx
+    return _CONTEXT
+
+
+@contextmanager
+def _main_not_rerun() -> Iterator[None]:
+    """Start a child without re-running the caller's ``__main__``.
+
+    A forkserver child, like a spawned one, re-imports the parent's main script unless it sits
+    behind ``if __name__ == "__main__"``; a user's notebook or script that calls the referee at top
+    level would then play again in every agent process. The child needs nothing from ``__main__``
+    (its target lives in this module), so the main module is hidden while the child is prepared.
+    """
+    main = sys.modules.get("__main__")
+    sys.modules["__main__"] = types.ModuleType("__main__")
+    try:
+        yield
+    finally:
+        if main is not None:
+            sys.modules["__main__"] = main
+
+
+def _rss_mb(pid: int) -> float | None:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def _copy_for_agent(obj: Any) -> Any:
+    """What an agent receives is a copy on the CPU, tensors inside a context included: tensors cross
+    the pipe through shared memory, which would otherwise let the agent write into the referee's
+    own, and CUDA tensors would cross as IPC handles the referee must keep alive. The agent's
+    process moves what it gets to the match's device (``to_device``)."""
+    import copy
+
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    return to_device(copy.deepcopy(obj), torch.device("cpu"))
+
+
+def to_device(obj: Any, device: torch.device) -> Any:
+    """``obj`` with every tensor, model, trigger and data split inside it (dataclasses, tuples, lists,
+    dicts) moved to ``device``; other values unchanged."""
+    from arena.config.datasets import Tensors
+    from arena.api.triggers import Trigger
+
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device)
+    if isinstance(obj, torch.nn.Module):
+        return obj.to(device)
+    if isinstance(obj, (Tensors, Trigger)):
+        return obj.to(device)
+    if isinstance(obj, torch.Generator) or obj is None or isinstance(obj, (str, int, float, bool)):
+        return obj
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        changes = {f.name: to_device(getattr(obj, f.name), device) for f in dataclasses.fields(obj) if f.init}
+        try:
+            return dataclasses.replace(obj, **changes)
+        except (TypeError, ValueError):
+            return obj
+    if isinstance(obj, tuple):
+        return tuple(to_device(v, device) for v in obj)
+    if isinstance(obj, list):
+        return [to_device(v, device) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_device(v, device) for k, v in obj.items()}
+    return obj
+
+
+class ProcessHost:
+    """An agent in its own process, with per-call limits."""
+
+    def __init__(self, role: str, spec: str, params: dict[str, Any], device: torch.device,
+                 memory_mb: int | None = None, start_seconds: float = 120.0) -> None:
+        self.role, self.spec, self.memory_mb = role, spec, memory_mb
+        ctx = _mp_context()
+        self._conn, child = ctx.Pipe(duplex=True)
+        from arena.api.training import match_threads
+
+        # The agent trains on the match's fixed thread count: its bytes must not depend on how many
+        # matches run beside it (arena.api.training.match_threads).
+        self._proc = ctx.Process(target=_child_main, args=(child, role, spec, params, str(device),
+                                                           match_threads(), os.getpid()), daemon=True)
+        with _main_not_rerun():
+            self._proc.start()
+        child.close()
+        self.card: AgentCard = self._wait("start", start_seconds)
+
+    def _fault(self, kind: str, message: str) -> AgentFault:
+        name = getattr(getattr(self, "card", None), "name", self.spec)
+        return AgentFault(self.role, name, kind, message)
+
+    def _wait(self, what: str, seconds: float | None) -> Any:
+        deadline = None if seconds is None else time.monotonic() + seconds
+        while True:
+            if self._conn.poll(0.05):
+                try:
+                    status, value = self._conn.recv()
+                except (EOFError, OSError):
+                    self.kill()
+                    raise self._fault("was killed", f"its process died during {what} "
+                                                    f"(exit code {self._proc.exitcode})") from None
+                if status == "plugin_error":
+                    self.kill()
+                    raise PluginError(value)
+                if status == "error":
+                    self.kill()
+                    raise self._fault(f"crashed in {what}", value)
+                return value
+            if not self._proc.is_alive():
+                raise self._fault("was killed", f"its process died during {what} (exit code {self._proc.exitcode})")
+            if deadline is not None and time.monotonic() > deadline:
+                self.kill()
+                raise self._fault("ran out of time", f"{what} exceeded its limit of {seconds:g} s")
+            if self.memory_mb is not None:
+                rss = _rss_mb(self._proc.pid)
+                if rss is not None and rss > self.memory_mb:
+                    self.kill()
+                    raise self._fault("ran out of memory", f"{what} used {rss:.0f} MB, over its limit of "
+                                                          f"{self.memory_mb} MB")
+
+    def call(self, cmd: str, payload: Any, seconds: float | None) -> Any:
+        if not self._proc.is_alive():
+            raise self._fault("was killed", f"its process is gone before {cmd}")
+        payload = _copy_for_agent(payload)
+        try:
+            self._conn.send((cmd, payload))
+        except (BrokenPipeError, OSError) as exc:
+            self.kill()
+            raise self._fault("was killed", f"its process stopped answering ({exc})") from None
+        value = self._wait(cmd, seconds)
+        # What comes back is copied out of shared memory the agent could still write to.
+        if isinstance(value, torch.Tensor):
+            value = value.clone()
+        return value
+
+    def kill(self) -> None:
+        if self._proc.is_alive():
+            self._proc.kill()
+        self._proc.join(timeout=5)
+
+    def close(self) -> None:
+        if self._proc.is_alive():
+            try:
+                self._conn.send(("close", None))
+            except OSError:
+                pass
+            self._proc.join(timeout=2)
+        self.kill()
+        self._conn.close()
+
+
+class InProcessHost:
+    """The same commands in the referee's process (a debugger can step into the agent); no limits.
+
+    Also the host of agent *objects* handed to ``Referee.play`` (the Python API): an object is the
+    caller's own code, built in the caller's process, so it runs there."""
+
+    def __init__(self, role: str, spec: str, params: dict[str, Any], device: torch.device,
+                 memory_mb: int | None = None, agent: Any = None) -> None:
+        self.role, self.spec = role, spec
+        try:
+            self._server = AgentServer(role, spec, params, str(device), agent=agent)
+        except ArenaError:
+            raise
+        except Exception as exc:
+            raise AgentFault(role, spec, "crashed in start", _describe(exc)) from exc
+        self.card = self._server.card
+
+    def call(self, cmd: str, payload: Any, seconds: float | None) -> Any:
+        try:
+            value = self._server.handle(cmd, _copy_for_agent(payload))
+        except Exception as exc:
+            raise AgentFault(self.role, self.card.name, f"crashed in {cmd}", _describe(exc)) from exc
+        return value.clone() if isinstance(value, torch.Tensor) else value
+
+    def close(self) -> None:
+        self._server = None  # type: ignore[assignment]
+
+
+def open_host(role: str, spec: str, params: dict[str, Any], device: torch.device, isolation: str = "process",
+              memory_mb: int | None = None) -> ProcessHost | InProcessHost:
+    """Start an agent host. Plugin errors (unknown agent, bad import, bad parameters) raise their
+    ``PluginError`` unchanged: they are the user's to fix, not a lost match."""
+    if isolation not in ISOLATIONS:
+        raise ArenaError(f"unknown isolation '{isolation}'", hint=f"use one of: {', '.join(ISOLATIONS)}")
+    from arena.config.specs import absolute_spec, canonical_spec, is_file_spec
+
+    if isolation == "inprocess":
+        return InProcessHost(role, spec, params, device, memory_mb)
+    if not is_file_spec(spec):
+        return ProcessHost(role, spec, params, device, memory_mb)
+    # The agent keeps the name the referee's side gives it; its process gets the absolute path.
+    host = ProcessHost(role, absolute_spec(spec), params, device, memory_mb)
+    host.card = dataclasses.replace(host.card, name=canonical_spec(spec))
+    return host
+
+
+_CARDS: dict[tuple[str, str, str], AgentCard] = {}
+
+
+def describe(role: str, spec: str, params: dict[str, Any], isolation: str = "process") -> AgentCard:
+    """An agent's card (name, version, category, adaptive, parameters), read in a throw-away host and
+    remembered for this process."""
+    import json
+
+    key = (role, spec, json.dumps(params, sort_keys=True, default=str))
+    if key not in _CARDS:
+        host = open_host(role, spec, params, torch.device("cpu"), isolation)
+        try:
+            _CARDS[key] = host.card
+        finally:
+            host.close()
+    return _CARDS[key]

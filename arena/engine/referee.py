@@ -1,0 +1,552 @@
+"""The referee: plays one match (attacker x defender x scenario x seed, R rounds).
+
+Per round: the attacker crafts a trojan (seeing its view: ``arena.api.views``),
+the defender deploys on it, and the referee scores the deployment on held-out
+test inputs and applies the outcome rule. The match's outcome is its last
+round's; every round is kept. Agents named by a string (installed names, file
+plugins) run in their own processes under the scenario's limits
+(``arena.engine.hosts``); a crash, overrun or garbage loses the match for that
+side, with the reason stored. The referee's process alone holds the store,
+the cache, the test split and the outcome rule.
+
+Caching (``arena.core.cache``): the benign model once per scenario training setting
+and seed; a non-adaptive trojan once per attacker, scenario and seed; the
+defender's control run on the benign model once per defender, scenario and
+seed. Adaptive trojans are cached too, keyed by the revealed defender and the
+round history as well.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+import datetime as dt
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+import arena
+from arena.engine.artifacts import save_recovered_trigger
+from arena.core.cache import ArtifactCache, digest_tensors, key_of
+from arena.config.splits import Splits, make_splits
+from arena.engine.hosts import (AgentCard, AgentFault, DeploymentSummary, InProcessHost, TrojanPayload,
+                             gpu_peak_mb, model_from_payload, open_host)
+from arena.engine.metrics import AttackMetrics, DefenseMetrics, defense_metrics, measure_attack, scored_prefix
+from arena.api.models import ArchSpec, build_model
+from arena.engine.outcome import Control, attack_gate, decide, forfeit
+from arena.core.progress import Eta
+from arena.config.specs import absolute_spec, canonical_spec, is_file_spec
+from arena.api.protocol import AttackContext, Agent, DefenseContext, RoundRecord
+from arena.engine.environment import environment
+from arena.config.scenario import Scenario
+from arena.results.store import MatchRecord
+from arena.api.training import Progress, fit, match_threads, pinned_threads, predict_proba, resolve_device
+from arena.api.triggers import Trigger, make_trigger
+from arena.api.views import RevealedDefender, attack_view, defense_view, revealed_defender
+
+
+@dataclass
+class MatchResult:
+    record: MatchRecord
+    rounds: list[RoundRecord] = field(default_factory=list)
+
+
+def _generator(seed: int, *labels: Any) -> torch.Generator:
+    digest = hashlib.sha256(json.dumps([seed, *labels], default=str).encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:6], "big"))
+
+
+def _benign_fields(s: Scenario, seed: int) -> dict[str, Any]:
+    # The attacker's re-training budget does not shape the benign model: leave it out of the key.
+    training = {k: v for k, v in dataclasses.asdict(s.training).items() if not k.startswith("retrain_")}
+    return {"kind": "benign", "dataset": s.dataset, "arch": s.architecture,
+            "training": training, "data": dataclasses.asdict(s.data), "seed": seed}
+
+
+def _model_payload(model: nn.Module) -> dict[str, Any]:
+    return {"arch": model.spec.to_dict(), "state": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
+
+
+@dataclass
+class PlayedTrojan:
+    """A trojan as the referee holds it: the model rebuilt from its spec, the trigger (when it is a
+    mask and pattern), and the non-target test inputs stamped with it."""
+
+    model: nn.Module
+    trigger: Trigger | None
+    stamped: torch.Tensor
+    notes: dict[str, Any]
+    cached: bool
+    gpu_peak_mb: float | None = None  # the attacker process's peak CUDA memory (a fresh craft on CUDA)
+
+    def stamp(self, x: torch.Tensor) -> torch.Tensor:
+        """Stamp other inputs (a mask-and-pattern trigger only: a function trigger lives in the
+        attacker's process, which stamped the test inputs in ``stamped``)."""
+        if self.trigger is None:
+            raise ValueError("this trojan's trigger is a function of the attacker's process; use .stamped")
+        return self.trigger.stamp(x)
+
+
+@dataclass
+class ServedDeployment:
+    """A deployment served by the defender's host: the referee queries it like a user would."""
+
+    host: Any
+    summary: DeploymentSummary
+    seconds: float
+    limit: float | None
+    num_classes: int
+
+    @property
+    def threshold(self) -> float | None:
+        return self.summary.threshold
+
+    @property
+    def passes_per_input(self) -> int:
+        return self.summary.passes_per_input
+
+    @property
+    def verdict(self) -> Any:
+        return self.summary.verdict
+
+    @property
+    def notes(self) -> dict[str, Any]:
+        return self.summary.notes
+
+    @property
+    def score(self) -> Any:
+        return self._score if self.summary.has_score else None
+
+    def _fault(self, what: str) -> AgentFault:
+        return AgentFault("defender", self.host.card.name, "returned garbage", what)
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        p = self.host.call("predict", x, self.limit)
+        if not isinstance(p, torch.Tensor) or p.shape != (len(x), self.num_classes):
+            raise self._fault(f"predictions of shape {tuple(getattr(p, 'shape', ()))} for {len(x)} inputs "
+                              f"and {self.num_classes} classes")
+        if not torch.isfinite(p).all():
+            raise self._fault("non-finite predictions (NaN or inf)")
+        return p.to(x.device)
+
+    def _score(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.host.call("score", x, self.limit)
+        if not isinstance(s, torch.Tensor) or s.shape != (len(x),):
+            raise self._fault(f"filter scores of shape {tuple(getattr(s, 'shape', ()))} for {len(x)} inputs "
+                              "(one score per input expected)")
+        if not torch.isfinite(s).all():
+            raise self._fault("non-finite filter scores (NaN or inf)")
+        return s
+
+
+AgentLike = str | Agent
+
+
+class Referee:
+    """Plays matches of one scenario on one device, sharing data and cache across them.
+
+    ``isolation``: ``"process"`` (default) runs every agent named by a string in its own process
+    with the scenario's limits; ``"inprocess"`` runs it here (for a debugger: no limits, no
+    process boundary). Agent *objects* passed to ``play`` always run in this process.
+    """
+
+    def __init__(self, scenario: Scenario, device: str = "auto", cache: ArtifactCache | None = None,
+                 progress: Progress | None = None, isolation: str = "process") -> None:
+        self.scenario = scenario
+        self.device = resolve_device(device if device != "auto" else scenario.device)
+        self.cache = cache or ArtifactCache()
+        if self.cache.on_event is None:  # a corrupt entry is rebuilt, and the user is told so
+            self.cache.on_event = self._say
+        self.progress = progress
+        self.isolation = isolation
+        self._splits: dict[int, Splits] = {}
+        self._benign: dict[tuple[int, int], tuple[nn.Module, str]] = {}
+        self._cards: dict[tuple[str, str, str | None], AgentCard] = {}
+
+    def _say(self, msg: str) -> None:
+        if self.progress:
+            self.progress(msg)
+
+    # --- shared artifacts -------------------------------------------------
+    def splits(self, seed: int) -> Splits:
+        if seed not in self._splits:
+            self._splits[seed] = make_splits(self.scenario, seed, self.device)
+        return self._splits[seed]
+
+    def trigger(self, seed: int) -> Trigger:
+        sp = self.splits(seed)
+        return make_trigger(self.scenario.trigger, sp.info.channels, sp.info.size, _generator(seed, "trigger"))
+
+    def benign(self, seed: int, member: int = 0) -> tuple[nn.Module, str]:
+        """A benign model of this seed (trained once, then from the cache) and its cache key.
+
+        Member 0 is the model attackers start from; members 1.. form the control population
+        (``controls.population``): the same training from another initialization and data order.
+        """
+        if (seed, member) in self._benign:
+            return self._benign[(seed, member)]
+        s, sp = self.scenario, self.splits(seed)
+        fields = _benign_fields(s, seed)
+        if member:
+            fields["member"] = member
+        key = key_of(fields)
+
+        def train() -> dict[str, Any]:
+            with pinned_threads(match_threads()):  # the same bytes whoever trains it first
+                return _train()
+
+        def _train() -> dict[str, Any]:
+            which = f"seed {seed}" + (f", control population member {member}" if member else "")
+            self._say(f"training the benign {s.architecture} on {s.dataset} ({which})")
+            torch.manual_seed(seed if not member else seed * 1_000_003 + member)
+            info = sp.info
+            model = build_model(ArchSpec(s.architecture, info.channels, info.size, info.num_classes,
+                                         info.mean, info.std)).to(self.device)
+            t = s.training
+            labels = ("benign",) if not member else ("benign", member)
+            fit(model, sp.attacker.x, sp.attacker.y, epochs=t.epochs, batch_size=t.batch_size, lr=t.lr,
+                optimizer=t.optimizer, momentum=t.momentum, weight_decay=t.weight_decay, augment=t.augment,
+                generator=_generator(seed, *labels), progress=self.progress, label="benign")
+            return _model_payload(model)
+
+        payload, hit = self.cache.get_or_make("benign", key, train)
+        if hit:
+            self._say(f"benign model (seed {seed}{f', member {member}' if member else ''}) from cache")
+        self._benign[(seed, member)] = (model_from_payload(payload, self.device), key)
+        return self._benign[(seed, member)]
+
+    def _scoring_inputs(self, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The whole test split, and its non-target inputs (to be stamped). Filters score a prefix of each."""
+        test = self.splits(seed).test
+        return test.x, test.y, test.x[test.y != self.scenario.attack.target_class]
+
+    # --- agents -----------------------------------------------------------
+    def _host(self, role: str, agent: AgentLike) -> Any:
+        """A fresh host for one side of one call sequence (a new process per craft, per deployment)."""
+        if isinstance(agent, str):
+            return open_host(role, agent, self.scenario.agent_params(role, agent), self.device, self.isolation,
+                             self.scenario.budgets.memory_mb)
+        return InProcessHost(role, type(agent).name, agent.get_params(), self.device, agent=agent)
+
+    def card(self, role: str, agent: AgentLike) -> AgentCard:
+        """An agent's name, version, category and parameters, read in its own host (once per named
+        agent and referee: a file plugin edited meanwhile is read again, its source hash changed)."""
+        key = None
+        if isinstance(agent, str):
+            digest = None
+            if is_file_spec(agent):
+                try:
+                    digest = hashlib.sha256(Path(agent.partition(":")[0]).read_bytes()).hexdigest()
+                except OSError:
+                    digest = None
+            key = (role, canonical_spec(agent), digest)
+            if key in self._cards:
+                return self._cards[key]
+        host = self._host(role, agent)
+        try:
+            card = host.card
+        finally:
+            host.close()
+        if key is not None:
+            self._cards[key] = card
+        return card
+
+    def _revealed(self, card: AgentCard, agent: AgentLike) -> tuple[RevealedDefender | None, str | None]:
+        name = absolute_spec(agent) if isinstance(agent, str) else card.name  # built in the attacker's process
+        params = card.params if isinstance(agent, str) else agent.get_params()
+        return revealed_defender(self.scenario, name, card.category, card.version, params)
+
+    def _attack_view(self, seed: int, rnd: int, attacker_name: str, revealed: RevealedDefender | None,
+                     category: str | None, history: list[RoundRecord]) -> AttackContext:
+        benign, _ = self.benign(seed)
+        return attack_view(self.scenario, self.splits(seed), benign, self.trigger(seed), self.device,
+                           _generator(seed, "attack", attacker_name, rnd), revealed, category, history)
+
+    def _defense_view(self, seed: int, defender_name: str, label: str,
+                      history: list[RoundRecord]) -> DefenseContext:
+        return defense_view(self.scenario, self.splits(seed), self.device,
+                            _generator(seed, "defense", defender_name, label), history)
+
+    def _trojan(self, attacker: AgentLike, a_card: AgentCard, d_card: AgentCard, defender: AgentLike,
+                seed: int, rnd: int, history: list[RoundRecord]) -> PlayedTrojan:
+        """The round's trojan: from the cache, or crafted in the attacker's host (``AgentFault`` on failure)."""
+        s = self.scenario
+        _, benign_key = self.benign(seed)
+        _, _, trig_x = self._scoring_inputs(seed)
+        revealed, category = self._revealed(d_card, defender)
+        fields: dict[str, Any] = {
+            "kind": "trojan", "benign": benign_key, "attacker": a_card.identity(),
+            "trigger": dataclasses.asdict(s.trigger), "attack": dataclasses.asdict(s.attack), "seed": seed,
+        }
+        if a_card.adaptive:
+            fields["revealed"] = d_card.identity() if revealed is not None else category
+            fields["round"] = rnd
+            fields["history"] = [dataclasses.asdict(h) for h in history]
+        key = key_of(fields)
+        cached = self.cache.get("trojan", key)
+        if cached is not None:
+            self._say(f"trojan of {a_card.name} (seed {seed}) from cache")
+            model = model_from_payload(cached, self.device)
+            trig = Trigger.from_state(cached["trigger"]).to(self.device) if "trigger" in cached else None
+            stamped = cached["stamped"].to(self.device) if "stamped" in cached else trig.stamp(trig_x)
+            return PlayedTrojan(model, trig, stamped, json.loads(cached.get("notes", "{}")), True)
+        self._say(f"{a_card.name} crafts its trojan (seed {seed}, round {rnd})")
+        torch.manual_seed(seed * 7919 + rnd)
+        limit = s.budgets.craft_seconds
+        host = self._host("attacker", attacker)
+        try:
+            ctx = self._attack_view(seed, rnd, a_card.name, revealed, category, history)
+            payload: TrojanPayload = host.call("craft", ctx, limit)
+            try:
+                model = model_from_payload({"arch": payload.arch, "state": payload.state}, self.device)
+            except Exception as exc:
+                raise AgentFault("attacker", a_card.name, "returned garbage",
+                                 f"a model the referee cannot rebuild from its spec ({type(exc).__name__}: {exc})")
+            trig = None
+            if payload.has_stamp_fn:
+                stamped = host.call("stamp", trig_x, limit).to(self.device)
+            else:
+                try:
+                    trig = Trigger.from_state(payload.trigger).to(self.device)
+                    stamped = trig.stamp(trig_x)
+                except Exception as exc:
+                    raise AgentFault("attacker", a_card.name, "returned garbage",
+                                     f"a trigger the referee cannot stamp ({type(exc).__name__}: {exc})")
+        finally:
+            host.close()
+        stored = {"arch": payload.arch, "state": payload.state, "notes": json.dumps(payload.notes, default=str)}
+        if trig is not None:
+            stored["trigger"] = trig.state()
+        else:
+            stored["stamped"] = stamped.detach().cpu()
+        self.cache.put("trojan", key, stored)
+        return PlayedTrojan(model, trig, stamped, payload.notes, False, payload.gpu_peak_mb)
+
+    def craft(self, attacker: AgentLike, seed: int = 0, defender: AgentLike = "none", rnd: int = 1,
+              history: list[RoundRecord] | None = None) -> PlayedTrojan:
+        """The trojan ``attacker`` plays against ``defender`` in round ``rnd`` (from the cache when it was
+        crafted before): for inspecting an attack outside a match."""
+        # The same thread count as in a match, so a trojan crafted here has the bytes a match would cache.
+        with pinned_threads(match_threads()):
+            a_card, d_card = self.card("attacker", attacker), self.card("defender", defender)
+            return self._trojan(attacker, a_card, d_card, defender, seed, rnd, list(history or []))
+
+    def _deploy(self, defender: AgentLike, d_card: AgentCard, model: nn.Module, seed: int,
+                history: list[RoundRecord], label: str) -> ServedDeployment:
+        """Open a defender host and deploy on ``model``; the caller closes ``served.host``."""
+        limit = self.scenario.budgets.deploy_seconds
+        host = self._host("defender", defender)
+        try:
+            ctx = self._defense_view(seed, d_card.name, label, history)
+            torch.manual_seed(seed * 104_729 + len(history))
+            t0 = time.perf_counter()
+            summary = host.call("deploy", (_model_payload(model), ctx), limit)
+            seconds = time.perf_counter() - t0
+        except BaseException:
+            host.close()
+            raise
+        return ServedDeployment(host, summary, seconds, limit, self.splits(seed).info.num_classes)
+
+    def _control(self, defender: AgentLike, d_card: AgentCard, seed: int) -> Control:
+        """The defender on the seed's population of benign models, each in its own process: how many
+        does it flag, what does it cost? A control run that fails is stored as such (``fault``) and
+        loses the defender its matches."""
+        population = self.scenario.controls.population
+        eta = Eta(population)
+        members = []
+        for i in range(population):
+            members.append(self._control_member(defender, d_card, seed, i))
+            cached = members[-1].pop("cached")  # how this run got it, not a property of the model: not stored
+            if population > 1 and not cached:
+                self._say(f"  {d_card.name} control (seed {seed}): {eta.status(i + 1)} benign model(s)")
+        fault = next((m["fault"] for m in members if m.get("fault")), None)
+        if fault:
+            return Control(flagged=False, fpr=None, cad=0.0, fault=fault, population=len(members))
+        fprs = [m["fpr"] for m in members if m["fpr"] is not None]
+        first = members[0]
+        return Control(
+            flagged=bool(first["flagged"]), fpr=sum(fprs) / len(fprs) if fprs else None,
+            cad=sum(m["cad"] for m in members) / len(members), suspected_target=first["suspected_target"],
+            aiv=first["aiv"], population=len(members), flagged_models=sum(bool(m["flagged"]) for m in members),
+            members=members,
+        )
+
+    def _control_member(self, defender: AgentLike, d_card: AgentCard, seed: int, member: int) -> dict[str, Any]:
+        """The defender on one benign model of the population (cached per defender, model and scoring)."""
+        benign, benign_key = self.benign(seed, member)
+        key = key_of({"kind": "control", "benign": benign_key, "defender": d_card.identity(),
+                      "budgets": {"fpr": self.scenario.budgets.fpr},
+                      "scoring": dataclasses.asdict(self.scenario.scoring), "seed": seed})
+
+        def run() -> dict[str, Any]:
+            which = f"seed {seed}" + (f", member {member}" if member else "")
+            self._say(f"{d_card.name} control run on the benign model ({which})")
+            try:
+                served = self._deploy(defender, d_card, benign, seed, [], label=f"control{member or ''}")
+            except AgentFault as fault:
+                return {"control": json.dumps({"flagged": False, "fpr": None, "cad": 0.0, "fault": str(fault)})}
+            try:
+                clean_x, clean_y, _ = self._scoring_inputs(seed)
+                k = scored_prefix(len(clean_x), served.passes_per_input, self.scenario.scoring.passes)
+                clean_x, clean_y = clean_x[:k], clean_y[:k]
+                acc_b = (predict_proba(benign, clean_x).argmax(1) == clean_y).float().mean().item()
+                acc_d = (served.predict(clean_x).argmax(1) == clean_y).float().mean().item()
+                fpr = None
+                if served.score is not None and served.threshold is not None:
+                    n = self.scenario.scoring.inputs
+                    fpr = (served.score(clean_x[:n]) > served.threshold).float().mean().item()
+                v = served.verdict
+            except AgentFault as fault:
+                return {"control": json.dumps({"flagged": False, "fpr": None, "cad": 0.0, "fault": str(fault)})}
+            finally:
+                served.host.close()
+            flagged = bool(v.is_trojan) if v is not None else False
+            target = v.target if v is not None else None
+            aiv = (float(v.anomaly_index[target]) if v is not None and v.anomaly_index is not None
+                   and target is not None else None)
+            # The detector's own statistic over classes, for the detection ROC over models (arena.results.detection).
+            aiv_max = (max(float(a) for a in v.anomaly_index) if v is not None and v.anomaly_index is not None
+                       and len(v.anomaly_index) else None)
+            return {"control": json.dumps({"flagged": flagged, "fpr": fpr, "cad": acc_b - acc_d,
+                                           "suspected_target": target, "aiv": aiv, "aiv_max": aiv_max,
+                                           "verdict": v is not None})}
+
+        payload, hit = self.cache.get_or_make("control", key, run)
+        return {"member": member, "fault": None, "suspected_target": None, "aiv": None,
+                **json.loads(payload["control"]), "cached": hit}
+
+    # --- a match ----------------------------------------------------------
+    def play(self, attacker: AgentLike, defender: AgentLike, seed: int = 0,
+             rounds: int | None = None) -> MatchResult:
+        """Play a match. Every match runs on ``match_threads()`` CPU threads, so its bytes do not
+        depend on how many matches run beside it (``arena.api.training.match_threads``)."""
+        with pinned_threads(match_threads()):
+            return self._play(attacker, defender, seed, rounds)
+
+    def _attack_metrics(self, benign: nn.Module, trojan: PlayedTrojan, trig_x: torch.Tensor, clean_x: torch.Tensor,
+                        clean_y: torch.Tensor) -> tuple[AttackMetrics, torch.Tensor | None]:
+        """The trojan's attack metrics, measured once per trojan and seed and then read from the cache.
+
+        A non-adaptive attacker's trojan meets every defender of a seed, and measuring it (the
+        benign and the trojan model over the whole test set, clean and stamped, and the neuron
+        separation) was most of a match's own time on cifar10-cnn. The key is the content of
+        everything the measurement reads, so a hit is the same computation's result to the bit
+        (same device type, thread count and torch), and a trojan rebuilt with other bytes is
+        measured afresh."""
+        s = self.scenario
+        inputs = digest_tensors([*benign.state_dict().values(), *trojan.model.state_dict().values(),
+                                 trig_x, trojan.stamped, clean_x, clean_y])
+        key = key_of({"kind": "attack-metrics", "inputs": inputs, "target": s.attack.target_class,
+                      "area": s.budgets.trigger_area, "linf": s.budgets.trigger_linf, "device": self.device.type,
+                      "threads": torch.get_num_threads(), "torch": torch.__version__})
+
+        def measure() -> dict[str, Any]:
+            am, ok = measure_attack(benign, trojan.model, trig_x, trojan.stamped, clean_x, clean_y,
+                                    s.attack.target_class, s.budgets.trigger_area, s.budgets.trigger_linf)
+            return {"attack": dataclasses.asdict(am), "trojan_clean_ok": None if ok is None else ok.cpu()}
+
+        value, hit = self.cache.get_or_make("measure", key, measure)
+        if hit:
+            self._say("attack metrics of this trojan from cache")
+        ok = value["trojan_clean_ok"]
+        return AttackMetrics(**value["attack"]), None if ok is None else ok.to(self.device)
+
+    def _play(self, attacker: AgentLike, defender: AgentLike, seed: int, rounds: int | None) -> MatchResult:
+        s = self.scenario
+        a_card, d_card = self.card("attacker", attacker), self.card("defender", defender)
+        rounds = rounds or s.rounds
+        started = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+        t_start = time.perf_counter()
+        history: list[RoundRecord] = []
+        outcome = None
+        metrics: dict[str, Any] = {}
+        clean_x, clean_y, trig_x = self._scoring_inputs(seed)
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        for rnd in range(1, rounds + 1):
+            outcome, metrics, notes = self._round(attacker, defender, a_card, d_card, seed, rnd, history,
+                                                  clean_x, clean_y, trig_x)
+            history.append(RoundRecord(rnd, outcome.score, outcome.reason, metrics, notes))
+            if "forfeit" in metrics:
+                break  # a side that cannot play this round cannot play the next
+        assert outcome is not None
+        if self.device.type == "cuda" and "timing" in metrics:  # this process's share of the GPU
+            metrics["timing"]["referee_gpu_peak_mb"] = gpu_peak_mb(self.device)
+        record = MatchRecord(
+            scenario=s.name, scenario_digest=s.digest, attacker=a_card.name, attacker_version=a_card.version,
+            defender=d_card.name, defender_version=d_card.version, seed=seed, rounds=rounds, status="ok",
+            outcome=outcome.score, reason=outcome.reason, metrics={**metrics, "environment": environment(self.device)},
+            round_records=[json.loads(json.dumps(dataclasses.asdict(h), default=str)) for h in history],
+            device=str(self.device), code_version=arena.__version__, started_at=started,
+            duration_s=time.perf_counter() - t_start,
+        )
+        return MatchResult(record, history)
+
+    def _round(self, attacker: AgentLike, defender: AgentLike, a_card: AgentCard, d_card: AgentCard, seed: int,
+               rnd: int, history: list[RoundRecord], clean_x: torch.Tensor, clean_y: torch.Tensor,
+               trig_x: torch.Tensor) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+        s = self.scenario
+        benign, _ = self.benign(seed)
+        t0 = time.perf_counter()
+        try:
+            trojan = self._trojan(attacker, a_card, d_card, defender, seed, rnd, history)
+        except AgentFault as fault:
+            return (forfeit("attacker", str(fault)),
+                    {"forfeit": {"side": "attacker", "kind": fault.kind, "message": fault.detail}}, {})
+        craft_s = time.perf_counter() - t0
+        am, trojan_clean_ok = self._attack_metrics(benign, trojan, trig_x, clean_x, clean_y)
+        timing: dict[str, Any] = {"craft_s": craft_s, "trojan_cached": trojan.cached}
+        if trojan.gpu_peak_mb is not None:
+            timing["craft_gpu_peak_mb"] = trojan.gpu_peak_mb
+        if not am.finite:  # nothing to defend, nothing to measure: the trojan lost at its gate
+            gate = attack_gate(am, s.budgets)
+            return gate, {"attack": dataclasses.asdict(am), "gate": gate.gate, "timing": timing,
+                          "attacker_notes": trojan.notes}, dict(trojan.notes)
+        # A trojan over its other gates (CAD, perturbation) still meets the defender, so every
+        # match carries the defense metrics; decide() applies the gate.
+        self._say(f"{d_card.name} deploys (round {rnd})")
+        served = None
+        try:
+            served = self._deploy(defender, d_card, trojan.model, seed, history, label=f"round{rnd}")
+            filtered = (f", its filter on the first {min(s.scoring.inputs, len(clean_x))} of each"
+                        if served.score is not None else "")
+            k = scored_prefix(len(clean_x), served.passes_per_input, s.scoring.passes)
+            self._say(f"scoring {d_card.name} ({served.seconds:.1f} s to deploy): predictions on {k} clean and "
+                      f"{min(k, len(trig_x))} trigger inputs{filtered}")
+            dm: DefenseMetrics = defense_metrics(served, d_card.category or "none", trojan.model, trojan.trigger, am,
+                                                 clean_x, clean_y, trojan.stamped, s.attack.target_class,
+                                                 served.seconds, filter_inputs=s.scoring.inputs,
+                                                 max_passes=s.scoring.passes,
+                                                 batch_aware=served.summary.batch_aware,
+                                                 trigger_share=s.scoring.trigger_share, window=s.scoring.window,
+                                                 progress=self.progress, ref_clean_ok=trojan_clean_ok)
+        except AgentFault as fault:
+            return (forfeit("defender", str(fault)),
+                    {"attack": dataclasses.asdict(am), "attacker_notes": trojan.notes, "timing": timing,
+                     "forfeit": {"side": "defender", "kind": fault.kind, "message": fault.detail}},
+                    dict(trojan.notes))
+        finally:
+            if served is not None:
+                served.host.close()
+        control = self._control(defender, d_card, seed)
+        if control.fault:
+            outcome = forfeit("defender", f"control run: {control.fault}")
+            forfeited = {"forfeit": {"side": "defender", "kind": "control", "message": control.fault}}
+        else:
+            outcome, forfeited = decide(am, dm, control, s.budgets), {}
+        artifacts = (save_recovered_trigger(self.cache.root.parent, trojan.trigger, served.verdict)
+                     if served.verdict is not None else {})
+        timing["deploy_s"] = served.seconds
+        if served.summary.gpu_peak_mb is not None:
+            timing["deploy_gpu_peak_mb"] = served.summary.gpu_peak_mb
+        metrics = {
+            "attack": dataclasses.asdict(am), "defense": dataclasses.asdict(dm),
+            "control": dataclasses.asdict(control), "gate": outcome.gate, "timing": timing,
+            "attacker_notes": trojan.notes, "defender_notes": served.notes, "artifacts": artifacts, **forfeited,
+        }
+        return outcome, metrics, dict(trojan.notes)

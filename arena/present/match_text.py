@@ -1,0 +1,68 @@
+"""The readable report of one match: the text `arena match` and `arena matches show` print.
+
+It lives apart from the command line so that the HTML report (``arena.present.report``)
+shows each stored match in exactly the words the terminal does, rather than a
+second rendering that could drift from the first.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from tabulate import tabulate
+
+from arena.core.cache import arena_home
+from arena.results.store import MatchRecord
+
+
+def fmt_value(v: Any) -> str:
+    """A metric as the report shows it: floats to four places, NaN and None as "-", lists element-wise."""
+    if isinstance(v, float):
+        return "-" if math.isnan(v) else f"{v:.4f}"
+    if isinstance(v, list):
+        return "[" + ", ".join(fmt_value(x) for x in v) + "]"
+    return "-" if v is None else str(v)
+
+
+def verdict(outcome: float) -> str:
+    """Who won a match with this outcome (the attacker's score in [0, 1])."""
+    return "attacker wins" if outcome > 0.5 else "defender wins" if outcome < 0.5 else "draw"
+
+
+def match_report(rec: MatchRecord) -> str:
+    """The readable report of a match: outcome, reason, metrics, notes, artifacts and every round."""
+    m = rec.metrics or {}
+    title = f"match #{rec.id}: " if rec.id is not None else ""
+    lines = [f"{title}{rec.attacker} vs {rec.defender} on {rec.scenario} (seed {rec.seed}, {rec.rounds} round(s), "
+             f"{rec.device or 'device unknown'}, {rec.duration_s:.1f} s)"]
+    if rec.status != "ok" or rec.outcome is None:
+        # A match that raised (stored by a tournament): no outcome, only what went wrong.
+        lines += [f"status:  {rec.status}: the match did not finish", "", rec.error or "(no error stored)"]
+        return "\n".join(lines)
+    lines += [f"outcome: attacker scores {rec.outcome:.3f}  ->  {verdict(rec.outcome)}", f"reason:  {rec.reason}"]
+    forfeit = m.get("forfeit")
+    if forfeit:
+        lines.append(f"forfeit: the {forfeit.get('side', '?')} {forfeit.get('kind', 'failed')}: "
+                     f"{forfeit.get('message', '')}")
+    lines.append("")
+    rows = [("attack", k, fmt_value(v)) for k, v in m.get("attack", {}).items()]
+    rows += [("defense", k, fmt_value(v)) for k, v in m.get("defense", {}).items()
+             if v is not None and k != "category"]
+    # Per-member control results stay in the record (`matches export`); the report shows their summary.
+    rows += [("control", k, fmt_value(v)) for k, v in m.get("control", {}).items() if k != "members"]
+    if rows:  # an attacker that forfeits leaves nothing to measure
+        lines.append(tabulate(rows, headers=["side", "metric", "value"], tablefmt="simple"))
+    notes = {**m.get("attacker_notes", {}), **{f"defender.{k}": v for k, v in m.get("defender_notes", {}).items()}}
+    if notes:
+        lines.append("")
+        lines.append("notes: " + json.dumps(notes, default=str))
+    for name, path in m.get("artifacts", {}).items():
+        if path.endswith(".png"):
+            lines.append(f"{name.replace('_png', '')}: {arena_home() / path}")
+    if rec.rounds > 1 or len(rec.round_records) > 1:
+        lines.append("")
+        lines.append(tabulate([(r["round"], fmt_value(r["outcome"]), r["reason"]) for r in rec.round_records],
+                              headers=["round", "outcome", "reason"]))
+    return "\n".join(lines)

@@ -1,0 +1,280 @@
+"""The match store: one SQLite database (WAL), ``arena.db`` in the arena home
+(``arena.core.cache.arena_home``: ``$ARENA_HOME``, else ``~/.local/share/backdoor-arena``).
+
+Commands that only read (``matches list``, ``leaderboard``) open the store
+with ``readonly=True``: they create nothing and work in a read-only arena
+home. A store file that is not a database is one clear error, not a traceback.
+
+A match row is written once, when the match ends (successfully or with an
+error), inside one transaction: a killed tournament loses at most the match
+in flight and never leaves a partial row. The natural key (scenario digest,
+agents and versions, seed, rounds) is unique, so a resumed tournament skips
+what is stored and a re-run of a failed match replaces its error row.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from arena.core.cache import arena_home
+from arena.core.errors import ArenaError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS matches (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    scenario TEXT NOT NULL,
+    scenario_digest TEXT NOT NULL,
+    attacker TEXT NOT NULL,
+    attacker_version TEXT NOT NULL,
+    defender TEXT NOT NULL,
+    defender_version TEXT NOT NULL,
+    seed INTEGER NOT NULL,
+    rounds INTEGER NOT NULL,
+    status TEXT NOT NULL,            -- 'ok' or 'error'
+    outcome REAL,                    -- attacker's score s in [0, 1]
+    reason TEXT,
+    metrics TEXT,                    -- JSON: last round's metrics
+    round_records TEXT,              -- JSON: every round
+    error TEXT,
+    device TEXT,
+    code_version TEXT,
+    started_at TEXT,
+    duration_s REAL,
+    UNIQUE (scenario_digest, attacker, attacker_version, defender, defender_version, seed, rounds)
+);
+CREATE TABLE IF NOT EXISTS sweeps (        -- efficacy-specificity curves (arena.run.sweep)
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    scenario TEXT NOT NULL,
+    scenario_digest TEXT NOT NULL,
+    attacker TEXT NOT NULL,
+    seed INTEGER NOT NULL,
+    fractions TEXT NOT NULL,         -- JSON list, sorted
+    points TEXT NOT NULL,            -- JSON: [{fraction, asr, cad, within_budget}]
+    auc REAL,
+    created_at TEXT,
+    UNIQUE (scenario_digest, attacker, seed, fractions)
+);
+"""
+
+
+@dataclass
+class MatchRecord:
+    scenario: str
+    scenario_digest: str
+    attacker: str
+    attacker_version: str
+    defender: str
+    defender_version: str
+    seed: int
+    rounds: int
+    status: str
+    outcome: float | None = None
+    reason: str = ""
+    metrics: dict[str, Any] = field(default_factory=dict)
+    round_records: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+    device: str = ""
+    code_version: str = ""
+    started_at: str = ""
+    duration_s: float = 0.0
+    id: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+
+def _writable(folder: Path) -> bool:
+    return os.access(folder, os.W_OK | os.X_OK)
+
+
+def require_writable_home(home: Path | None = None) -> Path:
+    """The arena home, created if need be; an ArenaError naming it when nothing can be written there.
+
+    Commands that train call this first, so a read-only home fails before
+    minutes of training rather than when the result is saved.
+    """
+    home = home or arena_home()
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ArenaError(f"cannot create the arena home {home}: {exc.strerror or exc}",
+                         hint="set ARENA_HOME to a writable folder") from None
+    if not _writable(home):
+        raise ArenaError(f"the arena home {home} is not writable (it holds the match store and model cache)",
+                         hint="set ARENA_HOME to a writable folder, or use read-only commands only")
+    return home
+
+
+def _connect_readonly(path: Path) -> sqlite3.Connection:
+    """A connection that never writes: an empty in-memory store when there is no file yet."""
+    if not path.exists():
+        conn = sqlite3.connect(":memory:")  # nothing stored yet; create nothing on disk
+        conn.executescript(SCHEMA)
+        return conn
+    if _writable(path.parent) and os.access(path, os.W_OK):
+        return sqlite3.connect(path, timeout=60)  # a plain reader sees a concurrent writer's WAL
+    uri = path.resolve().as_uri()
+    try:
+        conn = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=60)
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return conn
+    except sqlite3.OperationalError:
+        # A WAL database whose -shm file cannot be created (read-only folder): no
+        # writer can be at work there either, so read the file as it stands.
+        return sqlite3.connect(f"{uri}?immutable=1", uri=True, timeout=60)
+
+
+class Store:
+    def __init__(self, path: Path | None = None, readonly: bool = False) -> None:
+        self.path = path or arena_home() / "arena.db"
+        if not readonly:
+            require_writable_home(self.path.parent)
+        try:
+            if readonly:
+                self._conn = _connect_readonly(self.path)
+                # Reading the schema is what fails on a file that is not a database.
+                self._conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            else:
+                self._conn = sqlite3.connect(self.path, timeout=60)
+                self._conn.execute("PRAGMA journal_mode=WAL")
+                self._conn.execute("PRAGMA synchronous=NORMAL")
+                self._conn.executescript(SCHEMA)
+        except sqlite3.OperationalError as exc:  # locked, or no permission: the file may be fine
+            raise ArenaError(f"cannot open the match store {self.path}: {exc}",
+                             hint=f"check that {self.path.parent} is writable and no other process holds the store"
+                             ) from None
+        except sqlite3.DatabaseError as exc:  # not a database, or a damaged one
+            raise ArenaError(f"the match store {self.path} is not a usable SQLite database ({exc})",
+                             hint=f"move it aside (mv {self.path} {self.path}.broken); the next run starts a "
+                                  "fresh, empty store") from None
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def save(self, r: MatchRecord) -> int:
+        """Store ``r``, replacing a stored match with the same natural key, and return its row id."""
+        with self._conn:  # one transaction
+            self._conn.execute(
+                """INSERT INTO matches (scenario, scenario_digest, attacker, attacker_version, defender,
+                       defender_version, seed, rounds, status, outcome, reason, metrics, round_records,
+                       error, device, code_version, started_at, duration_s)
+                   VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+                   ON CONFLICT (scenario_digest, attacker, attacker_version, defender, defender_version,
+                                seed, rounds)
+                   DO UPDATE SET status=excluded.status, outcome=excluded.outcome, reason=excluded.reason,
+                       metrics=excluded.metrics, round_records=excluded.round_records, error=excluded.error,
+                       device=excluded.device, code_version=excluded.code_version,
+                       started_at=excluded.started_at, duration_s=excluded.duration_s""",
+                (r.scenario, r.scenario_digest, r.attacker, r.attacker_version, r.defender, r.defender_version,
+                 r.seed, r.rounds, r.status, r.outcome, r.reason, json.dumps(r.metrics),
+                 json.dumps(r.round_records), r.error, r.device, r.code_version, r.started_at, r.duration_s),
+            )
+            # After an update (the row existed) lastrowid is not that row's id: look it up by its key.
+            found = self.stored_id(r)
+            assert found is not None, "a match row just written is found by its key"
+            return found
+
+    def stored_id(self, r: MatchRecord) -> int | None:
+        """The id of the stored match that saving ``r`` would replace (same scenario digest, agents and
+        versions, seed and rounds), or None."""
+        row = self._conn.execute(
+            """SELECT id FROM matches WHERE scenario_digest=? AND attacker=? AND attacker_version=?
+               AND defender=? AND defender_version=? AND seed=? AND rounds=?""",
+            (r.scenario_digest, r.attacker, r.attacker_version, r.defender, r.defender_version, r.seed, r.rounds),
+        ).fetchone()
+        return None if row is None else int(row[0])
+
+    def get(self, match_id: int) -> MatchRecord | None:
+        """One stored match by its id, or None."""
+        cur = self._conn.execute("SELECT * FROM matches WHERE id=?", (match_id,))
+        rows = self._records(cur)
+        return rows[0] if rows else None
+
+    def max_id(self) -> int | None:
+        """The highest stored match id (None when the store is empty): for 'unknown id' hints."""
+        row = self._conn.execute("SELECT max(id) FROM matches").fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
+    def save_sweep(self, result: Any) -> None:
+        """Store an ``arena.run.sweep.SweepResult`` (replacing the same sweep run before)."""
+        import datetime as dt
+
+        points = [dataclasses.asdict(p) for p in result.points]
+        fractions = json.dumps(sorted(p["fraction"] for p in points))
+        with self._conn:
+            self._conn.execute(
+                """INSERT INTO sweeps (scenario, scenario_digest, attacker, seed, fractions, points, auc, created_at)
+                   VALUES (?,?,?,?,?,?,?,?)
+                   ON CONFLICT (scenario_digest, attacker, seed, fractions)
+                   DO UPDATE SET points=excluded.points, auc=excluded.auc, created_at=excluded.created_at""",
+                (result.scenario, result.scenario_digest, result.attacker, result.seed, fractions,
+                 json.dumps(points), result.auc, dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")),
+            )
+
+    def sweeps(self, scenario: str | None = None) -> list[dict[str, Any]]:
+        q, args = "SELECT * FROM sweeps", []
+        if scenario:
+            q += " WHERE scenario=?"
+            args.append(scenario)
+        cur = self._conn.execute(q + " ORDER BY id", args)
+        cols = [c[0] for c in cur.description]
+        rows = [dict(zip(cols, r)) for r in cur.fetchall()]
+        for r in rows:
+            r["points"] = json.loads(r["points"])
+            r["fractions"] = json.loads(r["fractions"])
+        return rows
+
+    def has_ok(self, digest: str, attacker: str, attacker_version: str, defender: str,
+               defender_version: str, seed: int, rounds: int) -> bool:
+        row = self._conn.execute(
+            """SELECT 1 FROM matches WHERE scenario_digest=? AND attacker=? AND attacker_version=?
+               AND defender=? AND defender_version=? AND seed=? AND rounds=? AND status='ok'""",
+            (digest, attacker, attacker_version, defender, defender_version, seed, rounds),
+        ).fetchone()
+        return row is not None
+
+    def scenario_names(self) -> list[str]:
+        """The scenario names that stored matches were played under, sorted."""
+        return [r[0] for r in self._conn.execute("SELECT DISTINCT scenario FROM matches ORDER BY scenario")]
+
+    def latest_digest(self, scenario: str, status: str = "ok") -> str | None:
+        """The digest of the most recently stored match of a scenario name: its current setting."""
+        row = self._conn.execute(
+            "SELECT scenario_digest FROM matches WHERE scenario=? AND status=? ORDER BY id DESC LIMIT 1",
+            (scenario, status),
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    def matches(self, scenario: str | None = None, digest: str | None = None,
+                status: str | None = None) -> list[MatchRecord]:
+        q, args = "SELECT * FROM matches WHERE 1=1", []
+        if scenario:
+            q += " AND scenario=?"
+            args.append(scenario)
+        if digest:
+            q += " AND scenario_digest=?"
+            args.append(digest)
+        if status:
+            q += " AND status=?"
+            args.append(status)
+        q += " ORDER BY id"
+        return self._records(self._conn.execute(q, args))
+
+    @staticmethod
+    def _records(cur: sqlite3.Cursor) -> list[MatchRecord]:
+        cols = [c[0] for c in cur.description]
+        out = []
+        for row in cur.fetchall():
+            d = dict(zip(cols, row))
+            d["metrics"] = json.loads(d["metrics"] or "{}")
+            d["round_records"] = json.loads(d["round_records"] or "[]")
+            out.append(MatchRecord(**d))
+        return out
