@@ -22,7 +22,7 @@ from arena.results.store import Store
 from conftest import TINY_TOML, requires_fmnist
 
 PLUGIN = """
-import os, signal
+import os, signal, time
 from pathlib import Path
 from arena.api.protocol import Attacker, Trojan
 
@@ -44,8 +44,15 @@ class {cls}(Attacker):
     version = "1"
 
     def craft(self, ctx):
-        marker = Path(os.environ.get("ARENA_TEST_KILL_MARKERS", "/nonexistent")) / self.name
+        markers = Path(os.environ.get("ARENA_TEST_KILL_MARKERS", "/nonexistent"))
+        marker = markers / self.name
         worker = tournament_worker()
+        if {always}:
+            # Let a "once" agent in flight beside this one die first: killing the shared pool before it
+            # reached craft would make it a bystander, replayed alone, dying there for the first time.
+            deadline = time.monotonic() + 20
+            while worker is not None and not (markers / "kill-once").exists() and time.monotonic() < deadline:
+                time.sleep(0.1)
         if worker is not None and ({always} or not marker.exists()):
             marker.touch()
             os.kill(worker, signal.SIGKILL)
