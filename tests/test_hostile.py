@@ -200,6 +200,81 @@ class NaNScores(Defender):
         return Deployment(model=model, score=lambda x: torch.full((len(x),), float("nan")), threshold=0.5)
 
 
+PWNED = os.environ.get("ARENA_TEST_PWNED", "/nonexistent/pwned")
+
+
+class Boom:
+    """Unpickling this creates the file PWNED: proof that code of the agent's choice ran."""
+    def __reduce__(self):
+        return (open, (PWNED, "w"))
+
+
+class BoomSpec:
+    def __init__(self, spec):
+        self.spec = spec
+
+    def to_dict(self):
+        return {**self.spec.to_dict(), "options": {"boom": Boom()}}
+
+
+class PickleBomb(Attacker):
+    """Hides an object with __reduce__ in its model's architecture spec."""
+    name = "pickle-bomb"
+
+    def craft(self, ctx):
+        ctx.benign.spec = BoomSpec(ctx.benign.spec)
+        return Trojan(ctx.benign, ctx.trigger)
+
+
+class RawPickler(Attacker):
+    """Writes a pickle straight onto its pipe to the referee, then answers as usual."""
+    name = "raw-pickler"
+
+    def craft(self, ctx):
+        for o in gc.get_objects():
+            if type(o).__name__ == "Connection" and hasattr(o, "send"):
+                try:
+                    o.send(("ok", Boom()))
+                except Exception:
+                    pass
+        return Trojan(ctx.benign, ctx.trigger)
+
+
+class EvilStr(str):
+    def __reduce__(self):
+        return (open, (PWNED, "w"))
+
+
+class SneakyCategory(Defender):
+    """A category that is a str subclass with __reduce__."""
+    name = "sneaky-category"
+    category = EvilStr("model_inspection")
+
+    def deploy(self, model, ctx):
+        return Deployment(model=model)
+
+
+class ElevenClasses(Attacker):
+    """A model with one class more than the scenario: its eleventh output never wins."""
+    name = "eleven-classes"
+
+    def craft(self, ctx):
+        import dataclasses
+        from arena.api import build_model
+        model = build_model(dataclasses.replace(ctx.benign.spec, num_classes=ctx.info.num_classes + 1))
+        return Trojan(model.to(ctx.device), ctx.trigger)
+
+
+class WrongChannels(Attacker):
+    """A 3-channel trigger for 1-channel data."""
+    name = "wrong-channels"
+
+    def craft(self, ctx):
+        from arena.api import Trigger
+        h = ctx.trigger.mask.shape[-1]
+        return Trojan(ctx.benign, Trigger(ctx.trigger.mask, torch.ones(3, h, h, device=ctx.device)))
+
+
 class Hanger(Defender):
     name = "hanger"
     category = "model_sanitization"
@@ -210,7 +285,20 @@ class Hanger(Defender):
 
 
 @pytest.fixture(scope="module")
-def plugins(tmp_path_factory) -> str:
+def pwned(tmp_path_factory):
+    """The file a hostile plugin's unpickled object would create (set before the plugin is imported)."""
+    path = tmp_path_factory.mktemp("pwned") / "pwned"
+    old = os.environ.get("ARENA_TEST_PWNED")
+    os.environ["ARENA_TEST_PWNED"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("ARENA_TEST_PWNED", None)
+    else:
+        os.environ["ARENA_TEST_PWNED"] = old
+
+
+@pytest.fixture(scope="module")
+def plugins(tmp_path_factory, pwned) -> str:
     p = tmp_path_factory.mktemp("hostile") / "hostile.py"
     p.write_text(textwrap.dedent(PLUGINS))
     return str(p)
@@ -350,3 +438,30 @@ def test_an_edited_file_plugin_is_crafted_again(sealed, tmp_path):
     edited = play(sealed, f"{p}:Edited", "none")
     assert again.metrics["timing"]["trojan_cached"] and first.metrics["attacker_notes"] == {"v": 1}
     assert not edited.metrics["timing"]["trojan_cached"] and edited.metrics["attacker_notes"] == {"v": 2}
+
+
+# --- nothing an agent sends is unpickled; every answer is checked before use -----------------------
+
+@pytest.mark.parametrize("cls,needle", [("PickleBomb", "cannot be sent to the referee"),
+                                        ("RawPickler", "returned garbage")])
+def test_no_pickle_from_an_agent_runs_in_the_referee(sealed, plugins, pwned, cls, needle):
+    rec = play(sealed, f"{plugins}:{cls}", "none")
+    assert not pwned.exists()
+    assert rec.status == "ok" and rec.outcome == 0.0
+    assert rec.reason.startswith("attacker forfeits") and needle in rec.reason, rec.reason
+
+
+def test_a_str_subclass_category_arrives_as_a_plain_string(sealed, plugins, pwned):
+    rec = play(sealed, "none", f"{plugins}:SneakyCategory")
+    assert not pwned.exists()
+    assert rec.status == "ok" and not rec.reason.startswith("defender forfeits"), rec.reason
+    card = sealed.card("defender", f"{plugins}:SneakyCategory")
+    assert type(card.category) is str and card.category == "model_inspection"
+
+
+@pytest.mark.parametrize("cls,needle", [("ElevenClasses", "the scenario has 10 classes"),
+                                        ("WrongChannels", "for 1x28x28 inputs")])
+def test_a_trojan_that_does_not_fit_the_scenario_forfeits_its_attacker(sealed, plugins, cls, needle):
+    rec = play(sealed, f"{plugins}:{cls}", "strip")
+    assert rec.status == "ok" and rec.outcome == 0.0
+    assert rec.reason.startswith("attacker forfeits") and needle in rec.reason, rec.reason

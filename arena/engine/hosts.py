@@ -5,8 +5,11 @@ an agent runs in an *agent host* that holds only its view (``arena.api.views``):
 
 - ``ProcessHost``: a child process forked from a forkserver that has torch
   imported (a fork costs milliseconds, not a torch import). Commands and
-  tensors go over a pipe; tensors travel through shared memory, always as
-  copies (an agent never holds storage the referee reads later). Each call
+  answers go over a pipe as ``arena.engine.wire`` frames: JSON plus raw tensor
+  bytes, never pickle, in either direction; the referee builds only the
+  agent protocol's own dataclasses from them and checks every field's type
+  (``check_answer``), so an answer of the wrong kind is a lost match, not
+  code running in the referee. Each call
   has a wall-time limit and a memory limit (resident set size, polled); a
   call that overruns, crashes, is killed or returns garbage raises
   ``AgentFault``, and the referee turns it into a lost match for that side.
@@ -42,6 +45,7 @@ from typing import Any
 import torch
 
 from arena.core.cache import pid_alive
+from arena.engine import wire
 from arena.core.errors import ArenaError, PluginError
 
 ISOLATIONS = ("process", "inprocess")
@@ -326,23 +330,38 @@ def _child_main(conn: Any, role: str, spec: str, params: dict[str, Any], device:
     try:
         server = AgentServer(role, spec, params, device)
     except ArenaError as exc:  # unknown agent, failed import, rejected parameters: the user's to fix
-        conn.send(("plugin_error", str(exc)))
+        _send(conn, "plugin_error", str(exc))
         return
     except BaseException as exc:  # noqa: BLE001 - reported to the referee, which decides
-        conn.send(("error", _describe(exc)))
+        _send(conn, "error", _describe(exc))
         return
-    conn.send(("ok", server.card))
+    _send(conn, "ok", server.card)
     while True:
         try:
-            cmd, payload = conn.recv()
+            message = wire.decode(conn.recv_bytes(), _referee_types(), build_model=_rebuild_cpu)
         except EOFError:
             return
+        cmd, payload = message["c"], message["p"]
         if cmd == "close":
             return
         try:
-            conn.send(("ok", server.handle(cmd, payload)))
+            _send(conn, "ok", server.handle(cmd, payload))
         except BaseException as exc:  # noqa: BLE001
-            conn.send(("error", _describe(exc)))
+            _send(conn, "error", _describe(exc))
+
+
+def _send(conn: Any, status: str, value: Any) -> None:
+    """An answer to the referee, as a wire frame (``arena.engine.wire``): never a pickle."""
+    try:
+        frame = wire.encode({"s": status, "v": value})
+    except TypeError as exc:  # something the format does not carry: the agent's answer is garbage
+        frame = wire.encode({"s": "error", "v": f"TypeError: its answer cannot be sent to the referee ({exc})"})
+    conn.send_bytes(frame)
+
+
+def _rebuild_cpu(arch: dict[str, Any], state: dict[str, torch.Tensor]) -> torch.nn.Module:
+    """A model the referee sent (the benign copy in a view): rebuilt here from its architecture."""
+    return model_from_payload({"arch": arch, "state": state}, torch.device("cpu"))
 
 
 def _describe(exc: BaseException) -> str:
@@ -399,10 +418,9 @@ def _rss_mb(pid: int) -> float | None:
 
 
 def _copy_for_agent(obj: Any) -> Any:
-    """What an agent receives is a copy on the CPU, tensors inside a context included: tensors cross
-    the pipe through shared memory, which would otherwise let the agent write into the referee's
-    own, and CUDA tensors would cross as IPC handles the referee must keep alive. The agent's
-    process moves what it gets to the match's device (``to_device``)."""
+    """What an in-process agent receives: a copy on the CPU, tensors inside a context included, as a
+    process agent gets through the wire (the agent must never write into the referee's own). The
+    agent's side moves what it gets to the match's device (``to_device``)."""
     import copy
 
     if isinstance(obj, torch.Tensor):
@@ -439,6 +457,59 @@ def to_device(obj: Any, device: torch.device) -> Any:
     return obj
 
 
+def _answer(message: Any) -> tuple[str, Any]:
+    """(status, value) of an agent's frame, or ("bad", why) when it is not one."""
+    if not isinstance(message, dict) or set(message) != {"s", "v"} or \
+            message["s"] not in ("ok", "error", "plugin_error"):
+        return "bad", "not an answer of the agent protocol"
+    if message["s"] != "ok" and not isinstance(message["v"], str):
+        return "bad", "an error without a message"
+    return message["s"], message["v"]
+
+
+def _is(v: Any, *types: type) -> bool:
+    return any((v is None) if t is type(None) else (type(v) is t) for t in types)
+
+
+def _tensor_map(v: Any) -> bool:
+    return isinstance(v, dict) and all(isinstance(k, str) and isinstance(t, torch.Tensor) for k, t in v.items())
+
+
+def check_answer(cmd: str, value: Any) -> str | None:
+    """Why an agent's answer to ``cmd`` has the wrong shape of data (None when it is right).
+
+    The decoder only builds allowed types; this checks each field's type, so no later step of the
+    referee meets, say, a list where it expects a number."""
+    if cmd in ("predict", "score", "stamp"):
+        return None if isinstance(value, torch.Tensor) else f"a {type(value).__name__}, not a tensor"
+    if cmd == "start":
+        value, cmd = value, "card"
+    want = {"card": AgentCard, "craft": TrojanPayload, "deploy": DeploymentSummary}.get(cmd)
+    if want is None:
+        return None
+    if type(value) is not want:
+        return f"a {type(value).__name__}, not a {want.__name__}"
+    if isinstance(value, AgentCard):
+        ok = (_is(value.role, str) and _is(value.name, str) and _is(value.version, str)
+              and isinstance(value.params, dict) and _is(value.category, str, type(None))
+              and _is(value.adaptive, bool) and _is(value.code_digest, str, type(None)))
+    elif isinstance(value, TrojanPayload):
+        ok = (isinstance(value.arch, dict) and _tensor_map(value.state)
+              and (value.trigger is None or _tensor_map(value.trigger)) and _is(value.has_stamp_fn, bool)
+              and isinstance(value.notes, dict) and _is(value.gpu_peak_mb, float, int, type(None)))
+    else:
+        v = value.verdict
+        ok = (_is(value.threshold, float, int, type(None)) and _is(value.has_transform, bool)
+              and _is(value.has_score, bool) and _is(value.passes_per_input, int)
+              and isinstance(value.notes, dict) and _is(value.batch_aware, bool)
+              and _is(value.gpu_peak_mb, float, int, type(None))
+              and (v is None or (type(v) is VerdictData and _is(v.is_trojan, bool) and _is(v.target, int, type(None))
+                                 and (v.anomaly_index is None or (isinstance(v.anomaly_index, list) and all(
+                                     _is(a, float, int) for a in v.anomaly_index)))
+                                 and all(m is None or isinstance(m, torch.Tensor) for m in (v.mask, v.pattern)))))
+    return None if ok else f"a {want.__name__} with fields of the wrong types"
+
+
 class ProcessHost:
     """An agent in its own process, with per-call limits."""
 
@@ -456,7 +527,12 @@ class ProcessHost:
         with _main_not_rerun():
             self._proc.start()
         child.close()
-        self.card: AgentCard = self._wait("start", start_seconds)
+        card = self._wait("start", start_seconds)
+        problem = check_answer("card", card)
+        if problem:
+            self.kill()
+            raise self._fault("returned garbage", f"start: {problem}")
+        self.card: AgentCard = card
 
     def _fault(self, kind: str, message: str) -> AgentFault:
         name = getattr(getattr(self, "card", None), "name", self.spec)
@@ -467,11 +543,18 @@ class ProcessHost:
         while True:
             if self._conn.poll(0.05):
                 try:
-                    status, value = self._conn.recv()
+                    message = wire.decode(self._conn.recv_bytes(), AGENT_TYPES)
                 except (EOFError, OSError):
                     self.kill()
                     raise self._fault("was killed", f"its process died during {what} "
                                                     f"(exit code {self._proc.exitcode})") from None
+                except wire.WireError as exc:
+                    self.kill()
+                    raise self._fault("returned garbage", f"{what}: {exc}") from None
+                status, value = _answer(message)
+                if status == "bad":
+                    self.kill()
+                    raise self._fault("returned garbage", f"{what}: {value}")
                 if status == "plugin_error":
                     self.kill()
                     raise PluginError(value)
@@ -494,16 +577,17 @@ class ProcessHost:
     def call(self, cmd: str, payload: Any, seconds: float | None) -> Any:
         if not self._proc.is_alive():
             raise self._fault("was killed", f"its process is gone before {cmd}")
-        payload = _copy_for_agent(payload)
         try:
-            self._conn.send((cmd, payload))
+            # Encoding copies every tensor into the frame: the agent never shares memory with the referee.
+            self._conn.send_bytes(wire.encode({"c": cmd, "p": payload}))
         except (BrokenPipeError, OSError) as exc:
             self.kill()
             raise self._fault("was killed", f"its process stopped answering ({exc})") from None
         value = self._wait(cmd, seconds)
-        # What comes back is copied out of shared memory the agent could still write to.
-        if isinstance(value, torch.Tensor):
-            value = value.clone()
+        problem = check_answer(cmd, value)
+        if problem:
+            self.kill()
+            raise self._fault("returned garbage", f"{cmd}: {problem}")
         return value
 
     def kill(self) -> None:
@@ -514,7 +598,7 @@ class ProcessHost:
     def close(self) -> None:
         if self._proc.is_alive():
             try:
-                self._conn.send(("close", None))
+                self._conn.send_bytes(wire.encode({"c": "close", "p": None}))
             except OSError:
                 pass
             self._proc.join(timeout=2)
@@ -584,3 +668,25 @@ def describe(role: str, spec: str, params: dict[str, Any], isolation: str = "pro
         finally:
             host.close()
     return _CARDS[key]
+
+
+# --- what may cross the wire (arena.engine.wire) ----------------------------------------------------
+
+def _types(*classes: type) -> dict[str, type]:
+    return {c.__name__: c for c in classes}
+
+
+# From an agent to the referee: its card and the plain summaries of its work; nothing else is built.
+AGENT_TYPES = _types(AgentCard, TrojanPayload, VerdictData, DeploymentSummary)
+
+
+def _referee_types() -> dict[str, type]:
+    """From the referee to an agent: the views (``arena.api.views``) and what they hold."""
+    from arena.api.protocol import AttackContext, DefenseContext, RoundRecord
+    from arena.api.triggers import Trigger
+    from arena.api.views import AttackerScenario, DefenderScenario, RevealedDefender
+    from arena.config.datasets import DatasetInfo, Tensors
+    from arena.config.scenario import AttackSpec, Budgets, DataSpec, Training, TriggerSpec
+
+    return _types(AttackContext, DefenseContext, RoundRecord, Trigger, AttackerScenario, DefenderScenario,
+                  RevealedDefender, DatasetInfo, Tensors, AttackSpec, Budgets, DataSpec, Training, TriggerSpec)

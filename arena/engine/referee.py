@@ -72,6 +72,39 @@ def _model_payload(model: nn.Module) -> dict[str, Any]:
     return {"arch": model.spec.to_dict(), "state": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
 
 
+def trigger_problem(trig: Trigger, shape: tuple[int, ...]) -> str | None:
+    """Why ``trig`` cannot be stamped on inputs of ``shape`` (C x H x W), or None."""
+    c, h, w = shape
+    if tuple(trig.mask.shape) != (1, h, w) or tuple(trig.pattern.shape) != (c, h, w):
+        return (f"a trigger with mask {tuple(trig.mask.shape)} and pattern {tuple(trig.pattern.shape)} for "
+                f"{c}x{h}x{w} inputs: they must be (1, {h}, {w}) and ({c}, {h}, {w})")
+    for name, t in (("mask", trig.mask), ("pattern", trig.pattern)):
+        if not torch.isfinite(t).all() or t.min() < 0 or t.max() > 1:
+            return f"a trigger whose {name} is not finite within [0, 1]"
+    if not (isinstance(trig.alpha, (int, float)) and 0 <= float(trig.alpha) <= 1):
+        return f"a trigger with alpha {trig.alpha!r}, not within [0, 1]"
+    return None
+
+
+@torch.no_grad()
+def trojan_problem(model: nn.Module, stamped: torch.Tensor, clean: torch.Tensor, num_classes: int) -> str | None:
+    """Why a crafted trojan does not fit the scenario (its model's inputs and classes, its stamped
+    inputs), or None. Checked before any metric, so the attacker forfeits with the reason instead of
+    the referee (or the defender, served outputs of another shape) failing later."""
+    if not isinstance(stamped, torch.Tensor) or stamped.shape != clean.shape:
+        return f"stamped inputs of shape {tuple(getattr(stamped, 'shape', ()))}, not {tuple(clean.shape)}"
+    if not torch.isfinite(stamped).all():
+        return "stamped inputs that are not finite"
+    try:
+        out = model.eval()(clean[:2])
+    except Exception as exc:  # noqa: BLE001 - whatever the model does wrong is the attacker's
+        return f"a model that fails on the scenario's inputs ({type(exc).__name__}: {exc})"
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (min(2, len(clean)), num_classes):
+        return (f"a model whose output has shape {tuple(getattr(out, 'shape', ()))} for "
+                f"{tuple(clean[:2].shape)} inputs: the scenario has {num_classes} classes")
+    return None
+
+
 @dataclass
 class PlayedTrojan:
     """A trojan as the referee holds it: the model rebuilt from its spec, the trigger (when it is a
@@ -313,10 +346,16 @@ class Referee:
             else:
                 try:
                     trig = Trigger.from_state(payload.trigger).to(self.device)
-                    stamped = trig.stamp(trig_x)
                 except Exception as exc:
                     raise AgentFault("attacker", a_card.name, "returned garbage",
-                                     f"a trigger the referee cannot stamp ({type(exc).__name__}: {exc})")
+                                     f"a trigger the referee cannot read ({type(exc).__name__}: {exc})")
+                problem = trigger_problem(trig, tuple(trig_x.shape[1:]))
+                if problem is None:
+                    stamped = trig.stamp(trig_x)
+            if trig is None or problem is None:
+                problem = trojan_problem(model, stamped, trig_x, self.splits(seed).info.num_classes)
+            if problem is not None:
+                raise AgentFault("attacker", a_card.name, "returned garbage", problem)
         finally:
             host.close()
         stored = {"arch": payload.arch, "state": payload.state, "notes": json.dumps(payload.notes, default=str)}
