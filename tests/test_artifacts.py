@@ -173,8 +173,10 @@ def test_sigkilled_worker_costs_only_its_match(tiny, referee, tmp_path, monkeypa
     always = plugin(tmp_path, "kill-always", always=True)
     once = plugin(tmp_path, "kill-once", always=False)  # dies the first time only: replayed and played
     store = Store(tmp_path / "kill.sqlite")
+    # In-process agents: the plugin kills the worker it runs in (an agent process's sandbox forbids
+    # signalling anything outside it, so there a plugin cannot take its worker down at all).
     report = tournament.run(tiny, attackers=["none", always, once], defenders=["none"], seeds=[0],
-                            workers=2, store=store)
+                            workers=2, store=store, isolation="inprocess")
     assert report.played == 2
     assert [(a, d) for a, d, _, _ in report.failed] == [(always, "none")]
     assert "worker process died (signal SIGKILL)" in report.failed[0][3]

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import sys
 import tempfile
 import threading
@@ -40,10 +41,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 
+from arena.config.specs import is_file_spec
 from arena.core.cache import pid_alive
 from arena.engine import wire
 from arena.core.errors import ArenaError, PluginError
@@ -62,6 +65,7 @@ class AgentCard:
     category: str | None = None  # defenders
     adaptive: bool = False  # attackers
     code_digest: str | None = None  # file plugins: hash of the source, part of every cache key
+    sandbox: str = "process"  # the level its process is locked in at (arena.engine.sandbox.LEVELS)
 
     def identity(self) -> dict[str, Any]:
         """What a cache key needs of the agent."""
@@ -315,20 +319,31 @@ def _exit_with_referee(referee: int, every_s: float = 1.0) -> None:
 
 
 def _child_main(conn: Any, role: str, spec: str, params: dict[str, Any], device: str, threads: int,
-                referee: int) -> None:
-    """The agent process: build the agent, then answer commands until told to stop (or the
-    ``referee`` process is gone)."""
+                referee: int, scratch: str, secret: list[str]) -> None:
+    """The agent process: lock itself in (``arena.engine.sandbox``), build the agent, then answer
+    commands until told to stop (or the ``referee`` process is gone)."""
+    from arena.api.training import compile_wanted
+    from arena.engine import sandbox
+
     _exit_with_referee(referee)
-    # Nothing of the referee's surroundings: a scratch folder as cwd, no arena home in the environment.
-    scratch = tempfile.mkdtemp(prefix="arena-agent-")
+    # Nothing of the referee's surroundings: the scratch folder (the referee made it and deletes it)
+    # as cwd and temporary folder, no ARENA_* variable in the environment.
     os.chdir(scratch)
-    for var in ("ARENA_HOME", "ARENA_DATA_DIR", "ARENA_TEST_HOME"):
+    for var in [v for v in os.environ if v.startswith("ARENA_")]:
         os.environ.pop(var, None)
-    os.environ["ARENA_HOME"] = scratch
+    os.environ["ARENA_HOME"] = os.environ["TMPDIR"] = scratch
+    tempfile.tempdir = scratch
     torch.set_num_threads(threads)
     sys.stdout = sys.stderr  # an agent's prints never reach the referee's stdout (JSON output)
+    plugin_file = spec.partition(":")[0] if is_file_spec(spec) else None
+    try:
+        level = sandbox.enter(scratch, plugin_file, secret, allow_processes=compile_wanted(torch.device(device)))
+    except OSError as exc:  # a kernel that offers a layer and then refuses it: play on, and say so
+        print(f"arena: the agent sandbox could not be entered ({exc}); playing at level 'process'", file=sys.stderr)
+        level = "process"
     try:
         server = AgentServer(role, spec, params, device)
+        server.card = dataclasses.replace(server.card, sandbox=level)
     except ArenaError as exc:  # unknown agent, failed import, rejected parameters: the user's to fix
         _send(conn, "plugin_error", str(exc))
         return
@@ -457,6 +472,18 @@ def to_device(obj: Any, device: torch.device) -> Any:
     return obj
 
 
+def secret_paths() -> list[str]:
+    """What no agent process may read or write: the arena home (store, cache, decoded data), the data
+    folders (the test split) and the referee's working folder."""
+    from arena.config.datasets import DEBIAN_FASHION_MNIST, data_dir
+    from arena.core.cache import arena_home
+
+    paths = [arena_home(), data_dir(), DEBIAN_FASHION_MNIST.parent, Path.cwd()]
+    if os.environ.get("ARENA_DATA_DIR"):
+        paths.append(Path(os.environ["ARENA_DATA_DIR"]))
+    return [str(p.resolve()) for p in paths]
+
+
 def _answer(message: Any) -> tuple[str, Any]:
     """(status, value) of an agent's frame, or ("bad", why) when it is not one."""
     if not isinstance(message, dict) or set(message) != {"s", "v"} or \
@@ -492,7 +519,8 @@ def check_answer(cmd: str, value: Any) -> str | None:
     if isinstance(value, AgentCard):
         ok = (_is(value.role, str) and _is(value.name, str) and _is(value.version, str)
               and isinstance(value.params, dict) and _is(value.category, str, type(None))
-              and _is(value.adaptive, bool) and _is(value.code_digest, str, type(None)))
+              and _is(value.adaptive, bool) and _is(value.code_digest, str, type(None))
+              and value.sandbox in ("full", "landlock", "process"))
     elif isinstance(value, TrojanPayload):
         ok = (isinstance(value.arch, dict) and _tensor_map(value.state)
               and (value.trigger is None or _tensor_map(value.trigger)) and _is(value.has_stamp_fn, bool)
@@ -520,10 +548,13 @@ class ProcessHost:
         self._conn, child = ctx.Pipe(duplex=True)
         from arena.api.training import match_threads
 
+        # The agent's only writable folder; made here so the referee can delete it after the process.
+        self.scratch = tempfile.mkdtemp(prefix="arena-agent-")
         # The agent trains on the match's fixed thread count: its bytes must not depend on how many
         # matches run beside it (arena.api.training.match_threads).
         self._proc = ctx.Process(target=_child_main, args=(child, role, spec, params, str(device),
-                                                           match_threads(), os.getpid()), daemon=True)
+                                                           match_threads(), os.getpid(), self.scratch,
+                                                           secret_paths()), daemon=True)
         with _main_not_rerun():
             self._proc.start()
         child.close()
@@ -594,6 +625,7 @@ class ProcessHost:
         if self._proc.is_alive():
             self._proc.kill()
         self._proc.join(timeout=5)
+        shutil.rmtree(self.scratch, ignore_errors=True)
 
     def close(self) -> None:
         if self._proc.is_alive():

@@ -43,6 +43,7 @@ from arena.core.progress import Eta
 from arena.config.specs import absolute_spec, canonical_spec, is_file_spec
 from arena.api.protocol import AttackContext, Agent, DefenseContext, RoundRecord
 from arena.engine.environment import environment
+from arena.engine.sandbox import weakest
 from arena.config.scenario import Scenario
 from arena.results.store import MatchRecord
 from arena.api.training import Progress, fit, match_threads, pinned_threads, predict_proba, resolve_device
@@ -519,7 +520,9 @@ class Referee:
         record = MatchRecord(
             scenario=s.name, scenario_digest=s.digest, attacker=a_card.name, attacker_version=a_card.version,
             defender=d_card.name, defender_version=d_card.version, seed=seed, rounds=rounds, status="ok",
-            outcome=outcome.score, reason=outcome.reason, metrics={**metrics, "environment": environment(self.device)},
+            outcome=outcome.score, reason=outcome.reason,
+            metrics={**metrics, "environment": environment(self.device),
+                     "sandbox": weakest(a_card.sandbox, d_card.sandbox)},
             round_records=[json.loads(json.dumps(dataclasses.asdict(h), default=str)) for h in history],
             device=str(self.device), code_version=arena.__version__, started_at=started,
             duration_s=time.perf_counter() - t_start,

@@ -42,6 +42,8 @@ def match_report(rec: MatchRecord) -> str:
         lines += [f"status:  {rec.status}: the match did not finish", "", rec.error or "(no error stored)"]
         return "\n".join(lines)
     lines += [f"outcome: attacker scores {rec.outcome:.3f}  ->  {verdict(rec.outcome)}", f"reason:  {rec.reason}"]
+    if m.get("sandbox"):  # matches stored before 0.2 do not say
+        lines.append(f"sandbox: {m['sandbox']} (agent processes; README 'Who sees what')")
     forfeit = m.get("forfeit")
     if forfeit:
         lines.append(f"forfeit: the {forfeit.get('side', '?')} {forfeit.get('kind', 'failed')}: "
@@ -59,8 +61,7 @@ def match_report(rec: MatchRecord) -> str:
         lines.append("")
         lines.append("notes: " + json.dumps(notes, default=str))
     for name, path in m.get("artifacts", {}).items():
-        if path.endswith(".png"):
-            lines.append(f"{name.replace('_png', '')}: {arena_home() / path}")
+        lines.append(f"{name}: {arena_home() / path}")
     if rec.rounds > 1 or len(rec.round_records) > 1:
         lines.append("")
         lines.append(tabulate([(r["round"], fmt_value(r["outcome"]), r["reason"]) for r in rec.round_records],

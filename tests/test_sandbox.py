@@ -1,0 +1,149 @@
+"""The operating-system sandbox around agent processes (arena.engine.sandbox), tried by a hostile plugin.
+
+Played through the referee, a plugin tries to reach what its side must not: the arena home (store,
+cache), the data folders, the referee's environment through /proc, the network, new processes,
+signals to the referee, files outside its scratch folder. Each attempt must fail, and the match
+must say it ran at level ``full`` on a kernel that offers Landlock ABI 6+ (this project's machines).
+"""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from arena.config.datasets import DEBIAN_FASHION_MNIST, data_dir
+from arena.core.cache import arena_home
+from arena.engine import sandbox
+from arena.present.match_text import match_report
+from conftest import requires_fmnist
+
+needs_landlock = pytest.mark.skipif(sandbox.landlock_abi() < 6 or os.uname().machine not in ("x86_64", "aarch64"),
+                                    reason="the full sandbox needs Linux with Landlock ABI 6+ on x86_64/aarch64")
+
+PROBER = '''
+import os, socket, subprocess
+from arena.api import Attacker, Defender, Deployment, Trojan
+
+HOME, DATA, REFEREE, OUTSIDE = {home!r}, {data!r}, {referee}, {outside!r}
+
+
+def attempts():
+    res = {{}}
+
+    def t(key, f):
+        try:
+            f()
+            res[key] = "allowed"
+        except Exception as e:
+            res[key] = type(e).__name__
+
+    def fork():
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        os.waitpid(pid, 0)
+
+    t("read_db", lambda: open(os.path.join(HOME, "arena.db"), "rb").read(1))
+    t("list_home", lambda: os.listdir(HOME))
+    t("write_cache", lambda: open(os.path.join(HOME, "cache", "planted"), "w").write("x"))
+    t("list_data", lambda: os.listdir(DATA))
+    t("referee_environ", lambda: open(f"/proc/{{REFEREE}}/environ", "rb").read())
+    t("parent_environ", lambda: open(f"/proc/{{os.getppid()}}/environ", "rb").read())
+    t("list_proc", lambda: os.listdir("/proc"))
+    t("tcp_socket", lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+    t("unix_socket", lambda: socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
+    t("subprocess", lambda: subprocess.run(["true"]))
+    t("fork", fork)
+    t("signal_referee", lambda: os.kill(REFEREE, 0))
+    t("write_outside", lambda: open(OUTSIDE, "w").write("x"))
+    t("write_scratch", lambda: open("scratch-file", "w").write("x"))
+    res["environ"] = sorted(k for k in os.environ if k.startswith("ARENA_") and k != "ARENA_HOME")
+    return res
+
+
+class Prober(Attacker):
+    name = "prober"
+
+    def craft(self, ctx):
+        return Trojan(ctx.benign, ctx.trigger, notes=attempts())
+
+
+class ProbingDefender(Defender):
+    name = "probing-defender"
+    category = "none"
+
+    def deploy(self, model, ctx):
+        return Deployment(model=model, notes=attempts())
+'''
+
+DENIED = ["read_db", "list_home", "write_cache", "list_data", "referee_environ", "parent_environ", "list_proc",
+          "tcp_socket", "unix_socket", "subprocess", "fork", "signal_referee", "write_outside"]
+
+
+@pytest.fixture(scope="module")
+def prober(tmp_path_factory) -> tuple[str, Path]:
+    folder = tmp_path_factory.mktemp("prober")
+    data = DEBIAN_FASHION_MNIST if DEBIAN_FASHION_MNIST.is_dir() else data_dir()
+    outside = folder / "escaped"
+    (folder / "prober.py").write_text(textwrap.dedent(PROBER.format(
+        home=str(arena_home()), data=str(data), referee=os.getpid(), outside=str(outside))))
+    return str(folder / "prober.py"), outside
+
+
+@requires_fmnist
+@needs_landlock
+def test_an_attacker_reaches_nothing_outside_its_sandbox(referee, prober):
+    path, outside = prober
+    rec = referee.play(f"{path}:Prober", "none", seed=0).record
+    notes = rec.metrics["attacker_notes"]
+    assert {k: notes[k] for k in DENIED if notes[k] == "allowed"} == {}, notes
+    assert notes["write_scratch"] == "allowed" and notes["environ"] == []
+    assert not outside.exists() and not (arena_home() / "cache" / "planted").exists()
+    assert rec.metrics["sandbox"] == "full"
+    assert "sandbox: full" in match_report(rec)
+
+
+@requires_fmnist
+@needs_landlock
+def test_a_defender_and_its_controls_reach_nothing_either(referee, prober):
+    path, _ = prober
+    rec = referee.play("badnet", f"{path}:ProbingDefender", seed=0).record
+    notes = rec.metrics["defender_notes"]
+    assert {k: notes[k] for k in DENIED if notes[k] == "allowed"} == {}, notes
+    assert rec.metrics["sandbox"] == "full"
+
+
+@needs_landlock
+def test_this_machine_gives_the_full_level():
+    assert sandbox.probe() == "full"
+
+
+def test_scratch_folders_are_removed_with_their_process(tiny, tmp_path):
+    import torch
+
+    from arena.engine.hosts import open_host
+
+    host = open_host("attacker", "none", {}, torch.device("cpu"))
+    scratch = Path(host.scratch)
+    assert scratch.is_dir()
+    host.close()
+    assert not scratch.exists()
+
+
+def test_the_seccomp_program_refuses_what_it_lists():
+    import struct
+
+    for machine in ("x86_64", "aarch64"):
+        prog = sandbox.seccomp_program(machine)
+        assert len(prog) % 8 == 0 and len(prog) // 8 < 256
+        ks = {struct.unpack("HBBI", prog[i:i + 8])[3] for i in range(0, len(prog), 8)}
+        assert set(sandbox._DENY[machine].values()) <= ks
+
+
+def test_the_weakest_level_wins():
+    assert sandbox.weakest("full", "landlock") == "landlock"
+    assert sandbox.weakest("full", "full") == "full"
+    assert sandbox.weakest("process", "full") == "process"
