@@ -18,6 +18,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import importlib.util
+import inspect
 import sys
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
@@ -120,6 +121,9 @@ def load_class(ref: AgentRef) -> type:
     return cls
 
 
+SIGNATURES = {"attacker": ("ctx",), "defender": ("model", "ctx")}
+
+
 def check_interface(cls: Any, ref: AgentRef) -> None:
     role = ref.role
     where = f"{role} plugin '{ref.name}' ({ref.source})"
@@ -133,6 +137,17 @@ def check_interface(cls: Any, ref: AgentRef) -> None:
         )
     if not issubclass(cls, BASES[role]):
         raise PluginError(f"{where} must subclass arena.api.protocol.{BASES[role].__name__}")
+    # The referee calls craft(ctx) / deploy(model, ctx): a method that cannot take those arguments
+    # fails here, when the plugin is loaded (`arena agents check`), not in the middle of a match.
+    args = SIGNATURES[role]
+    try:
+        inspect.signature(getattr(cls, method)).bind(None, *args)
+    except TypeError:
+        raise PluginError(f"{where}: {method}{inspect.signature(getattr(cls, method))} cannot be called as "
+                          f"{method}({', '.join(args)})",
+                          hint=f"define it as def {method}(self, {', '.join(args)})") from None
+    except ValueError:  # no signature to read (a builtin): let the match find out
+        pass
     if not getattr(cls, "name", ""):
         raise PluginError(f"{where} has no 'name' class attribute")
     if role == "defender" and getattr(cls, "category", None) not in CATEGORIES:

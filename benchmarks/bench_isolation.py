@@ -3,8 +3,10 @@
 Plays the same matches twice per round of measurement, once with every agent
 in its own process (the default) and once in the referee's process, after a
 warm-up that fills the cache (benign model, trojans, control runs), so the
-difference is the isolation's own cost: starting agent processes, handing
-views over, and serving the deployment's queries across the pipe. Quotes
+difference is the isolation's own cost: starting agent processes, entering
+the sandbox (Landlock, seccomp), handing views over as wire frames, and
+serving the deployment's blinded queries across the pipe. It also times the
+sandbox's entry alone (a fork that enters it and exits: ``sandbox.probe``). Quotes
 medians over ``--repeats`` alternating runs. Run it with nothing else on the
 machine:
 
@@ -48,6 +50,14 @@ def main() -> None:
                 t0 = time.perf_counter()
                 ref.play(a, d, seed=sc.seeds[0])
                 times.setdefault((mode, f"{a} vs {d}"), []).append(time.perf_counter() - t0)
+    from arena.engine import sandbox
+
+    probes = []
+    for _ in range(20):
+        t0 = time.perf_counter()
+        level = sandbox.probe()
+        probes.append(time.perf_counter() - t0)
+    print(f"sandbox level {level}; fork + enter + exit: median {1000 * statistics.median(probes):.1f} ms of 20")
     print(f"scenario {sc.name}, cached artifacts, median of {args.repeats} runs (seconds per match)")
     print(f"{'match':28s} {'in-process':>11s} {'process':>9s} {'overhead':>9s}")
     for a, d in PAIRS:

@@ -7,6 +7,7 @@ costs a few seconds and is trained once for the whole session (the cache).
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -89,7 +90,21 @@ def arena_home(tmp_path_factory) -> Path:
     # ARENA_TEST_HOME lets a developer keep the tiny scenario's artifacts between runs; CI uses a fresh one.
     home = Path(os.environ["ARENA_TEST_HOME"]) if os.environ.get("ARENA_TEST_HOME") else tmp_path_factory.mktemp("arena-home")
     os.environ["ARENA_HOME"] = str(home)
+    # A fixed referee key (arena.core.keys): the agents' generators, hence the tests' trojans and
+    # scores, are the same in every run. Homes a test makes beside it copy it (``share_key``).
+    home.mkdir(parents=True, exist_ok=True)
+    if not (home / "referee.key").exists():
+        (home / "referee.key").write_bytes(TEST_KEY)
     return home
+
+
+TEST_KEY = bytes(range(32))
+
+
+def share_key(session_home: Path, home: Path) -> None:
+    """Give ``home`` the session's referee key: matches there then draw what they draw here."""
+    home.mkdir(parents=True, exist_ok=True)
+    shutil.copy(session_home / "referee.key", home / "referee.key")
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ from arena.core.cache import ArtifactCache, sweep_temp_files
 from arena.plugins import canonical_spec, load_agent
 from arena.config.scenario import load_scenario
 from arena.results.store import Store
-from conftest import TINY_TOML, requires_fmnist
+from conftest import share_key, TINY_TOML, requires_fmnist
 
 PLUGIN = """
 import os, signal, time
@@ -202,6 +202,7 @@ def test_same_trojan_bytes_with_one_or_two_workers(referee, arena_home, tmp_path
         home = tmp_path / f"home{workers}"
         # The same benign model in both homes; each crafts its own trojan.
         shutil.copytree(arena_home / "cache" / "benign", home / "cache" / "benign")
+        share_key(arena_home, home)
         monkeypatch.setenv("ARENA_HOME", str(home))
         report = tournament.run(tiny, attackers=["badnet"], defenders=["none"], seeds=[0], workers=workers,
                                 store=Store(home / "arena.sqlite"))

@@ -100,10 +100,15 @@ def test_magnet_lowers_badnet_asr(referee, tiny):
     assert d["ard"] > 0.3  # the half-resolution bottleneck undoes about half of the backdoor
 
 
-def test_randomized_smoothing_at_a_stronger_std_lowers_badnet_asr(referee, tiny):
-    # The paper's std 0.01 leaves the ASR as it is on this scenario (see the module docstring);
+def test_randomized_smoothing_at_a_stronger_std_barely_moves_badnet(referee, tiny):
     # 0.1 is about the largest std that stays well inside the clean-accuracy budget (0.15: 4.5 points).
-    _assert_lowers_asr(referee.play("badnet", RandomizedSmoothing(samples=8, std=0.1), seed=0), tiny)
+    # Its effect on BadNet's ASR is within the noise draw: -0.7 points under the old generators,
+    # +0.3 under the keyed ones (engine 3). The paper's Table 8 has RS at -0.5 ASR against BadNet:
+    # what holds is "within the budget, and almost no effect", asserted here.
+    m = referee.play("badnet", RandomizedSmoothing(samples=8, std=0.1), seed=0).record.metrics
+    a, d = m["attack"], m["defense"]
+    assert a["asr"] > 0.9 and abs(d["ard"]) < 0.03, (a["asr"], d["asr"])
+    assert d["cad"] <= tiny.budgets.defense_cad and m["gate"] == "play"
 
 
 def test_input_reformation_removes_trojannet(referee, tiny):

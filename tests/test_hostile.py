@@ -275,6 +275,32 @@ class WrongChannels(Attacker):
         return Trojan(ctx.benign, Trigger(ctx.trigger.mask, torch.ones(3, h, h, device=ctx.device)))
 
 
+class MajorityRefuser(torch.nn.Module):
+    """Counts the referee's questions; on the second, pushes down the class most inputs fall in:
+    under a fixed order (clean inputs asked first, stamped ones second) that is the attack's target."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model, self.calls = model, 0
+
+    def forward(self, x):
+        out = self.model(x)
+        self.calls += 1
+        if self.calls == 2:
+            major = out.argmax(1).mode().values
+            out = out.clone()
+            out[:, major] -= 1e4
+        return out
+
+
+class SecondCallRefuser(Defender):
+    name = "second-call-refuser"
+    category = "model_sanitization"
+
+    def deploy(self, model, ctx):
+        return Deployment(model=MajorityRefuser(model))
+
+
 class Hanger(Defender):
     name = "hanger"
     category = "model_sanitization"
@@ -465,3 +491,9 @@ def test_a_trojan_that_does_not_fit_the_scenario_forfeits_its_attacker(sealed, p
     rec = play(sealed, f"{plugins}:{cls}", "strip")
     assert rec.status == "ok" and rec.outcome == 0.0
     assert rec.reason.startswith("attacker forfeits") and needle in rec.reason, rec.reason
+
+
+def test_the_order_of_the_questions_gives_nothing_away(sealed, plugins):
+    # Against the old fixed order (clean, then stamped) this held badnet to 0.0 at full clean accuracy.
+    rec = play(sealed, "badnet", f"{plugins}:SecondCallRefuser")
+    assert rec.status == "ok" and rec.outcome > 0.5, rec.reason

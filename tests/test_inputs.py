@@ -412,3 +412,16 @@ def test_really_read_only_home(home, tiny_path, tiny):
         assert sorted(p.name for p in home.iterdir()) == ["arena.db"]
     finally:
         home.chmod(0o755)
+
+
+@pytest.mark.skipif(not __import__("conftest").have_fashion_mnist(), reason="Fashion-MNIST not installed")
+def test_a_train_limit_too_small_for_a_side_is_a_clear_error(tmp_path):
+    # train_limit = 1 used to end in a ZeroDivisionError inside fit.
+    from arena.config.scenario import load_scenario
+    from arena.config.splits import make_splits
+
+    p = tmp_path / "small.toml"
+    p.write_text(TINY_TOML.replace("train_limit = 8000", "train_limit = 1"))
+    with pytest.raises(ScenarioError, match="attacker 0, defender 1") as err:
+        make_splits(load_scenario(str(p)), 0)
+    assert "train_limit" in err.value.hint

@@ -296,3 +296,16 @@ def test_tournament_resumes_and_never_duplicates(tiny, tmp_path, monkeypatch):
     assert len(got) == len(set(got))  # no duplicate rows
     assert [r.attacker for r in store.matches()] == ["none", "badnet"]
     store.close()
+
+
+def test_a_method_with_the_wrong_signature_fails_when_loaded(tmp_path):
+    p = plugin_file(tmp_path, """
+from arena.api import Attacker, Trojan
+
+class NoCtx(Attacker):
+    name = "no-ctx"
+    def craft(self):
+        return None
+""")
+    with pytest.raises(PluginError, match=r"craft\(self\) cannot be called as craft\(ctx\)"):
+        make_agent("attacker", f"{p}:NoCtx")

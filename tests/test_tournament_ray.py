@@ -19,6 +19,7 @@ import pytest
 from click.testing import CliRunner
 
 from arena.run import jobs, tournament
+from conftest import share_key
 from arena.config.scenario import load_scenario
 from arena.results.store import MatchRecord, Store
 from conftest import TINY_TOML, requires_fmnist
@@ -93,6 +94,7 @@ def tiny1(tmp_path_factory):
 def fresh_home(folder: Path, session_home: Path) -> Path:
     """A home holding only the session's benign model: every other artifact is made by the run."""
     shutil.copytree(session_home / "cache" / "benign", folder / "cache" / "benign")
+    share_key(session_home, folder)
     (folder / "log").mkdir()
     return folder
 

@@ -9,6 +9,9 @@ import torch
 
 from arena.config.datasets import DATASET_INFO, DatasetInfo, Tensors, load_dataset
 from arena.config.scenario import Scenario
+from arena.core.errors import ScenarioError
+
+MIN_SPLIT = 10  # images: below this a split cannot train, calibrate or score anything
 
 
 @dataclass
@@ -37,6 +40,14 @@ def make_splits(scenario: Scenario, seed: int, device: torch.device | str = "cpu
     test_idx = torch.randperm(len(test), generator=g)
     if scenario.data.test_limit:
         test_idx = test_idx[: scenario.data.test_limit]
+    sizes = {"attacker": max(0, n - n_def - n_val), "defender": n_def, "validation": n_val, "test": len(test_idx)}
+    small = {k: v for k, v in sizes.items() if v < MIN_SPLIT}
+    if small:
+        raise ScenarioError(
+            f"{scenario.source}: the splits of {scenario.dataset} leave too little data: "
+            + ", ".join(f"{k} {v}" for k, v in small.items()) + f" image(s), fewer than {MIN_SPLIT}",
+            hint="raise data.train_limit / data.test_limit (or the fractions) so every split has "
+                 f"{MIN_SPLIT} images or more")
     return Splits(
         attacker=train.subset(perm[n_def + n_val :]).to(device),
         defender=train.subset(perm[:n_def]).to(device),

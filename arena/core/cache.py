@@ -44,7 +44,8 @@ from typing import Any
 import torch
 
 # Bump when a change to the engine invalidates stored artifacts.
-ENGINE_VERSION = "2"  # 2: matches on a fixed thread count, trojans keyed by agent cards
+ENGINE_VERSION = "3"  # 2: matches on a fixed thread count, trojans keyed by agent cards;
+# 3: agents' generators from the home's secret key, blinded queries (arena.core.keys)
 
 MAGIC = b"ARENA-SHA256:"
 _HEADER_LEN = len(MAGIC) + 64 + 1  # magic, hex digest, newline

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
@@ -181,12 +181,12 @@ def stream_scores(dep: "DeploymentHandle", clean: torch.Tensor, stamped: torch.T
     windows, so the clean scores (one per appearance) give the FPR under that traffic mix.
     ``progress`` hears how far the windows are (about every tenth, with an ETA).
     """
-    g = torch.Generator().manual_seed(0)
+    # The referee's deployments carry a secret order (a deployment cannot predict where trigger inputs
+    # sit in a window); one queried in this process (tests, notebooks) gets a fixed one.
+    g = getattr(dep, "order", None) or torch.Generator().manual_seed(0)
     if not batch_aware or len(stamped) == 0 or len(clean) == 0:
-        x = torch.cat([clean, stamped])
-        order = torch.randperm(len(x), generator=g).to(x.device)
-        scores = torch.empty(len(x))
-        scores[order.cpu()] = dep.score(x[order]).float().cpu()
+        # One call over the mix: the deployment orders and sizes the questions (ServedDeployment).
+        scores = dep.score(torch.cat([clean, stamped])).float().cpu()
         return scores[: len(clean)], scores[len(clean) :]
     t = min(window - 1, max(1, round(trigger_share * window)))
     c = window - t
@@ -284,7 +284,8 @@ def defense_metrics(dep: DeploymentHandle, category: str, model: nn.Module, trig
         ref_asr, _ = _asr_tmc(predict_proba(model, stamped), target)
     n = filter_inputs
     t0 = time.perf_counter()
-    pc, pt = dep.predict(clean_x), dep.predict(stamped)
+    both = dep.predict(torch.cat([clean_x, stamped]))  # one question, clean and stamped mixed (ServedDeployment)
+    pc, pt = both[: len(clean_x)], both[len(clean_x):]
     sc, st = (stream_scores(dep, clean_x[:n], stamped[:n], batch_aware, trigger_share, window, progress)
               if dep.score is not None else (None, None))
     queried = len(clean_x) + len(stamped) if dep.score is None else min(n, len(clean_x)) + min(n, len(stamped))

@@ -33,10 +33,12 @@ from torch import nn
 import arena
 from arena.engine.artifacts import save_recovered_trigger
 from arena.core.cache import ArtifactCache, digest_tensors, key_of
+from arena.core.keys import key_id, referee_key, secret_generator
 from arena.config.splits import Splits, make_splits
 from arena.engine.hosts import (AgentCard, AgentFault, DeploymentSummary, InProcessHost, TrojanPayload,
                              gpu_peak_mb, model_from_payload, open_host)
-from arena.engine.metrics import AttackMetrics, DefenseMetrics, defense_metrics, measure_attack, scored_prefix
+from arena.engine.metrics import (AttackMetrics, DefenseMetrics, defense_metrics, measure_attack, scored_prefix,
+                                  stream_scores)
 from arena.api.models import ArchSpec, build_model
 from arena.engine.outcome import Control, attack_gate, decide, forfeit
 from arena.core.progress import Eta
@@ -57,7 +59,10 @@ class MatchResult:
     rounds: list[RoundRecord] = field(default_factory=list)
 
 
-def _generator(seed: int, *labels: Any) -> torch.Generator:
+def _public_generator(seed: int, *labels: Any) -> torch.Generator:
+    """The referee's own draws (the scenario's trigger, benign training), never handed to an agent: a
+    function of the seed alone, so cached benign models are the same bytes in every home. What agents
+    get comes from the home's secret key instead (``arena.core.keys``)."""
     digest = hashlib.sha256(json.dumps([seed, *labels], default=str).encode()).digest()
     return torch.Generator().manual_seed(int.from_bytes(digest[:6], "big"))
 
@@ -135,6 +140,8 @@ class ServedDeployment:
     seconds: float
     limit: float | None
     num_classes: int
+    order: torch.Generator  # secret (arena.core.keys): the order and padding of every question
+    call_size: int = 256  # every predict and per-input score call holds exactly this many inputs
 
     @property
     def threshold(self) -> float | None:
@@ -159,23 +166,44 @@ class ServedDeployment:
     def _fault(self, what: str) -> AgentFault:
         return AgentFault("defender", self.host.card.name, "returned garbage", what)
 
+    def _blinded(self, cmd: str, x: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+        """Ask ``cmd`` about ``x`` as the deployment cannot tell apart: in a secret order (clean and
+        stamped inputs mixed, when the caller passes both), in calls of exactly ``call_size`` inputs
+        (the last one padded with inputs drawn again), answers put back in ``x``'s order."""
+        n = len(x)
+        if n == 0:
+            return torch.empty((0, *shape))
+        perm = torch.randperm(n, generator=self.order)
+        pad = (-n) % self.call_size
+        if pad:
+            perm = torch.cat([perm, perm[torch.randint(0, n, (pad,), generator=self.order)]])
+        out = torch.empty((n, *shape))
+        for start in range(0, len(perm), self.call_size):
+            idx = perm[start : start + self.call_size]
+            answer = self.host.call(cmd, x[idx.to(x.device)], self.limit)
+            if not isinstance(answer, torch.Tensor) or tuple(answer.shape) != (len(idx), *shape):
+                what = "predictions" if cmd == "predict" else "filter scores"
+                raise self._fault(f"{what} of shape {tuple(getattr(answer, 'shape', ()))} for {len(idx)} inputs "
+                                  + (f"and {self.num_classes} classes" if cmd == "predict"
+                                     else "(one score per input expected)"))
+            if not torch.isfinite(answer).all():
+                raise self._fault(f"non-finite {'predictions' if cmd == 'predict' else 'filter scores'} (NaN or inf)")
+            out[idx] = answer.float().cpu()
+        return out
+
     def predict(self, x: torch.Tensor) -> torch.Tensor:
-        p = self.host.call("predict", x, self.limit)
-        if not isinstance(p, torch.Tensor) or p.shape != (len(x), self.num_classes):
-            raise self._fault(f"predictions of shape {tuple(getattr(p, 'shape', ()))} for {len(x)} inputs "
-                              f"and {self.num_classes} classes")
-        if not torch.isfinite(p).all():
-            raise self._fault("non-finite predictions (NaN or inf)")
-        return p.to(x.device)
+        return self._blinded("predict", x, (self.num_classes,)).to(x.device)
 
     def _score(self, x: torch.Tensor) -> torch.Tensor:
-        s = self.host.call("score", x, self.limit)
-        if not isinstance(s, torch.Tensor) or s.shape != (len(x),):
-            raise self._fault(f"filter scores of shape {tuple(getattr(s, 'shape', ()))} for {len(x)} inputs "
-                              "(one score per input expected)")
-        if not torch.isfinite(s).all():
-            raise self._fault("non-finite filter scores (NaN or inf)")
-        return s
+        if self.summary.batch_aware:  # a window is scored as one batch: its composition is the question
+            s = self.host.call("score", x, self.limit)
+            if not isinstance(s, torch.Tensor) or s.shape != (len(x),):
+                raise self._fault(f"filter scores of shape {tuple(getattr(s, 'shape', ()))} for {len(x)} inputs "
+                                  "(one score per input expected)")
+            if not torch.isfinite(s).all():
+                raise self._fault("non-finite filter scores (NaN or inf)")
+            return s
+        return self._blinded("score", x, ())
 
 
 AgentLike = str | Agent
@@ -198,6 +226,7 @@ class Referee:
             self.cache.on_event = self._say
         self.progress = progress
         self.isolation = isolation
+        self.key = referee_key()  # the home's secret (arena.core.keys): never in any agent's view
         self._splits: dict[int, Splits] = {}
         self._benign: dict[tuple[int, int], tuple[nn.Module, str]] = {}
         self._cards: dict[tuple[str, str, str | None], AgentCard] = {}
@@ -214,7 +243,7 @@ class Referee:
 
     def trigger(self, seed: int) -> Trigger:
         sp = self.splits(seed)
-        return make_trigger(self.scenario.trigger, sp.info.channels, sp.info.size, _generator(seed, "trigger"))
+        return make_trigger(self.scenario.trigger, sp.info.channels, sp.info.size, _public_generator(seed, "trigger"))
 
     def benign(self, seed: int, member: int = 0) -> tuple[nn.Module, str]:
         """A benign model of this seed (trained once, then from the cache) and its cache key.
@@ -245,7 +274,7 @@ class Referee:
             labels = ("benign",) if not member else ("benign", member)
             fit(model, sp.attacker.x, sp.attacker.y, epochs=t.epochs, batch_size=t.batch_size, lr=t.lr,
                 optimizer=t.optimizer, momentum=t.momentum, weight_decay=t.weight_decay, augment=t.augment,
-                generator=_generator(seed, *labels), progress=self.progress, label="benign")
+                generator=_public_generator(seed, *labels), progress=self.progress, label="benign")
             return _model_payload(model)
 
         payload, hit = self.cache.get_or_make("benign", key, train)
@@ -299,12 +328,12 @@ class Referee:
                      category: str | None, history: list[RoundRecord]) -> AttackContext:
         benign, _ = self.benign(seed)
         return attack_view(self.scenario, self.splits(seed), benign, self.trigger(seed), self.device,
-                           _generator(seed, "attack", attacker_name, rnd), revealed, category, history)
+                           secret_generator(self.key, seed, "attack", attacker_name, rnd), revealed, category, history)
 
     def _defense_view(self, seed: int, defender_name: str, label: str,
                       history: list[RoundRecord]) -> DefenseContext:
         return defense_view(self.scenario, self.splits(seed), self.device,
-                            _generator(seed, "defense", defender_name, label), history)
+                            secret_generator(self.key, seed, "defense", defender_name, label), history)
 
     def _trojan(self, attacker: AgentLike, a_card: AgentCard, d_card: AgentCard, defender: AgentLike,
                 seed: int, rnd: int, history: list[RoundRecord]) -> PlayedTrojan:
@@ -390,7 +419,8 @@ class Referee:
         except BaseException:
             host.close()
             raise
-        return ServedDeployment(host, summary, seconds, limit, self.splits(seed).info.num_classes)
+        return ServedDeployment(host, summary, seconds, limit, self.splits(seed).info.num_classes,
+                                secret_generator(self.key, seed, "queries", d_card.name, label))
 
     def _control(self, defender: AgentLike, d_card: AgentCard, seed: int) -> Control:
         """The defender on the seed's population of benign models, each in its own process: how many
@@ -431,15 +461,24 @@ class Referee:
             except AgentFault as fault:
                 return {"control": json.dumps({"flagged": False, "fpr": None, "cad": 0.0, "fault": str(fault)})}
             try:
-                clean_x, clean_y, _ = self._scoring_inputs(seed)
-                k = scored_prefix(len(clean_x), served.passes_per_input, self.scenario.scoring.passes)
-                clean_x, clean_y = clean_x[:k], clean_y[:k]
+                # The questions of a match, so a deployment cannot tell a control from a match: the
+                # clean inputs and as many stamped ones (the scenario's trigger), mixed, in the
+                # same calls; only the clean answers count here.
+                sc = self.scenario.scoring
+                clean_x, clean_y, trig_x = self._scoring_inputs(seed)
+                stamped = self.trigger(seed).to(self.device).stamp(trig_x)
+                k = scored_prefix(len(clean_x), served.passes_per_input, sc.passes)
+                if k < len(clean_x) or k < len(stamped):
+                    clean_x, clean_y, stamped = clean_x[:k], clean_y[:k], stamped[:k]
                 acc_b = (predict_proba(benign, clean_x).argmax(1) == clean_y).float().mean().item()
-                acc_d = (served.predict(clean_x).argmax(1) == clean_y).float().mean().item()
+                pred = served.predict(torch.cat([clean_x, stamped]))[: len(clean_x)]
+                acc_d = (pred.argmax(1) == clean_y).float().mean().item()
                 fpr = None
                 if served.score is not None and served.threshold is not None:
-                    n = self.scenario.scoring.inputs
-                    fpr = (served.score(clean_x[:n]) > served.threshold).float().mean().item()
+                    n = sc.inputs
+                    scores, _ = stream_scores(served, clean_x[:n], stamped[:n], served.summary.batch_aware,
+                                              sc.trigger_share, sc.window)
+                    fpr = (scores > served.threshold).float().mean().item()
                 v = served.verdict
             except AgentFault as fault:
                 return {"control": json.dumps({"flagged": False, "fpr": None, "cad": 0.0, "fault": str(fault)})}
@@ -522,7 +561,7 @@ class Referee:
             defender=d_card.name, defender_version=d_card.version, seed=seed, rounds=rounds, status="ok",
             outcome=outcome.score, reason=outcome.reason,
             metrics={**metrics, "environment": environment(self.device),
-                     "sandbox": weakest(a_card.sandbox, d_card.sandbox)},
+                     "sandbox": weakest(a_card.sandbox, d_card.sandbox), "key_id": key_id(self.key)},
             round_records=[json.loads(json.dumps(dataclasses.asdict(h), default=str)) for h in history],
             device=str(self.device), code_version=arena.__version__, started_at=started,
             duration_s=time.perf_counter() - t_start,
