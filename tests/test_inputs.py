@@ -20,7 +20,7 @@ from click.testing import CliRunner
 
 from arena.cli import main
 from arena.core.errors import ArenaError, ScenarioError
-from conftest import TINY_TOML
+from conftest import TINY_TOML, requires_fmnist
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -414,7 +414,7 @@ def test_really_read_only_home(home, tiny_path, tiny):
         home.chmod(0o755)
 
 
-@pytest.mark.skipif(not __import__("conftest").have_fashion_mnist(), reason="Fashion-MNIST not installed")
+@requires_fmnist
 def test_a_train_limit_too_small_for_a_side_is_a_clear_error(tmp_path):
     # train_limit = 1 used to end in a ZeroDivisionError inside fit.
     from arena.config.scenario import load_scenario
