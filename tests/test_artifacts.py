@@ -21,6 +21,8 @@ from arena.config.scenario import load_scenario
 from arena.results.store import Store
 from conftest import share_key, TINY_TOML, requires_fmnist
 
+pytestmark = pytest.mark.slow  # trains models: not in the fast lane (README, "Tests")
+
 PLUGIN = """
 import os, signal, time
 from pathlib import Path

@@ -21,6 +21,8 @@ from arena_agents.attackers.abe import ABE
 from arena_agents.attackers.badnet import BadNet
 from arena_agents.attackers.latent import LatentBackdoor
 
+pytestmark = pytest.mark.slow  # trains models: not in the fast lane (README, "Tests")
+
 
 
 def _trojan(referee, attacker):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import torch
 
 from arena.api.models import ArchSpec, build_model
@@ -10,6 +12,8 @@ from arena.api.triggers import Trigger
 from arena_agents.attackers.reflection import ReflectionBackdoor, reflect, reflection_kernels
 from arena_agents.attackers.trojannet import TrojanNet, TrojanNetModel, trigger_window
 from arena_agents.defenders.none import NoDefense
+
+pytestmark = pytest.mark.slow  # trains models: not in the fast lane (README, "Tests")
 
 # Reduced selection (paper: 50 candidates, 10 selected, 5 iterations, 5 inner epochs) to keep the test short.
 RB_FAST = dict(candidates=20, selected=5, selection_iters=3, inner_epochs=3)

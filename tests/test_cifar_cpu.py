@@ -23,7 +23,6 @@ reach past its outputs (its features, channels, parameters). 34 matches.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 
@@ -33,6 +32,8 @@ from arena.engine.referee import Referee
 from arena.config.scenario import Scenario, load_scenario
 
 from conftest import cifar10_dir, requires_cifar10
+
+pytestmark = pytest.mark.slow  # trains models: not in the fast lane (README, "Tests")
 
 
 # Beyond the column of `none`: who else plays whom (names not installed are left out).

@@ -176,6 +176,7 @@ def _strict(text: str) -> dict:
     return json.loads(text, parse_constant=no_constant)
 
 
+@pytest.mark.slow
 @requires_fmnist
 def test_match_json_is_one_object_with_its_stored_id(tiny_path, tmp_path):
     plugin = tmp_path / "loud.py"

@@ -6,6 +6,8 @@ is what the "does not flag the benign model" assertions read.
 
 from __future__ import annotations
 
+import pytest
+
 import torch
 import torch.nn.functional as F
 
@@ -14,6 +16,8 @@ from arena_agents.defenders.adversarial_retraining import AdversarialRetraining,
 from arena_agents.defenders.deep_inspect import DeepInspect
 from arena_agents.defenders.neural_cleanse import NeuralCleanse
 from arena_agents.defenders.tabor import TABOR
+
+pytestmark = pytest.mark.slow  # trains models: not in the fast lane (README, "Tests")
 
 
 def test_pgd_stays_in_the_ball_and_raises_the_loss(referee):

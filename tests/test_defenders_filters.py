@@ -9,6 +9,8 @@ from arena_agents.defenders.activation_clustering import ActivationClustering, c
 from arena_agents.defenders.neo import NEO, blocker_grid, blocker_masks, dominant_colors
 from arena_agents.defenders.spectral_signature import SpectralSignature, spectral_scores
 
+pytestmark = pytest.mark.slow  # trains models: not in the fast lane (README, "Tests")
+
 # NEO with a smaller search than its defaults (25 positions of an 8 x 8 blocker instead of 81 of a 5 x 5
 # one, one candidate confirmed instead of two) keeps this file fast on a 2-core CPU; AC and SS are cheap.
 FILTERS = {
@@ -81,13 +83,9 @@ def test_filter_detects_badnet_trigger_inputs(referee, tiny, name):
     else:
         assert d["tpr"] > d["fpr"] + 0.5  # measured ~0.9-1.0 against <= 0.05
         assert d["auroc"] > 0.9
-    limit = tiny.budgets.fpr + tiny.budgets.fpr_tolerance
-    if name == "activation-clustering":
-        # AC clusters the window it is given: calibrated on the clean calibration split alone, its FPR on
-        # a 600-input all-clean window drifts (8.3% on seed 0 after the CPU training layout changed).
-        # Known limitation of a batch-aware filter; the referee's FPR gate judges it in real matches.
-        limit = 2 * tiny.budgets.fpr
-    assert control["fpr"] <= limit  # benign model, all-clean window
+    # The FPR that the gate reads: clean inputs of the match's own traffic, within budget plus tolerance.
+    assert d["fpr"] <= tiny.budgets.fpr + tiny.budgets.fpr_tolerance
+    assert control["population"] == 0  # a filter judges inputs, not models: no control run
     assert result.record.outcome < m["attack"]["asr"]
 
 

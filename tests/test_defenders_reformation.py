@@ -10,6 +10,8 @@ Measured on the tiny scenario, seed 0 (BadNet: trojan accuracy 0.852, ASR 0.972)
 
 from __future__ import annotations
 
+import pytest
+
 import torch
 import torch.nn.functional as F
 
@@ -17,6 +19,8 @@ from arena.api.protocol import DefenseContext
 from arena_agents.defenders.down_upsampling import DownUpsampling
 from arena_agents.defenders.magnet import MagNet
 from arena_agents.defenders.randomized_smoothing import RandomizedSmoothing, SmoothedClassifier
+
+pytestmark = pytest.mark.slow  # trains models: not in the fast lane (README, "Tests")
 
 
 def _ctx(referee, tiny, seed: int = 0) -> DefenseContext:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
+
 import torch
 
 from arena.api.triggers import make_trigger
 from arena_agents.defenders.neural_cleanse import anomaly_indices
+
+pytestmark = pytest.mark.slow  # trains models: not in the fast lane (README, "Tests")
 
 
 def test_anomaly_index_is_signed_mad_score():

@@ -19,6 +19,8 @@ from arena.results.store import Store
 
 from conftest import requires_fmnist
 
+pytestmark = pytest.mark.slow  # trains models: not in the fast lane (README, "Tests")
+
 MICRO_TOML = """
 name = "micro"
 dataset = "fashion-mnist"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import importlib.util
 import json
 import os
@@ -12,6 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from conftest import cifar10_dir, requires_cifar10
+
+pytestmark = pytest.mark.slow  # trains models: not in the fast lane (README, "Tests")
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "gpu_check.py"

@@ -8,6 +8,8 @@ import pytest
 
 from arena.engine.referee import Referee
 
+pytestmark = pytest.mark.slow  # trains models: not in the fast lane (README, "Tests")
+
 
 @pytest.fixture(scope="module")
 def transparent_referee(tiny, referee):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import torch
 from torch import nn
 
@@ -11,6 +13,8 @@ from arena.api.models import ArchSpec, build_model
 from arena.api.protocol import AttackContext, RoundRecord
 from arena.api.triggers import make_trigger
 from arena_agents.attackers.imc_adaptive import AdaptiveIMC
+
+pytestmark = pytest.mark.slow  # trains models: not in the fast lane (README, "Tests")
 
 
 class Blur(InputReformer):

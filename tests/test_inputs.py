@@ -71,6 +71,7 @@ GAMES = [("badnet", "none", 1.0), ("badnet", "strip", 0.0), ("imc", "none", 1.0)
 
 # --- 1. the wheel ships the scenarios ---------------------------------------------------------------
 
+@pytest.mark.slow
 def test_wheel_install_finds_builtin_scenarios(tmp_path):
     # Build from a copy, so the checkout gets no build/ folder and no rewritten egg-info.
     src = tmp_path / "src"
@@ -393,6 +394,7 @@ def _without_root_powers() -> list[str]:
     return drop
 
 
+@pytest.mark.slow
 def test_really_read_only_home(home, tiny_path, tiny):
     # Real permissions, in a subprocess: sqlite cannot even create the WAL index file here.
     prefix = _without_root_powers()

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
+pytestmark = pytest.mark.slow  # trains models: not in the fast lane (README, "Tests")
+
 
 
 def test_badnet_plants_a_working_backdoor(referee, tiny):

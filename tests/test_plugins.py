@@ -93,6 +93,7 @@ def tiny_quick_strip(tmp_path_factory):
     return load_scenario(str(p))
 
 
+@pytest.mark.slow
 @requires_fmnist
 def test_installed_plugin_plays_a_tournament(blended_installed, tiny_quick_strip, tmp_path):
     tiny = tiny_quick_strip
@@ -231,6 +232,7 @@ def test_duplicate_name_is_an_error_only_for_that_name(twin_entry_points):
     assert type(make_agent("defender", "strip")).__name__ == "STRIP"
 
 
+@pytest.mark.slow
 @requires_fmnist
 def test_duplicate_name_fails_only_its_own_match(twin_entry_points, tiny, tmp_path):
     store = Store(tmp_path / "db.sqlite")
@@ -262,6 +264,7 @@ def test_broken_file_plugin_fails_only_its_match(tiny, tmp_path):
     store.close()
 
 
+@pytest.mark.slow
 @requires_fmnist
 def test_tournament_resumes_and_never_duplicates(tiny, tmp_path, monkeypatch):
     kw = dict(attackers=["none", "badnet"], defenders=["none"], seeds=[0])

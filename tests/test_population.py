@@ -15,6 +15,8 @@ from arena.config.scenario import Budgets, Controls
 from conftest import requires_fmnist
 from test_windows_and_gates import _am, _dm
 
+pytestmark = pytest.mark.slow  # trains models: not in the fast lane (README, "Tests")
+
 
 class Paranoid(Defender):
     name = "paranoid"
@@ -22,6 +24,14 @@ class Paranoid(Defender):
 
     def deploy(self, model, ctx):
         return Deployment(model=model, verdict=Verdict(is_trojan=True, target=0, anomaly_index=[3.0] + [0.0] * 9))
+
+
+class Trusting(Defender):
+    name = "trusting"
+    category = "model_inspection"
+
+    def deploy(self, model, ctx):
+        return Deployment(model=model, verdict=Verdict(is_trojan=False, target=None, anomaly_index=[0.0] * 10))
 
 
 @pytest.mark.parametrize("flagged,gated", [(0, False), (1, False), (2, True), (5, True)])
@@ -44,7 +54,12 @@ def test_controls_run_on_a_population_of_benign_models(tiny):
     assert not torch.equal(first[0], first[1]) and not torch.equal(first[1], first[2])  # three models
     assert referee.benign(0, 0)[1] == Referee(tiny, device="cpu").benign(0)[1]  # member 0: the seed's model
 
-    honest = referee.play("badnet", "none", seed=0).record.metrics["control"]
+    # A deployment that judges no model cannot flag a benign one: no control run, no population.
+    plain = referee.play("badnet", "none", seed=0).record.metrics
+    assert plain["control"]["population"] == 0 and not plain["control"]["members"]
+    assert not any(k.startswith("control") for k in plain["timing"]["stages_s"])
+
+    honest = referee.play("badnet", Trusting(), seed=0).record.metrics["control"]
     assert honest["population"] == 3 and honest["flagged_models"] == 0 and len(honest["members"]) == 3
 
     rec = referee.play("badnet", Paranoid(), seed=0).record

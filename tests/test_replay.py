@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import dataclasses
 
 from arena.engine.environment import environment
@@ -9,6 +11,8 @@ from arena.results.io import read_jsonl_gz, write_jsonl_gz
 from arena.run.replay import compare, replay
 from arena.results.store import MatchRecord
 from conftest import requires_fmnist
+
+pytestmark = pytest.mark.slow  # trains models: not in the fast lane (README, "Tests")
 
 
 @requires_fmnist

@@ -27,6 +27,8 @@ from arena.cli import main
 from arena.results.store import Store
 from conftest import TINY_TOML, requires_fmnist
 
+pytestmark = pytest.mark.slow  # trains models: not in the fast lane (README, "Tests")
+
 REPORT_TOML = TINY_TOML.replace('name = "tiny"', 'name = "tiny-report"') + """
 [defenders.neural-cleanse]
 epochs = 2              # a recovered trigger in seconds; the real run is tested in test_defenders_sanitize_inspect

@@ -6,6 +6,8 @@ badnet trojan are made once for all of them.
 
 from __future__ import annotations
 
+import pytest
+
 import textwrap
 from pathlib import Path
 
@@ -13,6 +15,8 @@ from click.testing import CliRunner
 
 from arena.cli import main
 from conftest import requires_fmnist
+
+pytestmark = pytest.mark.slow  # trains models: not in the fast lane (README, "Tests")
 
 PLUGINS = {
     "wide_scores.py": """

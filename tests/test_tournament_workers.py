@@ -15,6 +15,8 @@ import pytest
 from arena.run import tournament
 from arena.results.store import Store
 
+pytestmark = pytest.mark.slow  # trains models: not in the fast lane (README, "Tests")
+
 
 def test_workers_play_every_pair_once(tiny, referee, tmp_path):
     referee.benign(0)  # trained (or cached) here; spawned workers read it from the shared cache

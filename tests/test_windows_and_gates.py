@@ -37,6 +37,7 @@ def test_batch_aware_filters_see_windows_at_the_trigger_share():
     assert len(per_input.windows) == 1 and len(sc1) == 50 and len(st1) == 30  # one call, each input once
 
 
+@pytest.mark.slow
 @requires_fmnist
 def test_activation_clustering_keeps_its_fpr_budget_at_the_stated_share(referee, tiny):
     # On the benign model, windows holding 10% stamped inputs (no backdoor to find): AC's FPR on the

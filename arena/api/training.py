@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from arena.core.errors import DeviceError
-from arena.core.progress import Eta
+from arena.core.progress import Eta, Ticker
 
 # (x, y, step) -> (x, y) or (x, y, extra_loss)
 BatchHook = Callable[[torch.Tensor, torch.Tensor, int], tuple]
@@ -202,7 +202,9 @@ def fit(
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         correct = torch.zeros((), dtype=torch.int64, device=device)
         total = 0
+        ticker = Ticker(steps_per_epoch, progress, f"  {label}: epoch {epoch + 1}/{epochs},")  # long epochs
         for i in range(0, len(y), batch_size):
+            ticker.tick(i // batch_size, "batches")
             idx = perm[i : i + batch_size]
             xb, yb = x[idx], y[idx]
             if augment:

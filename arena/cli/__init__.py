@@ -36,15 +36,26 @@ if TYPE_CHECKING:
 
 
 def _friendly(fn: Callable) -> Callable:
-    """Turn ArenaErrors into a one-paragraph message and exit code 2, never a traceback."""
+    """The commands' one error boundary: an ArenaError becomes a one-paragraph message and exit code
+    2, never a traceback; Ctrl-C or a SIGTERM (a scheduler's, `kill`'s) a line saying so and exit
+    code 130, never a silent end."""
+
+    def terminated(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
 
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        previous = signal.signal(signal.SIGTERM, terminated)
         try:
             return fn(*args, **kwargs)
         except ArenaError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo("interrupted: the unfinished work was not stored", err=True)
+            sys.exit(130)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
 
     return wrapper
 
@@ -209,7 +220,7 @@ def match(attacker: str, defender: str, scenario: str, seed: int | None, rounds:
     sc = _load(scenario)
     require_writable_home()  # the model cache is written even with --no-store
     store = None if no_store else Store()  # a broken store fails now, not after training
-    referee = Referee(sc, device=device, progress=None if as_json else stderr_progress)
+    referee = Referee(sc, device=device, progress=stderr_progress)
     # An agent that prints must not break the report, least of all --json's one object.
     with _stdout_to_stderr():
         result = referee.play(attacker, defender, seed=sc.seeds[0] if seed is None else seed, rounds=rounds)
@@ -250,7 +261,7 @@ def sweep(attacker: str, scenario: str, seed: int | None, fractions: str, device
     store = Store()  # a broken or read-only store fails now, not after training
     try:
         result = run_sweep(sc, attacker, fr, seed=sc.seeds[0] if seed is None else seed, device=device,
-                           progress=None if as_json else stderr_progress)
+                           progress=stderr_progress)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--fractions")
     store.save_sweep(result)
@@ -275,6 +286,9 @@ def _split(values: tuple[str, ...]) -> list[str] | None:
 @scenario_option
 @click.option("--seeds", type=click.IntRange(min=1), default=None,
               help="Play the scenario's first N seeds (default: all of them).")
+@click.option("--development", is_flag=True,
+              help="Play the scenario's development seeds instead of its test seeds (for tuning and timing; "
+                   "published tables use the test seeds).")
 @click.option("--attackers", "-a", multiple=True, help="Attackers to include (repeat or comma-separate; default all).")
 @click.option("--defenders", "-d", multiple=True, help="Defenders to include (repeat or comma-separate; default all).")
 @click.option("--rounds", type=click.IntRange(min=1), default=None, help="Rounds per match (default: the scenario's).")
@@ -294,7 +308,7 @@ def _split(values: tuple[str, ...]) -> list[str] | None:
               help="CPUs each match reserves on Ray (default: its thread count, ARENA_THREADS or 1). "
                    "Needs --backend ray.")
 @_friendly
-def tournament(scenario: str, seeds: int | None, attackers: tuple[str, ...], defenders: tuple[str, ...],
+def tournament(scenario: str, seeds: int | None, development: bool, attackers: tuple[str, ...], defenders: tuple[str, ...],
                rounds: int | None, workers: int, device: str, backend: str, address: str | None,
                gpus_per_match: float | None, cpus_per_match: float | None) -> None:
     """Play all attacker x defender pairs; stored matches are skipped, so a re-run resumes.
@@ -329,13 +343,13 @@ def tournament(scenario: str, seeds: int | None, attackers: tuple[str, ...], def
         for n in names or []:
             resolve(role, n)  # unknown names fail here, before any training
     store = Store()  # a read-only home or a broken store fails now, before any training
-    seed_list = list(sc.seeds[:seeds]) if seeds else list(sc.seeds)
+    pool = list(sc.development_seeds if development else sc.seeds)
+    if not pool:
+        raise ArenaError(f"scenario '{sc.name}' lists no {'development' if development else 'test'} seeds",
+                         hint="add them to its .toml file (development_seeds = [0, 1, 2])")
+    seed_list = pool[:seeds] if seeds else pool
 
-    def terminated(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt  # a scheduler's or `kill`'s SIGTERM stops the tournament as Ctrl-C does
-
-    previous = signal.signal(signal.SIGTERM, terminated)
-    try:
+    try:  # a SIGTERM stops the tournament as Ctrl-C does (``_friendly``)
         report = tour.run(sc, attackers=att, defenders=dfn, seeds=seed_list, rounds=rounds, device=device,
                           workers=workers, store=store, progress=stderr_progress, backend=backend,
                           ray_options=ray_options)
@@ -344,7 +358,6 @@ def tournament(scenario: str, seeds: int | None, attackers: tuple[str, ...], def
              "run the same command again to resume")
         sys.exit(130)
     finally:
-        signal.signal(signal.SIGTERM, previous)
         store.close()
     stored = report.played + len(report.failed)
     _say(f"stored {stored} match(es) in {_shown(store.path)} (see `arena matches list`)")

@@ -112,6 +112,11 @@ class DeploymentSummary:
     notes: dict[str, Any] = field(default_factory=dict)
     batch_aware: bool = False
     gpu_peak_mb: float | None = None  # the agent process's peak CUDA memory while deploying (None on the CPU)
+    # The deployment predicts with the very model it was given: the same object, the same weights and
+    # buffers, the same modules, no hooks, no transform. The referee then computes those predictions
+    # itself instead of asking for them. Claiming it falsely can only cost the defender: the referee
+    # would score the untouched trojan's predictions.
+    model_unchanged: bool = False
 
 
 # --- the agent's side ---------------------------------------------------------
@@ -248,6 +253,7 @@ class AgentServer:
         ctx.device = self.device
         ctx.progress = stderr_progress
         model = model_from_payload(payload, self.device)
+        modules = [(name, type(m)) for name, m in model.named_modules()]
         dep = self.agent.deploy(model, ctx)
         if not isinstance(dep, Deployment):
             raise TypeError(f"deploy() returned {type(dep).__name__}, not arena.api.protocol.Deployment")
@@ -276,6 +282,7 @@ class AgentServer:
             has_transform=dep.transform is not None, has_score=dep.score is not None,
             passes_per_input=int(dep.passes_per_input), verdict=verdict, notes=_plain(dep.notes or {}),
             batch_aware=bool(dep.batch_aware), gpu_peak_mb=gpu_peak_mb(self.device),
+            model_unchanged=dep.transform is None and _untouched(dep.model, model, modules, payload["state"]),
         )
 
     @torch.no_grad()
@@ -292,6 +299,24 @@ class AgentServer:
         if not isinstance(out, torch.Tensor):
             raise TypeError(f"the score function returned {type(out).__name__}, not a tensor")
         return _cpu_copy(out.float())
+
+
+def _untouched(deployed: torch.nn.Module, given: torch.nn.Module, modules: list[tuple[str, type]],
+               state: dict[str, torch.Tensor]) -> bool:
+    """Is ``deployed`` the model ``given`` to deploy, as it was built from ``state``: the same object,
+    the same named modules of the same types, no hooks or per-instance ``forward``, equal tensors?"""
+    if deployed is not given or [(n, type(m)) for n, m in given.named_modules()] != modules:
+        return False
+    for m in given.modules():
+        if (m._forward_hooks or m._forward_pre_hooks or "forward" in vars(m)
+                or getattr(m, "_forward_hooks_with_kwargs", None)):
+            return False
+    from torch.nn.modules import module as torch_module
+
+    if torch_module._global_forward_hooks or torch_module._global_forward_pre_hooks:
+        return False
+    now = given.state_dict()
+    return now.keys() == state.keys() and all(torch.equal(now[k].detach().cpu(), state[k]) for k in state)
 
 
 def model_from_payload(payload: dict[str, Any], device: torch.device) -> torch.nn.Module:
@@ -530,7 +555,7 @@ def check_answer(cmd: str, value: Any) -> str | None:
         ok = (_is(value.threshold, float, int, type(None)) and _is(value.has_transform, bool)
               and _is(value.has_score, bool) and _is(value.passes_per_input, int)
               and isinstance(value.notes, dict) and _is(value.batch_aware, bool)
-              and _is(value.gpu_peak_mb, float, int, type(None))
+              and _is(value.gpu_peak_mb, float, int, type(None)) and _is(value.model_unchanged, bool)
               and (v is None or (type(v) is VerdictData and _is(v.is_trojan, bool) and _is(v.target, int, type(None))
                                  and (v.anomaly_index is None or (isinstance(v.anomaly_index, list) and all(
                                      _is(a, float, int) for a in v.anomaly_index)))

@@ -41,7 +41,8 @@ from arena.engine.metrics import (AttackMetrics, DefenseMetrics, defense_metrics
                                   stream_scores)
 from arena.api.models import ArchSpec, build_model
 from arena.engine.outcome import Control, attack_gate, decide, forfeit
-from arena.core.progress import Eta
+from arena.core.progress import Eta, Ticker
+from arena.core.stages import Stages
 from arena.config.specs import absolute_spec, canonical_spec, is_file_spec
 from arena.api.protocol import AttackContext, Agent, DefenseContext, RoundRecord
 from arena.engine.environment import environment
@@ -142,6 +143,10 @@ class ServedDeployment:
     num_classes: int
     order: torch.Generator  # secret (arena.core.keys): the order and padding of every question
     call_size: int = 256  # every predict and per-input score call holds exactly this many inputs
+    # The model the deployment predicts with, when it says it is the one it was given, untouched
+    # (``DeploymentSummary.model_unchanged``): the referee predicts with it here, no question asked.
+    model: nn.Module | None = None
+    say: Progress | None = None  # hears how far a long question is, about every ``Ticker.every_s``
 
     @property
     def threshold(self) -> float | None:
@@ -178,7 +183,10 @@ class ServedDeployment:
         if pad:
             perm = torch.cat([perm, perm[torch.randint(0, n, (pad,), generator=self.order)]])
         out = torch.empty((n, *shape))
+        what = "predictions" if cmd == "predict" else "filter scores"
+        ticker = Ticker(len(perm), self.say, f"  {self.host.card.name}: {what} for")
         for start in range(0, len(perm), self.call_size):
+            ticker.tick(start, "inputs")
             idx = perm[start : start + self.call_size]
             answer = self.host.call(cmd, x[idx.to(x.device)], self.limit)
             if not isinstance(answer, torch.Tensor) or tuple(answer.shape) != (len(idx), *shape):
@@ -192,6 +200,8 @@ class ServedDeployment:
         return out
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
+        if self.model is not None:
+            return predict_proba(self.model, x)
         return self._blinded("predict", x, (self.num_classes,)).to(x.device)
 
     def _score(self, x: torch.Tensor) -> torch.Tensor:
@@ -230,6 +240,7 @@ class Referee:
         self._splits: dict[int, Splits] = {}
         self._benign: dict[tuple[int, int], tuple[nn.Module, str]] = {}
         self._cards: dict[tuple[str, str, str | None], AgentCard] = {}
+        self.stages = Stages()  # where the time goes (the match record's timing.stages_s)
 
     def _say(self, msg: str) -> None:
         if self.progress:
@@ -253,6 +264,10 @@ class Referee:
         """
         if (seed, member) in self._benign:
             return self._benign[(seed, member)]
+        with self.stages("benign"):
+            return self._benign_model(seed, member)
+
+    def _benign_model(self, seed: int, member: int) -> tuple[nn.Module, str]:
         s, sp = self.scenario, self.splits(seed)
         fields = _benign_fields(s, seed)
         if member:
@@ -420,7 +435,8 @@ class Referee:
             host.close()
             raise
         return ServedDeployment(host, summary, seconds, limit, self.splits(seed).info.num_classes,
-                                secret_generator(self.key, seed, "queries", d_card.name, label))
+                                secret_generator(self.key, seed, "queries", d_card.name, label),
+                                model=model if summary.model_unchanged else None, say=self.progress)
 
     def _control(self, defender: AgentLike, d_card: AgentCard, seed: int) -> Control:
         """The defender on the seed's population of benign models, each in its own process: how many
@@ -457,7 +473,8 @@ class Referee:
             which = f"seed {seed}" + (f", member {member}" if member else "")
             self._say(f"{d_card.name} control run on the benign model ({which})")
             try:
-                served = self._deploy(defender, d_card, benign, seed, [], label=f"control{member or ''}")
+                with self.stages("deploy"):
+                    served = self._deploy(defender, d_card, benign, seed, [], label=f"control{member or ''}")
             except AgentFault as fault:
                 return {"control": json.dumps({"flagged": False, "fpr": None, "cad": 0.0, "fault": str(fault)})}
             try:
@@ -470,15 +487,18 @@ class Referee:
                 k = scored_prefix(len(clean_x), served.passes_per_input, sc.passes)
                 if k < len(clean_x) or k < len(stamped):
                     clean_x, clean_y, stamped = clean_x[:k], clean_y[:k], stamped[:k]
-                acc_b = (predict_proba(benign, clean_x).argmax(1) == clean_y).float().mean().item()
-                pred = served.predict(torch.cat([clean_x, stamped]))[: len(clean_x)]
-                acc_d = (pred.argmax(1) == clean_y).float().mean().item()
-                fpr = None
-                if served.score is not None and served.threshold is not None:
-                    n = sc.inputs
-                    scores, _ = stream_scores(served, clean_x[:n], stamped[:n], served.summary.batch_aware,
-                                              sc.trigger_share, sc.window)
-                    fpr = (scores > served.threshold).float().mean().item()
+                with self.stages("scoring"):
+                    acc_b = (predict_proba(benign, clean_x).argmax(1) == clean_y).float().mean().item()
+                    acc_d = acc_b  # a deployment on the untouched benign model predicts as it does
+                    if served.model is None:
+                        pred = served.predict(torch.cat([clean_x, stamped]))[: len(clean_x)]
+                        acc_d = (pred.argmax(1) == clean_y).float().mean().item()
+                    fpr = None
+                    if served.score is not None and served.threshold is not None:
+                        n = sc.inputs
+                        scores, _ = stream_scores(served, clean_x[:n], stamped[:n], served.summary.batch_aware,
+                                                  sc.trigger_share, sc.window)
+                        fpr = (scores > served.threshold).float().mean().item()
                 v = served.verdict
             except AgentFault as fault:
                 return {"control": json.dumps({"flagged": False, "fpr": None, "cad": 0.0, "fault": str(fault)})}
@@ -574,18 +594,22 @@ class Referee:
         s = self.scenario
         benign, _ = self.benign(seed)
         t0 = time.perf_counter()
+        before = dict(self.stages.seconds)
         try:
-            trojan = self._trojan(attacker, a_card, d_card, defender, seed, rnd, history)
+            with self.stages("craft"):
+                trojan = self._trojan(attacker, a_card, d_card, defender, seed, rnd, history)
         except AgentFault as fault:
             return (forfeit("attacker", str(fault)),
                     {"forfeit": {"side": "attacker", "kind": fault.kind, "message": fault.detail}}, {})
         craft_s = time.perf_counter() - t0
-        am, trojan_clean_ok = self._attack_metrics(benign, trojan, trig_x, clean_x, clean_y)
+        with self.stages("measure"):
+            am, trojan_clean_ok = self._attack_metrics(benign, trojan, trig_x, clean_x, clean_y)
         timing: dict[str, Any] = {"craft_s": craft_s, "trojan_cached": trojan.cached}
         if trojan.gpu_peak_mb is not None:
             timing["craft_gpu_peak_mb"] = trojan.gpu_peak_mb
         if not am.finite:  # nothing to defend, nothing to measure: the trojan lost at its gate
             gate = attack_gate(am, s.budgets)
+            timing["stages_s"] = self.stages.since(before)
             return gate, {"attack": dataclasses.asdict(am), "gate": gate.gate, "timing": timing,
                           "attacker_notes": trojan.notes}, dict(trojan.notes)
         # A trojan over its other gates (CAD, perturbation) still meets the defender, so every
@@ -593,19 +617,20 @@ class Referee:
         self._say(f"{d_card.name} deploys (round {rnd})")
         served = None
         try:
-            served = self._deploy(defender, d_card, trojan.model, seed, history, label=f"round{rnd}")
+            with self.stages("deploy"):
+                served = self._deploy(defender, d_card, trojan.model, seed, history, label=f"round{rnd}")
             filtered = (f", its filter on the first {min(s.scoring.inputs, len(clean_x))} of each"
                         if served.score is not None else "")
             k = scored_prefix(len(clean_x), served.passes_per_input, s.scoring.passes)
             self._say(f"scoring {d_card.name} ({served.seconds:.1f} s to deploy): predictions on {k} clean and "
                       f"{min(k, len(trig_x))} trigger inputs{filtered}")
-            dm: DefenseMetrics = defense_metrics(served, d_card.category or "none", trojan.model, trojan.trigger, am,
-                                                 clean_x, clean_y, trojan.stamped, s.attack.target_class,
-                                                 served.seconds, filter_inputs=s.scoring.inputs,
-                                                 max_passes=s.scoring.passes,
-                                                 batch_aware=served.summary.batch_aware,
-                                                 trigger_share=s.scoring.trigger_share, window=s.scoring.window,
-                                                 progress=self.progress, ref_clean_ok=trojan_clean_ok)
+            with self.stages("scoring"):
+                dm: DefenseMetrics = defense_metrics(
+                    served, d_card.category or "none", trojan.model, trojan.trigger, am, clean_x, clean_y,
+                    trojan.stamped, s.attack.target_class, served.seconds, filter_inputs=s.scoring.inputs,
+                    max_passes=s.scoring.passes, batch_aware=served.summary.batch_aware,
+                    trigger_share=s.scoring.trigger_share, window=s.scoring.window, progress=self.progress,
+                    ref_clean_ok=trojan_clean_ok)
         except AgentFault as fault:
             return (forfeit("defender", str(fault)),
                     {"attack": dataclasses.asdict(am), "attacker_notes": trojan.notes, "timing": timing,
@@ -614,7 +639,13 @@ class Referee:
         finally:
             if served is not None:
                 served.host.close()
-        control = self._control(defender, d_card, seed)
+        # Only a deployment that judges the model can flag benign ones: the model-level gate, the one
+        # use of a control population in the outcome, does not apply to any other (README, "Controls").
+        if served.verdict is not None:
+            with self.stages("control"):
+                control = self._control(defender, d_card, seed)
+        else:
+            control = Control(flagged=False, fpr=None, cad=0.0, population=0, flagged_models=0)
         if control.fault:
             outcome = forfeit("defender", f"control run: {control.fault}")
             forfeited = {"forfeit": {"side": "defender", "kind": "control", "message": control.fault}}
@@ -623,6 +654,7 @@ class Referee:
         artifacts = (save_recovered_trigger(self.cache.root.parent, trojan.trigger, served.verdict)
                      if served.verdict is not None else {})
         timing["deploy_s"] = served.seconds
+        timing["stages_s"] = self.stages.since(before)
         if served.summary.gpu_peak_mb is not None:
             timing["deploy_gpu_peak_mb"] = served.summary.gpu_peak_mb
         metrics = {
