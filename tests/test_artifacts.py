@@ -255,8 +255,11 @@ def test_the_defense_reference_handed_over_equals_the_one_measured_in_place(refe
     trojan = referee.craft("badnet", 0)
     clean_x, clean_y, trig_x = referee._scoring_inputs(0)
     target = tiny.attack.target_class
-    am, ok = measure_attack(benign, trojan.model, trig_x, trojan.stamped, clean_x, clean_y, target)
+    am, ok, probs = measure_attack(benign, trojan.model, trig_x, trojan.stamped, clean_x, clean_y, target)
     assert ok is not None and ok.dtype == torch.bool and len(ok) == len(clean_x)
+    # The trojan's answers on clean then stamped inputs: what an untouched deployment is served from.
+    assert probs.shape == (len(clean_x) + len(trojan.stamped), 10)
+    assert torch.equal(probs[: len(clean_x)].argmax(1) == clean_y, ok)
     # A "sanitizer" that serves the benign model: a real CAD and a real paired error to get right.
     for passes in (None, 300):  # the whole test split (the reference is used), a prefix (it is not)
         got = [dataclasses.asdict(defense_metrics(LocalDeployment(Deployment(model=benign)), "model_sanitization",

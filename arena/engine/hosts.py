@@ -191,6 +191,7 @@ class AgentServer:
         )
         self.trojan: Any = None
         self.deployment: Any = None
+        self.predictor: Any = None  # the deployed model as predictions are asked of it (``_predictor``)
 
     def handle(self, cmd: str, payload: Any) -> Any:
         return getattr(self, "cmd_" + cmd)(payload)
@@ -268,6 +269,7 @@ class AgentServer:
             raise ValueError(f"passes_per_input must be at least 1, got {dep.passes_per_input}")
         dep.model.eval()
         self.deployment = dep
+        self.predictor = _predictor(dep.model, self.device)
         v = dep.verdict
         verdict = None
         if v is not None:
@@ -292,13 +294,25 @@ class AgentServer:
         dep = self.deployment
         x = x.to(self.device)
         xin = dep.transform(x) if dep.transform is not None else x
-        return _cpu_copy(predict_proba(dep.model, xin).float())
+        return _cpu_copy(predict_proba(self.predictor, xin).float())
 
     def cmd_score(self, x: torch.Tensor) -> torch.Tensor:
         out = self.deployment.score(x.to(self.device))
         if not isinstance(out, torch.Tensor):
             raise TypeError(f"the score function returned {type(out).__name__}, not a tensor")
         return _cpu_copy(out.float())
+
+
+def _predictor(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """The deployed model as the referee's questions are answered with: a channels-last copy on the CPU
+    (twice as fast for randomized smoothing's 100 noisy passes per input, the same answers to 1e-6), or
+    the model itself where it cannot be copied (a plugin's) and on CUDA."""
+    from arena.api.defenses import inference_copy
+
+    try:
+        return inference_copy(model, device).eval()
+    except Exception:  # noqa: BLE001 - a model that cannot be deep-copied is asked as it is
+        return model
 
 
 def _untouched(deployed: torch.nn.Module, given: torch.nn.Module, modules: list[tuple[str, type]],

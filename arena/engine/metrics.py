@@ -107,11 +107,13 @@ def attack_metrics(benign: nn.Module, model: nn.Module, trig_x: torch.Tensor, st
 def measure_attack(benign: nn.Module, model: nn.Module, trig_x: torch.Tensor, stamped: torch.Tensor,
                    clean_x: torch.Tensor, clean_y: torch.Tensor, target: int,
                    area_budget: float = 1.0, linf_budget: float = 1.0
-                   ) -> tuple[AttackMetrics, torch.Tensor | None]:
-    """``attack_metrics``, and which clean inputs the trojan classifies correctly (None when it is not finite).
+                   ) -> tuple[AttackMetrics, torch.Tensor | None, torch.Tensor | None]:
+    """``attack_metrics``, which clean inputs the trojan classifies correctly, and its softmax outputs on
+    the clean inputs followed by the stamped ones (both None when it is not finite).
 
-    The second is what ``defense_metrics`` compares a deployment with (``ref_clean_ok``): handing it
-    over spares a pass of the trojan over the whole test set in every match."""
+    The second is what ``defense_metrics`` compares a deployment with (``ref_clean_ok``), the third what
+    a deployment that predicts with the untouched trojan answers: handing them over spares passes of the
+    trojan over the whole test set in every match."""
     finite = bool(torch.isfinite(stamped).all()) and bool(((stamped >= 0) & (stamped <= 1)).all())
     finite = finite and all(bool(torch.isfinite(p).all()) for p in model.state_dict().values()
                             if p.is_floating_point())
@@ -120,14 +122,14 @@ def measure_attack(benign: nn.Module, model: nn.Module, trig_x: torch.Tensor, st
     if not finite:  # nothing below would mean anything
         nan = float("nan")
         return AttackMetrics(nan, nan, nan, nan, nan, nan, nan, nan, float(area.max()), float(linf.max()),
-                             over, False), None
+                             over, False), None, None
     pb = predict_proba(benign, clean_x)
     pt = predict_proba(model, clean_x)
     pts = predict_proba(model, stamped)
     if not (torch.isfinite(pt).all() and torch.isfinite(pts).all()):
         nan = float("nan")
         return AttackMetrics(nan, nan, nan, nan, nan, nan, nan, nan, float(area.max()), float(linf.max()),
-                             over, False), None
+                             over, False), None, None
     b_ok, t_ok = pb.argmax(1) == clean_y, pt.argmax(1) == clean_y
     benign_acc, trojan_acc = b_ok.float().mean().item(), t_ok.float().mean().item()
     asr, tmc = _asr_tmc(pts, target)
@@ -138,7 +140,7 @@ def measure_attack(benign: nn.Module, model: nn.Module, trig_x: torch.Tensor, st
         ccc=ccc, nsr=neuron_separation_ratio(model, clean_x, stamped), base_rate=base,
         trigger_area=float(area.max()) if len(area) else 0.0, trigger_linf=float(linf.max()) if len(linf) else 0.0,
         over_budget=over, finite=True, cad_se=paired_se(b_ok, t_ok),
-    ), t_ok
+    ), t_ok, torch.cat([pt, pts])
 
 
 @dataclass

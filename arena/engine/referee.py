@@ -147,6 +147,8 @@ class ServedDeployment:
     # (``DeploymentSummary.model_unchanged``): the referee predicts with it here, no question asked.
     model: nn.Module | None = None
     say: Progress | None = None  # hears how far a long question is, about every ``Ticker.every_s``
+    # Inputs and the untouched model's softmax outputs on them, already measured (``_attack_metrics``).
+    known: tuple[torch.Tensor, torch.Tensor] | None = None
 
     @property
     def threshold(self) -> float | None:
@@ -201,6 +203,8 @@ class ServedDeployment:
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         if self.model is not None:
+            if self.known is not None and self.known[0].shape == x.shape and torch.equal(self.known[0], x):
+                return self.known[1]
             return predict_proba(self.model, x)
         return self._blinded("predict", x, (self.num_classes,)).to(x.device)
 
@@ -528,7 +532,7 @@ class Referee:
             return self._play(attacker, defender, seed, rounds)
 
     def _attack_metrics(self, benign: nn.Module, trojan: PlayedTrojan, trig_x: torch.Tensor, clean_x: torch.Tensor,
-                        clean_y: torch.Tensor) -> tuple[AttackMetrics, torch.Tensor | None]:
+                        clean_y: torch.Tensor) -> tuple[AttackMetrics, torch.Tensor | None, torch.Tensor | None]:
         """The trojan's attack metrics, measured once per trojan and seed and then read from the cache.
 
         A non-adaptive attacker's trojan meets every defender of a seed, and measuring it (the
@@ -545,15 +549,17 @@ class Referee:
                       "threads": torch.get_num_threads(), "torch": torch.__version__})
 
         def measure() -> dict[str, Any]:
-            am, ok = measure_attack(benign, trojan.model, trig_x, trojan.stamped, clean_x, clean_y,
-                                    s.attack.target_class, s.budgets.trigger_area, s.budgets.trigger_linf)
-            return {"attack": dataclasses.asdict(am), "trojan_clean_ok": None if ok is None else ok.cpu()}
+            am, ok, probs = measure_attack(benign, trojan.model, trig_x, trojan.stamped, clean_x, clean_y,
+                                           s.attack.target_class, s.budgets.trigger_area, s.budgets.trigger_linf)
+            return {"attack": dataclasses.asdict(am), "trojan_clean_ok": None if ok is None else ok.cpu(),
+                    "trojan_probs": None if probs is None else probs.cpu()}
 
         value, hit = self.cache.get_or_make("measure", key, measure)
         if hit:
             self._say("attack metrics of this trojan from cache")
-        ok = value["trojan_clean_ok"]
-        return AttackMetrics(**value["attack"]), None if ok is None else ok.to(self.device)
+        ok, probs = value["trojan_clean_ok"], value.get("trojan_probs")  # older entries hold no probabilities
+        return (AttackMetrics(**value["attack"]), None if ok is None else ok.to(self.device),
+                None if probs is None else probs.to(self.device))
 
     def _play(self, attacker: AgentLike, defender: AgentLike, seed: int, rounds: int | None) -> MatchResult:
         s = self.scenario
@@ -603,7 +609,7 @@ class Referee:
                     {"forfeit": {"side": "attacker", "kind": fault.kind, "message": fault.detail}}, {})
         craft_s = time.perf_counter() - t0
         with self.stages("measure"):
-            am, trojan_clean_ok = self._attack_metrics(benign, trojan, trig_x, clean_x, clean_y)
+            am, trojan_clean_ok, trojan_probs = self._attack_metrics(benign, trojan, trig_x, clean_x, clean_y)
         timing: dict[str, Any] = {"craft_s": craft_s, "trojan_cached": trojan.cached}
         if trojan.gpu_peak_mb is not None:
             timing["craft_gpu_peak_mb"] = trojan.gpu_peak_mb
@@ -619,6 +625,8 @@ class Referee:
         try:
             with self.stages("deploy"):
                 served = self._deploy(defender, d_card, trojan.model, seed, history, label=f"round{rnd}")
+            if served.model is not None and trojan_probs is not None:  # the trojan's answers, measured once
+                served.known = (torch.cat([clean_x, trojan.stamped]), trojan_probs)
             filtered = (f", its filter on the first {min(s.scoring.inputs, len(clean_x))} of each"
                         if served.score is not None else "")
             k = scored_prefix(len(clean_x), served.passes_per_input, s.scoring.passes)
