@@ -11,7 +11,7 @@ from arena.config.splits import make_splits
 from arena.core.errors import ScenarioError
 from arena.engine.metrics import AttackMetrics, DefenseMetrics
 from arena.api.models import ArchSpec, build_model
-from arena.engine.outcome import Control, decide
+from arena.engine.outcome import decide
 from arena.config.scenario import Budgets, TriggerSpec, load_scenario, scenario_from_dict
 from arena.api.triggers import make_trigger, mask_jaccard
 
@@ -110,30 +110,23 @@ def _dm(**kw):
     return DefenseMetrics(**{**base, **kw})
 
 
-CLEAN = Control(flagged=False, fpr=0.05, cad=0.0)
-
-
 def test_outcome_attacker_gate():
-    o = decide(_am(cad=0.05), _dm(), CLEAN, Budgets())
+    o = decide(_am(cad=0.05), _dm(), Budgets())
     assert (o.score, o.gate) == (0.0, "attacker")
 
 
-@pytest.mark.parametrize("dm,control", [
-    (_dm(cad=0.06), CLEAN),  # deployment too costly
-    (_dm(fpr=0.08), CLEAN),  # filter rejects too many clean inputs
-    (_dm(), Control(flagged=True, fpr=None, cad=0.0)),  # flags the benign model
-])
-def test_outcome_defender_gate(dm, control):
-    o = decide(_am(), dm, control, Budgets())
+@pytest.mark.parametrize("dm", [_dm(cad=0.06), _dm(fpr=0.08)])  # too costly; rejects too many clean inputs
+def test_outcome_defender_gate(dm):
+    o = decide(_am(), dm, Budgets())
     assert (o.score, o.gate) == (1.0, "defender")
 
 
 def test_outcome_play_is_effective_asr_above_the_base_rate():
     # effective ASR 0.4, base rate 0.01: (0.4 - 0.01) / (1 - 0.01)
-    assert decide(_am(), _dm(), CLEAN, Budgets()).score == pytest.approx(0.39 / 0.99)
+    assert decide(_am(), _dm(), Budgets()).score == pytest.approx(0.39 / 0.99)
     # FPR within tolerance is allowed
-    assert decide(_am(), _dm(fpr=0.069), CLEAN, Budgets()).gate == "play"
-    flagged = decide(_am(), _dm(flagged=True, effective_asr=0.0, aiv=3.0, suspected_target=0), CLEAN, Budgets())
+    assert decide(_am(), _dm(fpr=0.069), Budgets()).gate == "play"
+    flagged = decide(_am(), _dm(flagged=True, effective_asr=0.0, aiv=3.0, suspected_target=0), Budgets())
     assert flagged.score == 0.0 and "rejects" in flagged.reason
 
 
@@ -141,10 +134,10 @@ def test_outcome_attacker_gate_for_non_finite_and_over_budget_triggers():
     import dataclasses
 
     nan = dataclasses.replace(_am(), finite=False)
-    assert decide(nan, _dm(), CLEAN, Budgets()).gate == "attacker"
+    assert decide(nan, _dm(), Budgets()).gate == "attacker"
     # a blend over the whole image, above the L-inf budget: over budget
     blend = dataclasses.replace(_am(), trigger_area=1.0, trigger_linf=0.7, over_budget=1.0)
-    o = decide(blend, _dm(), CLEAN, Budgets())
+    o = decide(blend, _dm(), Budgets())
     assert (o.score, o.gate) == (0.0, "attacker") and "perturbation budget" in o.reason
 
 

@@ -8,12 +8,11 @@ import pytest
 import torch
 
 from arena.results.detection import detection_rocs
-from arena.engine.outcome import Control, decide
+from arena.results.usability import usability
 from arena.api.protocol import Defender, Deployment, Verdict
 from arena.engine.referee import Referee
-from arena.config.scenario import Budgets, Controls
+from arena.config.scenario import Controls
 from conftest import requires_fmnist
-from test_windows_and_gates import _am, _dm
 
 pytestmark = pytest.mark.slow  # trains models: not in the fast lane (README, "Tests")
 
@@ -32,17 +31,6 @@ class Trusting(Defender):
 
     def deploy(self, model, ctx):
         return Deployment(model=model, verdict=Verdict(is_trojan=False, target=None, anomaly_index=[0.0] * 10))
-
-
-@pytest.mark.parametrize("flagged,gated", [(0, False), (1, False), (2, True), (5, True)])
-def test_the_model_level_fpr_gate_allows_for_one_false_alarm_in_five(flagged, gated):
-    control = Control(flagged=flagged > 0, fpr=None, cad=0.0, population=5, flagged_models=flagged)
-    o = decide(_am(), _dm(), control, Budgets())
-    assert (o.gate == "defender") is gated
-    if gated:
-        assert f"flags {flagged} of 5 benign model(s)" in o.reason
-    # One benign model (population 1): its flag alone decides, as a single control run did.
-    assert decide(_am(), _dm(), Control(flagged=True, fpr=None, cad=0.0), Budgets()).gate == "defender"
 
 
 @requires_fmnist
@@ -64,7 +52,11 @@ def test_controls_run_on_a_population_of_benign_models(tiny):
 
     rec = referee.play("badnet", Paranoid(), seed=0).record
     c = rec.metrics["control"]
-    assert c["flagged_models"] == 3 and rec.outcome == 1.0 and "flags 3 of 3 benign model(s)" in rec.reason
+    # It flags the trojan too: the match is what its deployment earned (the model rejected, score 0), and
+    # flagging every benign model makes it unusable over the scenario, not a winner or loser per match.
+    assert c["flagged_models"] == 3 and rec.outcome == 0.0 and "inspection rejects the model" in rec.reason
+    (judged,) = usability([rec], budget=0.05)
+    assert (judged.defender, judged.flagged, judged.models, judged.usable) == ("paranoid", 3, 3, False)
 
     # The same matches as a detection problem over models: one trojan (flagged) against three benign
     # models (all flagged, at the same anomaly index 3): no threshold separates them.

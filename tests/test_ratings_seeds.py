@@ -14,8 +14,9 @@ import pytest
 
 from arena.results.leaderboard import (defender_categories, games_from_records, outcome_matrix, render_leaderboard,
                                render_markdown, write_leaderboard)
-from arena.results.ratings import (Game, RatingTable, adjacent_differences, bootstrap_intervals, deviance_explained,
+from arena.results.ratings import (Game, RatingTable, adjacent_differences, pair_claims, bootstrap_intervals, deviance_explained,
                            fit_bradley_terry, rate, resolve_unit)
+from arena.results.intervals import t_quantile
 from arena.results.store import MatchRecord
 
 
@@ -133,24 +134,30 @@ def test_seed_bootstrap_separates_a_strong_ordering_but_not_equals():
     assert sum(p.excludes_zero for p in attackers.values()) == 2
 
     md = render_markdown("order", table, outcome_matrix([]), 36)
-    assert "over 12 seeds." in md and "percentile bootstrap over seeds" in md
-    assert re.search(r"- `top` ranks above `mid` \(difference \+\d+, 95% interval \[\d+, \d+\] over seeds\)\.", md)
-    assert re.search(r"- `mid` ranks above `none` \(difference \+\d+, 95% interval \[\d+, \d+\] over seeds\)\.", md)
-    twin_line = next(line for line in md.splitlines() if "twin-a" in line and "twin-b" in line)
-    assert re.fullmatch(r"- `twin-[ab]` and `twin-[ab]` are not separated \(difference interval "
-                        r"\[-\d+, \d+\] includes 0\)\.", twin_line), twin_line
-    assert md.count("ranks above") == 4 and md.count("are not separated") == 1
+    assert "over 12 seeds." in md and "Student's t over them" in md
+    # Every pair is tested, not only adjacent ones: ace above both twins and weak, both twins above weak.
+    claim = r"- `{}` ranks above `{}` \(difference \+\d+, 95% interval \[\d+, \d+\], Holm-adjusted p = [\d.e-]+\)\."
+    for upper, lower in [("top", "mid"), ("top", "none"), ("mid", "none"), ("ace", "weak"), ("twin-a", "weak"),
+                         ("twin-b", "weak")]:
+        assert re.search(claim.format(upper, lower), md), (upper, lower)
+    twin_line = next(line for line in md.splitlines() if line.startswith("Adjacent ranks not"))
+    assert re.fullmatch(r"Adjacent ranks not separated after the correction: `twin-[ab]` and `twin-[ab]` \(\[-\d+, \d+\], "
+                        r"adjusted p = [\d.]+\)\.", twin_line), twin_line
+    assert md.count("ranks above") == 8
 
 
-def test_difference_intervals_are_read_in_the_same_rounds():
-    # Shared opponents make two ratings move together: the difference's interval is not the gap between CIs.
+def test_difference_intervals_are_paired_within_seeds():
+    # Shared opponents make two ratings move together: the difference is taken seed by seed, then the
+    # t-interval; it is not the gap between the two ratings' own intervals.
     table = rate(ordering_games(), bootstrap_rounds=30, seed=0)
     by = {r.player: r for r in table}
     top, mid = by["defender:top"], by["defender:mid"]
     diff = table.samples.column(top.player) - table.samples.column(mid.player)
-    lo, hi = np.percentile(diff, [2.5, 97.5])
+    half = t_quantile(0.95, len(diff) - 1) * diff.std(ddof=1) / np.sqrt(len(diff))
     p = adjacent_differences(table)["defender"][0]
-    assert (p.ci_low, p.ci_high) == (float(lo), float(hi)) and p.difference == top.rating - mid.rating
+    assert (p.ci_low, p.ci_high) == pytest.approx((diff.mean() - half, diff.mean() + half))
+    assert p.difference == pytest.approx(top.rating - mid.rating)  # ratings: means of the per-seed fits
+    assert top.rating == pytest.approx(table.samples.column(top.player).mean())
 
 
 # --- deviance explained ---------------------------------------------------------------------------------
@@ -243,9 +250,9 @@ def test_markdown_is_byte_identical_for_shuffled_records(tmp_path):
     assert (md, table) == render_leaderboard("cat", shuffled, bootstrap_rounds=20, seed=0)
     md_path, csv_path = write_leaderboard("cat", shuffled, tmp_path, bootstrap_rounds=20)
     assert md_path.read_text() == md and csv_path.read_text() == table
-    assert "over 4 seeds (0, 1, 2, 3)." in md and "percentile bootstrap over seeds" in md
+    assert "over 4 seeds (0, 1, 2, 3)." in md and "Student's t over them" in md
     explained = rate(games_from_records(recs), bootstrap_rounds=0).deviance_explained
-    assert f"Deviance explained by the Bradley-Terry fit: {explained:.3f}" in md
+    assert f"Deviance explained by the Bradley-Terry fit to all matches at once: {explained:.3f}" in md
     # A requested match bootstrap says that it understates the uncertainty.
     md_match, _ = render_leaderboard("cat", recs, bootstrap_rounds=20, unit="match")
     assert "over matches" in md_match and "understate the uncertainty" in md_match
@@ -276,12 +283,13 @@ def test_per_category_tables_list_their_defenders_ranked_on_the_overall_scale():
         assert [c[1] for c in cells] == sorted(names, key=lambda n: -overall[n][1].rating), category
         for within, c in enumerate(cells, start=1):
             rank, r = overall[c[1]]
-            assert c[0] == str(within) and c[2] == f"{r.rating:.0f}" and c[4] == str(rank)
+            assert c[0] == str(within) and c[2] == r.shown and c[4] == str(rank)
             assert c[3] == ("n/a" if c[1] == "lonely" else f"[{r.ci_low:.0f}, {r.ci_high:.0f}]")
     rows = list(csv.DictReader(io.StringIO(table)))
-    # lonely played in one seed only: no interval over seeds, so no ordering claim either.
-    lonely = [line for line in md.splitlines() if line.startswith("- ") and "`lonely`" in line]
-    assert len(lonely) == 2 and all("cannot be compared (no bootstrap interval" in line for line in lonely)
+    # lonely played in one seed only: no interval over seeds, so no pair with it is tested or claimed.
+    assert not [line for line in md.splitlines() if "`lonely`" in line and "ranks above" in line]
+    claims = pair_claims(ratings)["defender"]
+    assert all(math.isnan(c.p) and not c.ordered for c in claims if "lonely" in (c.upper.name, c.lower.name))
     assert next(r for r in rows if r["name"] == "lonely")["ci_low"] == ""
     assert {r["name"]: r["category"] for r in rows if r["role"] == "defender"} == {**CATEGORY,
                                                                                     "lonely": "model_inspection"}

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from arena.engine.metrics import AttackMetrics, DefenseMetrics, stream_scores
-from arena.engine.outcome import Control, decide
+from arena.engine.outcome import decide
 from arena.config.scenario import Budgets
 from conftest import requires_fmnist
 
@@ -70,7 +70,6 @@ def _dm(**kw):
     return DefenseMetrics(**{**base, **kw})
 
 
-CLEAN = Control(flagged=False, fpr=None, cad=0.0)
 
 
 @pytest.mark.parametrize("cad,se,gated", [
@@ -79,13 +78,13 @@ CLEAN = Control(flagged=False, fpr=None, cad=0.0)
     (0.055, 0.000, True),   # no measurement error claimed: a plain threshold
 ])
 def test_the_defender_cad_gate_allows_for_measurement_error(cad, se, gated):
-    o = decide(_am(), _dm(cad=cad, cad_se=se), CLEAN, Budgets())
+    o = decide(_am(), _dm(cad=cad, cad_se=se), Budgets())
     assert (o.gate == "defender") is gated
 
 
 def test_fpr_and_attacker_gates_allow_for_measurement_error():
     near = _dm(category="input_filtering", fpr=0.08, fpr_se=0.012, tpr=0.5)
-    assert decide(_am(), near, CLEAN, Budgets()).gate == "play"  # 8% vs 7% limit: 0.8 standard errors
-    assert decide(_am(), near, CLEAN, Budgets(gate_z=0.0)).gate == "defender"
-    assert decide(_am(cad=0.035, cad_se=0.004), _dm(), CLEAN, Budgets()).gate == "play"
-    assert decide(_am(cad=0.05, cad_se=0.004), _dm(), CLEAN, Budgets()).gate == "attacker"
+    assert decide(_am(), near, Budgets()).gate == "play"  # 8% vs 7% limit: 0.8 standard errors
+    assert decide(_am(), near, Budgets(gate_z=0.0)).gate == "defender"
+    assert decide(_am(cad=0.035, cad_se=0.004), _dm(), Budgets()).gate == "play"
+    assert decide(_am(cad=0.05, cad_se=0.004), _dm(), Budgets()).gate == "attacker"

@@ -373,13 +373,14 @@ def tournament(scenario: str, seeds: int | None, development: bool, attackers: t
 @click.option("--out", type=click.Path(file_okay=False), default="leaderboards", show_default=True,
               help="Folder for --write.")
 @click.option("--bootstrap", type=click.IntRange(min=10), default=200, show_default=True,
-              help="Bootstrap rounds for the 95% intervals.")
+              help="Bootstrap rounds for the 95% intervals over matches (one seed, or --unit match).")
 @click.option("--unit", type=click.Choice(["seed", "match"]), default="seed", show_default=True,
-              help="Bootstrap unit for the 95% intervals: whole seeds (the matches of one seed share trojans "
-                   "and control runs) or single matches (narrower; understates the uncertainty).")
+              help="Unit of the 95% intervals: seeds (each fitted on its own, Student's t over them; the "
+                   "matches of one seed share trojans and control runs) or single matches (a bootstrap; "
+                   "narrower, understates the uncertainty).")
 @_friendly
 def leaderboard(scenario: str, write: bool, out: str, bootstrap: int, unit: str) -> None:
-    """Bradley-Terry ratings (95% bootstrap CI), Elo, and the outcome matrix of a scenario.
+    """Bradley-Terry ratings (95% CI over seeds), Elo, usability and the outcome matrix of a scenario.
 
     SCENARIO is a scenario name or .toml path; a name with no scenario file
     but with stored matches rates the matches of its most recent setting.
@@ -394,14 +395,19 @@ def leaderboard(scenario: str, write: bool, out: str, bootstrap: int, unit: str)
     if not records:
         raise ArenaError(f"no stored matches for scenario '{name}' (digest {digest})",
                          hint=f"play some first: arena tournament --scenario {scenario}")
+    try:  # the scenario's own model-level budget, when its file is at hand
+        budget = _load(scenario).budgets.model_fpr
+    except ArenaError:
+        from arena.results.leaderboard import DEFAULT_MODEL_FPR as budget
     if write:
         from arena.results.io import write_jsonl_gz
 
-        md, csv = write_leaderboard(name, records, Path(out), bootstrap_rounds=bootstrap, unit=unit)
+        md, csv = write_leaderboard(name, records, Path(out), bootstrap_rounds=bootstrap, unit=unit,
+                                    model_fpr=budget)
         # The matches behind it, so anyone can refit it or replay a sample (`arena matches replay --from`).
         jsonl = write_jsonl_gz(records, Path(md).with_name(f"{name}.matches.jsonl.gz"))
         _say(f"wrote {_shown(Path(md))}, {_shown(Path(csv))} and {_shown(jsonl)}")
-    md_text, _ = render_leaderboard(name, records, bootstrap_rounds=bootstrap, unit=unit)
+    md_text, _ = render_leaderboard(name, records, bootstrap_rounds=bootstrap, unit=unit, model_fpr=budget)
     click.echo(md_text)
 
 
@@ -707,6 +713,38 @@ def matches_import(files: tuple[str, ...], replace: bool) -> None:
     _say(f"stored in {_shown(store.path)}")
     click.echo(f"imported {added} match(es)" + (f", kept {kept} already stored (--replace overwrites them)"
                                                   if kept else ""))
+
+
+@matches.command("rescore")
+@click.option("--scenario", "-s", default=None, help="Only this scenario's matches (name or .toml path).")
+@click.option("--dry-run", is_flag=True, help="Say what would change; write nothing.")
+@_friendly
+def matches_rescore(scenario: str | None, dry_run: bool) -> None:
+    """Decide stored matches again under the current outcome rule, from their stored metrics.
+
+    For matches stored before a change of the rule (0.2: the model-level false-positive gate moved
+    from each match to the scenario's pooled population). Only outcome, reason and gate change; every
+    measured number stays. Each match is judged with its scenario's budgets (the scenario file must
+    be loadable by the stored name, or given with --scenario).
+    """
+    from arena.results.store import Store
+    from arena.run.rescore import rescore
+
+    store = Store(readonly=dry_run)
+    try:
+        name = None if scenario is None else _stored_name(store, scenario)
+        records = store.matches(scenario=name, status="ok")
+        changed = []
+        for sc_name in sorted({r.scenario for r in records}):
+            budgets = _load(scenario if scenario is not None else sc_name).budgets
+            changed += rescore([r for r in records if r.scenario == sc_name], budgets)
+        for r in changed:
+            _say(f"  #{r.id} {r.attacker} vs {r.defender} seed {r.seed}: {r.outcome:.3f} ({r.reason})")
+            if not dry_run:
+                store.save(r)
+    finally:
+        store.close()
+    click.echo(f"{'would change' if dry_run else 'changed'} {len(changed)} of {len(records)} match(es)")
 
 
 @matches.command("export")

@@ -177,9 +177,9 @@ class Controls:
     1..population-1 are trained the same way from other initializations and
     data orders. Each is trained once and cached, and the defender is run on
     each in its own process. Its model-level false-positive rate (benign models
-    it flags, of the population) gates it against ``budgets.model_fpr`` with
-    the same allowance for measurement error as the other gates
-    (``budgets.gate_z``).
+    it flags) is judged against ``budgets.model_fpr`` on the population pooled
+    over every seed (``arena.results.usability``: an exact one-sided binomial
+    test at 5%), not per seed.
     """
 
     population: int = 5

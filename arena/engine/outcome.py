@@ -3,10 +3,12 @@
 1. Attacker gate: a trojan that costs more clean accuracy than the attack
    budget is caught by any user who tests it: s = 0.
 2. Defender gate: a deployment that costs more clean accuracy than the
-   defense budget, rejects clean inputs beyond the FPR budget plus tolerance,
-   or flags too many of the seed's population of benign models in its control
-   runs (``models_over``: an exact binomial test against ``budgets.model_fpr``)
-   is unusable: s = 1.
+   defense budget, or rejects clean inputs beyond the FPR budget plus
+   tolerance, is unusable on this model: s = 1. Whether an inspector flags
+   too many benign models is not decided per match: its control runs are
+   pooled over every seed of the scenario and judged once
+   (``arena.results.usability``), and a defender that fails is reported as
+   unusable instead of handing every attacker of a seed a win.
 3. Otherwise s = the effective ASR above the trigger's base rate:
 
        s = max(0, (e - b) / (1 - b))      (s = 0 when b = 1)
@@ -36,7 +38,6 @@ forfeits (``forfeit``): an attacker's forfeit scores 0, a defender's 1.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from arena.engine.metrics import AttackMetrics, DefenseMetrics
@@ -103,28 +104,12 @@ def attack_gate(attack: AttackMetrics, budgets: Budgets) -> Outcome | None:
     return None
 
 
-def models_over(flagged: int, population: int, budget: float, z: float) -> bool:
-    """Does a defender that flags ``flagged`` of ``population`` benign models exceed the model-level FPR
-    budget? An exact one-sided binomial test at the level that ``z`` gives (1.645: 5%): the chance of
-    at least that many flags from a defender whose true rate is the budget must be below the level.
-    With 5 models and a 5% budget: one flag is allowed (chance 23%), two are not (2.3%). A single
-    benign model cannot support a test: its flag decides, as does a plain threshold (z = 0)."""
-    if flagged <= 0:
-        return False
-    if population <= 1 or z <= 0:
-        return flagged / population > budget
-    level = 0.5 * math.erfc(z / math.sqrt(2))
-    tail = sum(math.comb(population, i) * budget**i * (1 - budget) ** (population - i)
-               for i in range(flagged, population + 1))
-    return tail < level
-
-
 def over(value: float, se: float | None, budget: float, z: float) -> bool:
     """Is ``value`` over ``budget`` by more than ``z`` standard errors (one-sided test)?"""
     return value > budget + z * (se or 0.0)
 
 
-def decide(attack: AttackMetrics, defense: DefenseMetrics, control: Control, budgets: Budgets) -> Outcome:
+def decide(attack: AttackMetrics, defense: DefenseMetrics, budgets: Budgets) -> Outcome:
     pts = lambda v: f"{100 * v:.1f} points"  # noqa: E731 - local formatter
     gate = attack_gate(attack, budgets)
     if gate is not None:
@@ -138,13 +123,6 @@ def decide(attack: AttackMetrics, defense: DefenseMetrics, control: Control, bud
         return Outcome(1.0, f"defender gate: the filter rejects {defense.fpr:.1%} (standard error "
                             f"{defense.fpr_se or 0:.1%}) of clean inputs (budget {budgets.fpr:.0%} + tolerance "
                             f"{budgets.fpr_tolerance:.0%})", "defender")
-    n = max(1, control.population)
-    k = round(control.model_fpr * n)
-    if models_over(k, n, budgets.model_fpr, budgets.gate_z):
-        why = (f" (class {control.suspected_target}, anomaly index {control.aiv:.2f})"
-               if n == 1 and control.aiv is not None else "")
-        return Outcome(1.0, f"defender gate: the defender flags {k} of {n} benign model(s) as trojans "
-                            f"(control run){why}; budget {budgets.model_fpr:.0%} of benign models", "defender")
     if defense.flagged:
         return Outcome(0.0, f"inspection rejects the model (suspected target {defense.suspected_target}, "
                             f"anomaly index {defense.aiv:.2f})" if defense.aiv is not None

@@ -658,7 +658,7 @@ class Referee:
             outcome = forfeit("defender", f"control run: {control.fault}")
             forfeited = {"forfeit": {"side": "defender", "kind": "control", "message": control.fault}}
         else:
-            outcome, forfeited = decide(am, dm, control, s.budgets), {}
+            outcome, forfeited = decide(am, dm, s.budgets), {}
         artifacts = (save_recovered_trigger(self.cache.root.parent, trojan.trigger, served.verdict)
                      if served.verdict is not None else {})
         timing["deploy_s"] = served.seconds

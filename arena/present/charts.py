@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 _ROLE_TITLES = {ATTACKER: "Attackers", DEFENDER: "Defenders"}
-_UNIT_WORDS = {"seed": "bootstrap over seeds", "match": "bootstrap over matches"}
+_UNIT_WORDS = {"seed": "Student's t over per-seed fits", "match": "bootstrap over matches"}
 
 
 def ratings_figure(table: RatingTable) -> Figure:
@@ -71,7 +71,7 @@ def _rating_rows(ax: Axes, rows: Sequence[Rating], attacker: bool) -> None:
                         color=colour, ecolor=colour, elinewidth=2, capsize=4, ms=6)
         else:
             ax.plot([r.rating], [yi], "o", mfc="white", mec=colour, ms=6)
-        label = f"{r.rating:.0f}" + (f"  [{r.ci_low:.0f}, {r.ci_high:.0f}]" if has_ci else "  (no interval)")
+        label = r.shown + (f"  [{r.ci_low:.0f}, {r.ci_high:.0f}]" if has_ci else "  (no interval)")
         ax.annotate(label, (r.ci_high if has_ci else r.rating, yi), xytext=(6, 0), textcoords="offset points",
                     va="center", fontsize=8, color="dimgrey")
     ax.set_yticks(y, [r.name for r in rows], fontsize=9)

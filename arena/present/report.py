@@ -45,7 +45,8 @@ from arena.present.charts import AttackPoint, CellBox, asr_cad_figure, heatmap_f
 from arena.core.errors import ArenaError
 from arena.present.gallery import (collect_gallery, load_trigger_tensors, save_figure, save_gallery,
                            save_recovered_trigger_png)
-from arena.results.leaderboard import defender_categories, games_from_records, outcome_matrix
+from arena.results.leaderboard import (DEFAULT_MODEL_FPR, defender_categories, games_from_records, outcome_matrix,
+                                       rated_records)
 from arena.present.match_text import match_report, verdict
 from arena.results.ratings import SEED, Rating, RatingTable, rate
 from arena.results.store import MatchRecord
@@ -56,7 +57,7 @@ if TYPE_CHECKING:
     from arena.config.scenario import Scenario
 
 MARKER = ".arena-report"
-_UNIT_WORDS = {"seed": "resampling whole seeds", "match": "resampling single matches"}
+_UNIT_WORDS = {"seed": "Student's t over per-seed fits", "match": "resampling single matches"}
 _UNIT_CAVEAT = ": these intervals understate the uncertainty, since the matches of a seed share its trojans"
 Progress = Callable[[str], None]
 
@@ -198,13 +199,13 @@ def _ratings_section(table: RatingTable, categories: dict[str, str]) -> list[str
     def interval(r: Rating) -> str:
         return f"[{r.ci_low:.0f}, {r.ci_high:.0f}]" if math.isfinite(r.ci_low) and math.isfinite(r.ci_high) else "-"
 
-    rows = [(r.role, r.name, f"{r.rating:.0f}", interval(r), str(r.matches), f"{r.mean_score:.3f}", categories.get(r.name, "") if r.role == "defender" else "")
+    rows = [(r.role, r.name, r.shown, interval(r), str(r.matches), f"{r.mean_score:.3f}", categories.get(r.name, "") if r.role == "defender" else "")
             for r in table]
     return [
         '<h2 id="ratings">Ratings</h2>',
         '<p>Bradley-Terry ratings on an Elo scale (the <code>none</code> defender at 1000), the fit of '
-        f'<code>arena leaderboard</code>, with 95% bootstrap intervals from {table.rounds} rounds '
-        f'{_UNIT_WORDS.get(table.unit, table.unit)} ({table.seeds} seed{"" if table.seeds == 1 else "s"}'
+        f'<code>arena leaderboard</code>, with 95% intervals ({table.rounds} '
+        f'{"seeds" if table.unit == SEED else "bootstrap rounds"}, {_UNIT_WORDS.get(table.unit, table.unit)}) ({table.seeds} seed{"" if table.seeds == 1 else "s"}'
         f'{_UNIT_CAVEAT if table.unit != SEED else ""}). Deviance explained: {_num(table.deviance_explained)}.</p>',
         _img("img/ratings.png", "Ratings of attackers and defenders with 95% intervals"),
         _table(["role", "agent", "rating", "95% interval", "matches", "mean score", "category"], rows,
@@ -340,7 +341,9 @@ def write_report(name: str, digest: str, records: Sequence[MatchRecord], out: Pa
     summary = ReportSummary(index=out / "index.html", matches=len(records))
 
     say("fitting ratings")
-    table = rate(games_from_records(ok), bootstrap_rounds=bootstrap_rounds, unit=unit)
+    # The leaderboard's ratings: defenders unusable over benign models are left out (arena.results.usability).
+    rated, _ = rated_records(ok, scenario.budgets.model_fpr if scenario is not None else DEFAULT_MODEL_FPR)
+    table = rate(games_from_records(rated), bootstrap_rounds=bootstrap_rounds, unit=unit)
     save_figure(ratings_figure(table), out / "img" / "ratings.png")
     matrix = outcome_matrix(ok)
     fig, boxes = heatmap_figure(matrix)

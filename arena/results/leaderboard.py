@@ -21,10 +21,13 @@ from tabulate import tabulate
 from arena.results.detection import DetectionROC, detection_rocs
 from arena.core.errors import ArenaError
 from arena.api.protocol import CATEGORIES
-from arena.results.ratings import (ATTACKER, BASE_RATING, DEFAULT_ANCHOR, DEFENDER, MATCH, SEED, Game, PairDifference,
-                           Rating, RatingTable, adjacent_differences, rate)
+from arena.results.ratings import (ATTACKER, BASE_RATING, DEFAULT_ANCHOR, DEFENDER, SEED, Game, PairClaim,
+                                   Rating, RatingTable, pair_claims, rate)
 from arena.config.scenario import is_safe_name
 from arena.results.store import MatchRecord
+from arena.results.usability import Usability, models_needed, power, usability
+
+DEFAULT_MODEL_FPR = 0.05  # budgets.model_fpr when the caller does not give the scenario's
 
 # "category" comes last so that readers of the older columns are unaffected.
 CSV_FIELDS = ("rank", "player", "role", "name", "rating", "ci_low", "ci_high", "elo", "matches", "mean_score",
@@ -101,38 +104,97 @@ def _pts(v: float, sign: str = "") -> str:
     return format(v, f"{sign}.0f") if abs(v) >= 0.5 or v == 0.0 else format(v, f"{sign}.1g")
 
 
-_UNIT_WORDS = {SEED: "over seeds", MATCH: "over matches"}
 _ROLE_TITLES = {ATTACKER: "Attackers", DEFENDER: "Defenders"}
-
-
-def _ordering_sentence(p: PairDifference) -> str:
-    """An ordering claim only where the difference's interval excludes 0; otherwise say they are not separated."""
-    a, b, over = f"`{p.upper.name}`", f"`{p.lower.name}`", _UNIT_WORDS[p.unit]
-    if math.isnan(p.ci_low) or math.isnan(p.ci_high):
-        return f"{a} and {b} cannot be compared (no bootstrap interval: one of them is in too few seeds or rounds)."
-    if p.ci_low > 0.0:
-        return (f"{a} ranks above {b} (difference {_pts(p.difference, '+')}, 95% interval "
-                f"[{_pts(p.ci_low)}, {_pts(p.ci_high)}] {over}).")
-    if p.ci_high < 0.0:  # the rounds disagree with the point estimate's order: report what they support
-        return (f"{b} ranks above {a} (difference {_pts(-p.difference, '+')}, 95% interval "
-                f"[{_pts(-p.ci_high)}, {_pts(-p.ci_low)}] {over}).")
-    return f"{a} and {b} are not separated (difference interval [{_pts(p.ci_low)}, {_pts(p.ci_high)}] includes 0)."
 
 
 def _uncertainty_line(ratings: RatingTable) -> str:
     if ratings.unit == SEED:
-        line = (f"95% intervals: percentile bootstrap over seeds ({ratings.rounds} rounds, each redrawing the "
-                f"{ratings.seeds} seeds with replacement and keeping all matches of a drawn seed together, because "
-                "the matches of one seed share its trojans and its defenders' control runs).")
-        if ratings.seeds < 10:
-            line += (f" With only {ratings.seeds} seeds this bootstrap is coarse and still tends to understate "
-                     "the uncertainty.")
-        return line
+        return (f"Ratings and 95% intervals over seeds: every one of the {ratings.seeds} seeds is fitted on its own "
+                "(the matches of one seed share its trojans and its defenders' control runs, so the seed is the "
+                "independent unit); a rating is the mean of its per-seed ratings and its interval Student's t "
+                "over them, whose coverage is checked by simulation (`tests/test_coverage.py`: 93-97% at 5 and "
+                "20 seeds).")
     if ratings.seeds < 2:
-        return (f"95% intervals over matches ({ratings.rounds} rounds; one seed only: they understate the "
-                "uncertainty, since the matches of one seed share its trojans and control runs).")
-    return (f"95% intervals over matches ({ratings.rounds} rounds, as requested; the matches of one seed share its "
-            "trojans and control runs, so these intervals understate the uncertainty: the default resamples seeds).")
+        return (f"95% intervals over matches ({ratings.rounds} bootstrap rounds; one seed only: they understate "
+                "the uncertainty, since the matches of one seed share its trojans and control runs, and no "
+                "ordering is claimed from them).")
+    return (f"95% intervals over matches ({ratings.rounds} bootstrap rounds, as requested; the matches of one seed "
+            "share its trojans and control runs, so these intervals understate the uncertainty: the default fits "
+            "each seed on its own).")
+
+
+def _claim_sentence(c: PairClaim) -> str:
+    """One ordering claim, always with its interval and adjusted p-value (never without them)."""
+    return (f"`{c.upper.name}` ranks above `{c.lower.name}` (difference {_pts(c.difference, '+')}, 95% interval "
+            f"[{_pts(c.ci_low)}, {_pts(c.ci_high)}], Holm-adjusted p = {c.p_holm:.3g}).")
+
+
+def _claims_section(ratings: RatingTable, alpha: float = 0.05) -> list[str]:
+    """Every pair of each role tested; the orders that survive Holm's correction, listed with their evidence."""
+    lines = ["## Orderings the data support", ""]
+    if ratings.unit != SEED:
+        return lines + ["None claimed: the intervals resample the matches of one seed, which understates the "
+                        "uncertainty (more seeds are needed to order anything).", ""]
+    lines += [f"Every pair of players of one role is tested (two-sided t-test of the per-seed rating difference), "
+              f"and an order is stated only where it survives Holm's correction over all the pairs of that role "
+              f"at family-wise level {alpha:.0%}. Each claim carries its 95% interval; pairs not listed are not "
+              "separated. Agents with a bound (they lost or won every match) take part in no claim.", ""]
+    for role, claims in pair_claims(ratings, alpha=alpha).items():
+        shown = [c for c in claims if c.ordered]
+        tested = sum(1 for c in claims if not math.isnan(c.p))
+        lines += [f"### {_ROLE_TITLES[role]}", "",
+                  f"{len(shown)} of {tested} pairs ordered." if tested else "No pair can be tested.", ""]
+        lines += [f"- {_claim_sentence(c)}" for c in shown]
+        adjacent_open = [c for c in claims if not c.ordered and not math.isnan(c.p)
+                         and [r.player for r in ratings if r.role == role].index(c.lower.player)
+                         == [r.player for r in ratings if r.role == role].index(c.upper.player) + 1]
+        if adjacent_open:
+            lines += ["", "Adjacent ranks not separated after the correction: " + "; ".join(
+                f"`{c.upper.name}` and `{c.lower.name}` ([{_pts(c.ci_low)}, {_pts(c.ci_high)}], adjusted p = "
+                f"{c.p_holm:.2g})" for c in adjacent_open) + "."]
+        lines.append("")
+    return lines
+
+
+def _bound_lines(ratings: RatingTable) -> list[str]:
+    bounded = [r for r in ratings if r.bound]
+    swept = [r for r in ratings if not r.bound and r.ridge_seeds]
+    lines = []
+    if bounded:
+        lines.append("**Bounds, not ratings:** " + "; ".join(
+            f"`{r.name}` {'lost' if r.bound == 'below' else 'won'} every one of its {r.matches} matches, so the data "
+            f"say only that it rates {r.bound} {'its weakest' if r.bound == 'below' else 'its strongest'} opponent "
+            f"({r.shown})" for r in bounded) + ". A number would be set by the ridge, not by the matches.")
+    if swept:
+        lines.append("**Ridge-set seeds:** " + "; ".join(
+            f"`{r.name}` lost or won every match of {r.ridge_seeds} seed(s)" for r in swept)
+            + ": its rating in those seeds is set by the ridge, which widens its interval.")
+    return [line + "\n" for line in lines]
+
+
+def _usability_section(judged: Sequence[Usability]) -> list[str]:
+    """The inspectors' pooled control populations, the exact test of each, and what the test can see."""
+    if not judged:
+        return []
+    budget = judged[0].budget
+    rows = [(u.defender, f"{u.flagged}/{u.models}", f"{u.rate:.3f}", f"[{u.ci_low:.3f}, {u.ci_high:.3f}]",
+             f"{u.p_value:.3g}", "usable" if u.usable else "**unusable at this budget**") for u in judged]
+    n = max(u.models for u in judged)
+    unusable = [u.defender for u in judged if not u.usable]
+    return [
+        "## Usability over benign models", "",
+        f"Defenders that judge models were also run on every seed's population of benign models. Their flags are "
+        f"pooled over all seeds and tested once against the model-level budget of {budget:.0%} (exact one-sided "
+        f"binomial test at 5%: p is the chance of at least that many flags from a defender whose true rate is "
+        f"the budget; the interval is Clopper-Pearson 95%). A defender that fails is unusable at this budget: "
+        f"its matches keep the outcomes its deployments earned but are left out of the ratings"
+        + (f" ({', '.join(f'`{d}`' for d in unusable)})." if unusable else "."), "",
+        tabulate(rows, headers=["defender", "flagged", "rate", "95% CI", "p", "verdict"], tablefmt="github",
+                 disable_numparse=True, colalign=("left", "right", "right", "right", "right", "left")), "",
+        f"With {n} benign models the test fails a defender whose true rate is twice the budget with probability "
+        f"{power(n, budget):.2f}; 80% would take {models_needed(budget)} benign models. A defender listed as "
+        "usable has not been shown to be within the budget, only not shown to be over it.", "",
+    ]
 
 
 def _category_sections(ratings: RatingTable, categories: Mapping[str, str]) -> list[str]:
@@ -147,7 +209,7 @@ def _category_sections(ratings: RatingTable, categories: Mapping[str, str]) -> l
              "The overall Bradley-Terry ratings and 95% intervals above (same scale, no refit), ranked within "
              "each defender category.", ""]
     for category in order:
-        rows = [(rank, r.name, f"{r.rating:.0f}", _ci(r), overall[r.player], r.matches, f"{r.mean_score:.3f}")
+        rows = [(rank, r.name, r.shown, _ci(r), overall[r.player], r.matches, f"{r.mean_score:.3f}")
                 for rank, r in enumerate(groups[category], start=1)]
         lines += [f"### {category}", "",
                   tabulate(rows, headers=["rank", "defender", "BT rating", "95% CI", "overall rank", "matches",
@@ -198,13 +260,14 @@ def _coverage_lines(matrix: pd.DataFrame) -> list[str]:
 
 def render_markdown(scenario_name: str, ratings: RatingTable, matrix: pd.DataFrame, n_matches: int,
                     categories: Mapping[str, str] | None = None,
-                    detection: Sequence[DetectionROC] | None = None, seed_list: Sequence[int] = ()) -> str:
+                    detection: Sequence[DetectionROC] | None = None, seed_list: Sequence[int] = (),
+                    usable: Sequence[Usability] = ()) -> str:
     """The leaderboard as Markdown: header, ratings table, a note on how to read it, the orderings the
     intervals support, per-category defender tables (when ``categories``, defender name -> category as from
     ``defender_categories``, names any), the outcome matrix."""
     n_att = sum(1 for r in ratings if r.role == ATTACKER)
     n_def = sum(1 for r in ratings if r.role == DEFENDER)
-    rows = [(rank, r.role, r.name, f"{r.rating:.0f}", _ci(r), f"{r.elo:.0f}", r.matches, f"{r.mean_score:.3f}")
+    rows = [(rank, r.role, r.name, r.shown, _ci(r), f"{r.elo:.0f}", r.matches, f"{r.mean_score:.3f}")
             for rank, r in enumerate(ratings, start=1)]
     table = tabulate(rows, headers=["rank", "role", "agent", "BT rating", "95% CI", "Elo", "matches", "mean score"],
                      tablefmt="github", disable_numparse=True,
@@ -215,10 +278,13 @@ def render_markdown(scenario_name: str, ratings: RatingTable, matrix: pd.DataFra
                    f"shifted so that the mean rating is {BASE_RATING:.0f} (no `none` defender to anchor on)")
     note = (
         "**How to read it.** Attackers and defenders are rated on one Elo-style scale by a Bradley-Terry "
-        "model fitted by maximum likelihood to every match at once: an attacker rated R_a beats a defender "
+        "model fitted by maximum likelihood: an attacker rated R_a beats a defender "
         "rated R_d with probability 1 / (1 + 10^((R_d - R_a) / 400)), the attacker's fractional score being "
-        f"the outcome. Ratings are {anchor_note}; a small ridge term keeps unbeaten and winless agents finite. "
-        f"The 95% CI is a percentile bootstrap {_UNIT_WORDS[ratings.unit]}. *mean score* is the agent's own mean "
+        f"the outcome. Ratings are {anchor_note}; a small ridge term keeps unbeaten and winless agents finite, "
+        "and an agent that lost or won everything is shown as a bound. "
+        + ("A rating is the mean of the per-seed fits and its 95% CI Student's t over the seeds. "
+           if ratings.unit == SEED else "The 95% CI is a percentile bootstrap over matches. ")
+        + "*mean score* is the agent's own mean "
         "score (the attacker's score for attackers, one minus it for defenders). *Elo* is online Elo (K = 32) "
         "replayed in match-id order: it depends on the order in which matches were played, so it is shown "
         "for reference only and the ranking uses the Bradley-Terry rating."
@@ -234,7 +300,7 @@ def render_markdown(scenario_name: str, ratings: RatingTable, matrix: pd.DataFra
         *_coverage_lines(matrix),
         _uncertainty_line(ratings),
         "",
-        f"Deviance explained by the Bradley-Terry fit: {_num(ratings.deviance_explained, '.3f')} "
+        f"Deviance explained by the Bradley-Terry fit to all matches at once: {_num(ratings.deviance_explained, '.3f')} "
         "(1 - D_model / D_null, D the fractional-outcome deviance; D_null predicts every match by the mean score).",
         "",
         "## Ratings",
@@ -243,16 +309,10 @@ def render_markdown(scenario_name: str, ratings: RatingTable, matrix: pd.DataFra
         "",
         note,
         "",
-        "## Orderings the data support",
-        "",
-        "Adjacent ranks within each role. An order is stated only where the 95% bootstrap interval of the rating "
-        "difference (the same rounds as the CIs) excludes 0; overlapping CIs alone decide nothing either way.",
-        "",
     ]
-    for role, pairs in adjacent_differences(ratings).items():
-        lines += [f"### {_ROLE_TITLES[role]}", ""]
-        lines += [f"- {_ordering_sentence(p)}" for p in pairs] or ["Fewer than two, nothing to order."]
-        lines.append("")
+    lines += _bound_lines(ratings)
+    lines += _usability_section(usable)
+    lines += _claims_section(ratings)
     if categories:  # none stored (older matches): one "unknown" table would only repeat the defenders
         lines += _category_sections(ratings, categories)
     if detection:
@@ -290,20 +350,34 @@ def render_csv(ratings: Sequence[Rating], categories: Mapping[str, str] | None =
     return buf.getvalue()
 
 
-def render_leaderboard(scenario_name: str, records: Iterable[MatchRecord], bootstrap_rounds: int = 200,
-                       seed: int = 0, unit: str = SEED) -> tuple[str, str]:
-    """The Markdown and CSV texts of one scenario's matches (only those with status ``ok`` are rated)."""
+def rated_records(records: Iterable[MatchRecord], model_fpr: float = DEFAULT_MODEL_FPR
+                  ) -> tuple[list[MatchRecord], list[Usability]]:
+    """The matches the ratings rest on (those of defenders usable at ``model_fpr``), and every judged defender."""
     records = list(records)
-    games = games_from_records(records)
+    judged = usability(records, model_fpr)
+    unusable = {u.defender for u in judged if not u.usable}
+    return [r for r in records if r.defender not in unusable], judged
+
+
+def render_leaderboard(scenario_name: str, records: Iterable[MatchRecord], bootstrap_rounds: int = 200,
+                       seed: int = 0, unit: str = SEED, model_fpr: float = DEFAULT_MODEL_FPR) -> tuple[str, str]:
+    """The Markdown and CSV texts of one scenario's matches (only those with status ``ok`` are rated).
+
+    Defenders that fail the pooled model-level test at ``model_fpr`` (``arena.results.usability``) are
+    listed as unusable and their matches left out of the ratings."""
+    records = list(records)
+    rated, judged = rated_records(records, model_fpr)
+    games = games_from_records(rated)
     ratings = rate(games, bootstrap_rounds=bootstrap_rounds, seed=seed, unit=unit)
     categories = defender_categories(records)
     return (render_markdown(scenario_name, ratings, outcome_matrix(records), len(games), categories,
-                            detection_rocs(records), seed_list=sorted({g.cluster for g in games})),
+                            detection_rocs(records), seed_list=sorted({g.cluster for g in games}), usable=judged),
             render_csv(ratings, categories))
 
 
 def write_leaderboard(scenario_name: str, records: Iterable[MatchRecord], out_dir: Path,
-                      bootstrap_rounds: int = 200, seed: int = 0, unit: str = SEED) -> tuple[Path, Path]:
+                      bootstrap_rounds: int = 200, seed: int = 0, unit: str = SEED,
+                      model_fpr: float = DEFAULT_MODEL_FPR) -> tuple[Path, Path]:
     """Write ``out_dir/SCENARIO.md`` and ``out_dir/SCENARIO.csv``; return their paths.
 
     ``records`` should be one scenario's matches (e.g. ``Store.matches(scenario=...)``);
@@ -318,7 +392,7 @@ def write_leaderboard(scenario_name: str, records: Iterable[MatchRecord], out_di
         raise ArenaError(f"scenario name {scenario_name!r} cannot name a leaderboard file in {out_dir}",
                          hint="rename the scenario: letters, digits, '.', '_' and '-', without '/' or '..'")
     md_text, csv_text = render_leaderboard(scenario_name, records, bootstrap_rounds=bootstrap_rounds, seed=seed,
-                                           unit=unit)
+                                           unit=unit, model_fpr=model_fpr)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -37,23 +37,29 @@ Why these choices
   and means the same thing in every scenario, so pinning it at 1000 makes a
   rating read as "how this player fares relative to an undefended model".
   Without it the ratings are shifted so their mean is 1000.
-* **Uncertainty by bootstrap over seeds** (``bootstrap_intervals``): matches
-  are not independent. All matches of one seed share that seed's trojans (one
-  per attacker, met by every defender) and control runs (one per defender,
-  met by every attacker), so a bad trojan or a lucky calibration moves a
-  whole seed's games together. The independent unit is the seed: each round
-  draws the seeds with replacement, keeps every game of a drawn seed (twice
-  if drawn twice) and refits; the 2.5 and 97.5 percentiles of each player's
-  rating give a 95% interval. Resampling single matches instead treats the
-  ~15 games that share a trojan as 15 independent pieces of evidence and
-  gives intervals that are too narrow; it is used only when the games come
-  from a single seed (there is nothing else to resample), and the result
-  says so (``RatingTable.unit``). The same rounds give intervals of rating
-  *differences* (``adjacent_differences``), which is what an ordering claim
-  needs: shared opponents and seeds move two ratings together, so whether
-  their own intervals overlap does not settle their order. The generator is
-  seeded and the games are sorted first, so the intervals depend only on the
-  set of games and the seed.
+* **Uncertainty from per-seed fits** (``seed_fits``, ``arena.results.intervals``):
+  matches are not independent. All matches of one seed share that seed's
+  trojans (one per attacker, met by every defender) and control runs (one
+  per defender, met by every attacker), so a bad trojan or a lucky
+  calibration moves a whole seed's games together. The independent unit is
+  the seed: every seed is fitted on its own, and a player's rating is the
+  mean of its per-seed ratings with a Student-t interval over them; a
+  difference of two ratings is taken within each seed first (paired), which
+  is what an ordering claim needs (shared opponents and seeds move two
+  ratings together, so whether their own intervals overlap settles
+  nothing). The coverage of these intervals is checked by simulation
+  (``tests/test_coverage.py``); the percentile seed bootstrap they replace
+  covered about 85% at five seeds. With a single seed there is nothing to
+  fit separately: the intervals then resample single matches
+  (``bootstrap_samples``), which treats the ~15 games sharing a trojan as
+  independent and understates the uncertainty, and the result says so
+  (``RatingTable.unit``), and no ordering is claimed from it.
+* **No rating from the ridge.** A player that wins or loses every game has an
+  infinite maximum-likelihood rating; the ridge makes it finite, but the
+  number is the ridge's, not the data's. Such a player gets a bound instead
+  (``Rating.bound``: below its weakest opponent's rating, or above its
+  strongest's), and a player that does so within some seeds says in how many
+  (``Rating.ridge_seeds``).
 * **Deviance explained** (``deviance_explained``): ``1 - D_model / D_null``
   with the fractional-outcome deviance ``D = -2 sum [s log p + (1 - s) log(1 - p)]``
   and ``D_null`` predicting every game by the mean score. It says how much of
@@ -69,6 +75,9 @@ from dataclasses import dataclass
 from typing import overload
 
 import numpy as np
+
+from arena.results.bt import fit_logodds
+from arena.results.intervals import SeedFits, holm, t_interval, t_pvalue
 
 SCALE = 400.0 / math.log(10.0)  # Elo points per unit of natural log-odds
 BASE_RATING = 1000.0
@@ -130,6 +139,20 @@ class Rating:
     elo: float
     matches: int
     mean_score: float
+    # "below"/"above" when the player lost/won every game: ``rating`` is then the ridge's, and the data
+    # say only that it lies below its weakest opponent (``bound_value``) or above its strongest.
+    bound: str | None = None
+    bound_value: float = math.nan
+    ridge_seeds: int = 0  # seeds in which it lost or won every game (its rating there is the ridge's)
+
+    @property
+    def shown(self) -> str:
+        """The rating as a table shows it: a number, or a bound."""
+        if self.bound == "below":
+            return f"< {self.bound_value:.0f}"
+        if self.bound == "above":
+            return f"> {self.bound_value:.0f}"
+        return f"{self.rating:.0f}"
 
 
 def player_key(role: str, name: str) -> str:
@@ -161,42 +184,22 @@ def players(games: Iterable[Game]) -> list[str]:
     return sorted(keys)
 
 
-_CONTROLLER = None
-
-
-def _one_thread():
-    """Single-threaded BLAS/OpenMP: the problems are tiny, and thread hand-offs cost far more than they save
-    (tenfold on a busy machine); one thread also keeps the arithmetic reproducible."""
-    global _CONTROLLER
-    if _CONTROLLER is None:
-        import sklearn.linear_model  # noqa: F401 - load its OpenMP runtime before looking for thread pools
-        from threadpoolctl import ThreadpoolController
-
-        _CONTROLLER = ThreadpoolController()
-    return _CONTROLLER.limit(limits=1)
+def _design(games: Sequence[Game], keys: Sequence[str]) -> np.ndarray:
+    """The design matrix: a row per game, +1 in the attacker's column and -1 in the defender's."""
+    index = {k: i for i, k in enumerate(keys)}
+    x = np.zeros((len(games), len(keys)))
+    rows = np.arange(len(games))
+    x[rows, [index[g.attacker_key] for g in games]] = 1.0
+    x[rows, [index[g.defender_key] for g in games]] = -1.0
+    return x
 
 
 def _fit_sorted(games: Sequence[Game], ridge: float) -> dict[str, float]:
     """Unanchored BT ratings (natural log-odds) of already canonically sorted games."""
-    from sklearn.linear_model import LogisticRegression
-
     keys = players(games)
-    index = {k: i for i, k in enumerate(keys)}
-    n = len(games)
-    x = np.zeros((n, len(keys)))
-    rows = np.arange(n)
-    x[rows, [index[g.attacker_key] for g in games]] = 1.0
-    x[rows, [index[g.defender_key] for g in games]] = -1.0
     s = np.array([g.score for g in games], dtype=float)
-    # Each game twice: a win weighted s and a loss weighted 1 - s (Chatbot Arena's fractional outcomes).
-    design = np.vstack([x, x])
-    y = np.concatenate([np.ones(n), np.zeros(n)])
-    w = np.concatenate([s, 1.0 - s])
-    # sklearn minimises C * sum(w * logloss) + ||beta||^2 / 2, i.e. sum(w * logloss) + ridge/2 * ||beta||^2.
-    model = LogisticRegression(C=1.0 / ridge, fit_intercept=False, solver="lbfgs", tol=1e-10, max_iter=10_000)
-    model.fit(design, y, sample_weight=w)
-    beta = model.coef_[0]
-    return {k: float(beta[i]) for k, i in index.items()}
+    beta = fit_logodds(_design(games, keys), s, np.ones_like(s), ridge)
+    return {k: float(beta[i]) for i, k in enumerate(keys)}
 
 
 def _anchor(beta: dict[str, float], anchor: str | None, anchor_rating: float) -> dict[str, float]:
@@ -233,8 +236,7 @@ def fit_bradley_terry(games: Iterable[Game], ridge: float = DEFAULT_RIDGE, ancho
     ordered = canonical(games)
     if not ordered:
         return {}
-    with _one_thread():
-        return _anchor(_fit_sorted(ordered, ridge), anchor, anchor_rating)
+    return _anchor(_fit_sorted(ordered, ridge), anchor, anchor_rating)
 
 
 def seeds(games: Iterable[Game]) -> list[int]:
@@ -328,21 +330,20 @@ def bootstrap_samples(games: Iterable[Game], rounds: int = 200, seed: int = 0, r
     rng = np.random.default_rng(seed)
     n = len(ordered)
     kept: list[np.ndarray] = []
-    with _one_thread():
-        for _ in range(rounds):
-            if used == SEED:
-                pick = np.sort(np.concatenate([groups[j] for j in rng.integers(0, len(groups), size=len(groups))]))
-            else:
-                pick = np.sort(rng.integers(0, n, size=n))
-            sample = [ordered[i] for i in pick]  # sorted positions: the sample is in canonical order
-            present = set(players(sample))
-            if need_anchor and anchor not in present:
-                continue
-            fitted = _anchor(_fit_sorted(sample, ridge), anchor, anchor_rating)
-            row = np.full(len(keys), np.nan)
-            for k in present:
-                row[index[k]] = fitted[k]
-            kept.append(row)
+    for _ in range(rounds):
+        if used == SEED:
+            pick = np.sort(np.concatenate([groups[j] for j in rng.integers(0, len(groups), size=len(groups))]))
+        else:
+            pick = np.sort(rng.integers(0, n, size=n))
+        sample = [ordered[i] for i in pick]  # sorted positions: the sample is in canonical order
+        present = set(players(sample))
+        if need_anchor and anchor not in present:
+            continue
+        fitted = _anchor(_fit_sorted(sample, ridge), anchor, anchor_rating)
+        row = np.full(len(keys), np.nan)
+        for k in present:
+            row[index[k]] = fitted[k]
+        kept.append(row)
     if not kept:
         return empty
     values = np.vstack(kept)
@@ -374,6 +375,49 @@ def bootstrap_intervals(games: Iterable[Game], rounds: int = 200, seed: int = 0,
     samples = bootstrap_samples(games, rounds=rounds, seed=seed, ridge=ridge, anchor=anchor,
                                 anchor_rating=anchor_rating, unit=unit)
     return {k: samples.interval(k, level) for k in samples.keys}
+
+
+def seed_fit_values(x: np.ndarray, scores: np.ndarray, anchor: int | None, ridge: float = DEFAULT_RIDGE,
+                    present: np.ndarray | None = None, anchor_rating: float = BASE_RATING) -> np.ndarray:
+    """Each seed's own BT ratings on the Elo scale: ``x`` (games, players) the design, ``scores`` (seeds,
+    games) with NaN for a game not played in that seed. Anchored on column ``anchor`` in every seed (or
+    each seed's mean over the players it has, when ``anchor`` is None or missing there). A player
+    without a game in a seed is NaN there."""
+    played = ~np.isnan(scores)
+    w = played.astype(float)
+    beta = fit_logodds(x, np.where(played, scores, 0.0), w, ridge)
+    has = (w @ np.abs(x)) > 0 if present is None else present
+    out = np.full(beta.shape, np.nan)
+    for k in range(beta.shape[0]):
+        cols = has[k]
+        if anchor is not None and cols[anchor]:
+            out[k, cols] = anchor_rating + SCALE * (beta[k, cols] - beta[k, anchor])
+        elif cols.any():
+            out[k, cols] = BASE_RATING + SCALE * (beta[k, cols] - beta[k, cols].mean())
+    return out
+
+
+def seed_fits(games: Iterable[Game], ridge: float = DEFAULT_RIDGE, anchor: str | None = DEFAULT_ANCHOR,
+              anchor_rating: float = BASE_RATING) -> SeedFits:
+    """Every seed's games fitted on their own (``Game.cluster`` is the seed), as ``SeedFits``.
+
+    The anchor must be in every seed to anchor any (otherwise each seed is centred on its mean), so
+    all seeds share one scale."""
+    ordered = canonical(games)
+    keys = tuple(players(ordered))
+    seed_list = tuple(seeds(ordered))
+    if not ordered:
+        return SeedFits(keys, seed_list, np.empty((0, len(keys))))
+    x = _design(ordered, keys)
+    row = {c: k for k, c in enumerate(seed_list)}
+    scores = np.full((len(seed_list), len(ordered)), np.nan)
+    for g, game in enumerate(ordered):
+        scores[row[game.cluster], g] = game.score
+    col = keys.index(anchor) if anchor in keys else None
+    if col is not None and not all(any(g.defender_key == anchor or g.attacker_key == anchor
+                                       for g in ordered if g.cluster == c) for c in seed_list):
+        col = None
+    return SeedFits(keys, seed_list, seed_fit_values(x, scores, col, ridge, anchor_rating=anchor_rating))
 
 
 def deviance_explained(games: Iterable[Game], ratings: Mapping[str, float]) -> float:
@@ -488,31 +532,109 @@ def adjacent_differences(table: RatingTable, level: float = 0.95) -> dict[str, l
     return out
 
 
+def _bounds(ordered: Sequence[Game], rating: Mapping[str, float]) -> dict[str, tuple[str, float, int]]:
+    """Players who lost or won every game: key -> ("below"/"above", the bound, seeds with such a record),
+    and, for everyone, how many seeds they swept or lost whole (ridge-set ratings there)."""
+    own: dict[str, dict[int, list[float]]] = {}
+    foes: dict[str, set[str]] = {}
+    for g in ordered:
+        own.setdefault(g.attacker_key, {}).setdefault(g.cluster, []).append(g.score)
+        own.setdefault(g.defender_key, {}).setdefault(g.cluster, []).append(1.0 - g.score)
+        foes.setdefault(g.attacker_key, set()).add(g.defender_key)
+        foes.setdefault(g.defender_key, set()).add(g.attacker_key)
+    out = {}
+    for key, per_seed in own.items():
+        flat = [v for vs in per_seed.values() for v in vs]
+        swept = sum(1 for vs in per_seed.values() if all(v == 0.0 for v in vs) or all(v == 1.0 for v in vs))
+        others = [rating[f] for f in foes[key] if not math.isnan(rating.get(f, math.nan))]
+        if all(v == 0.0 for v in flat) and others:
+            out[key] = ("below", min(others), swept)
+        elif all(v == 1.0 for v in flat) and others:
+            out[key] = ("above", max(others), swept)
+        else:
+            out[key] = (None, math.nan, swept)
+    return out
+
+
 def rate(games: Iterable[Game], bootstrap_rounds: int = 200, seed: int = 0, ridge: float = DEFAULT_RIDGE,
          anchor: str | None = DEFAULT_ANCHOR, anchor_rating: float = BASE_RATING, unit: str = SEED) -> RatingTable:
-    """Leaderboard rows: BT rating with bootstrap interval, Elo, match count and mean score.
+    """Leaderboard rows: BT rating with its 95% interval, Elo, match count and mean score.
 
-    The rows are sorted by BT rating (descending), then name, then player key.
-    Intervals resample seeds (``unit="seed"``, the default) unless the games
-    come from one seed, then single matches; ``RatingTable.unit`` says which.
+    Over two or more seeds (``unit="seed"``, the default) a player's rating is the mean of its per-seed
+    ratings and its interval a t-interval over them (``seed_fits``); with one seed, or ``unit="match"``,
+    the rating is the pooled fit and the interval a percentile bootstrap over matches
+    (``RatingTable.unit`` says which). A player that lost or won every game gets a bound
+    (``Rating.bound``). Rows are sorted by rating (descending), then name, then player key.
     """
     ordered = canonical(games)
-    samples = bootstrap_samples(ordered, rounds=bootstrap_rounds, seed=seed, ridge=ridge, anchor=anchor,
-                                anchor_rating=anchor_rating, unit=unit)
+    used = resolve_unit(ordered, unit)
+    samples: SeedFits | BootstrapSamples
+    if used == SEED:
+        samples = seed_fits(ordered, ridge=ridge, anchor=anchor, anchor_rating=anchor_rating)
+    else:
+        samples = bootstrap_samples(ordered, rounds=bootstrap_rounds, seed=seed, ridge=ridge, anchor=anchor,
+                                    anchor_rating=anchor_rating, unit=MATCH)
     if not ordered:
         return RatingTable(rows=(), unit=samples.unit, seeds=0, deviance_explained=math.nan, samples=samples)
     bt = fit_bradley_terry(ordered, ridge=ridge, anchor=anchor, anchor_rating=anchor_rating)
+    point = {k: samples.rating(k) for k in bt} if isinstance(samples, SeedFits) else dict(bt)
     online = elo(ordered)
     own: dict[str, list[float]] = {key: [] for key in bt}
     for g in ordered:
         own[g.attacker_key].append(g.score)
         own[g.defender_key].append(1.0 - g.score)
+    bounds = _bounds(ordered, point)
     rows = []
-    for key, r in bt.items():
+    for key, r in point.items():
         role, name = split_key(key)
-        lo, hi = samples.interval(key)
+        bound, value, swept = bounds[key]
+        lo, hi = (math.nan, math.nan) if bound else samples.interval(key)
         rows.append(Rating(player=key, role=role, name=name, rating=r, ci_low=lo, ci_high=hi, elo=online[key],
-                           matches=len(own[key]), mean_score=math.fsum(own[key]) / len(own[key])))
+                           matches=len(own[key]), mean_score=math.fsum(own[key]) / len(own[key]), bound=bound,
+                           bound_value=value, ridge_seeds=swept if used == SEED else 0))
     rows.sort(key=lambda row: (-row.rating, row.name, row.player))
     return RatingTable(rows=tuple(rows), unit=samples.unit, seeds=len(seeds(ordered)),
                        deviance_explained=deviance_explained(ordered, bt), samples=samples)
+
+
+@dataclass(frozen=True)
+class PairClaim:
+    """Two players of one role (``upper`` rated higher), the mean per-seed difference with its 95%
+    t-interval, the t-test's p-value and its Holm adjustment over every pair of the role; ``ordered``:
+    whether the adjusted p-value is below the family-wise level."""
+
+    role: str
+    upper: Rating
+    lower: Rating
+    difference: float
+    ci_low: float
+    ci_high: float
+    p: float
+    p_holm: float
+    ordered: bool
+
+
+def pair_claims(table: RatingTable, alpha: float = 0.05, level: float = 0.95) -> dict[str, list[PairClaim]]:
+    """Per role, every pair of players with the evidence for their order (``PairClaim``), in rank order.
+
+    Only per-seed fits support a claim: with one seed (match bootstrap) every pair has p NaN and none
+    is ordered. Nor is a pair with a bounded player: its bound compares it with its opponents (the
+    other role), not with players of its own role, and its per-seed ratings are the ridge's."""
+    out: dict[str, list[PairClaim]] = {ATTACKER: [], DEFENDER: []}
+    samples = table.samples
+    for role in out:
+        ranked = [r for r in table.rows if r.role == role]
+        raw = []
+        for i, up in enumerate(ranked):
+            for low in ranked[i + 1:]:
+                if isinstance(samples, SeedFits) and not up.bound and not low.bound:
+                    d = samples.differences(up.player, low.player)
+                    mean, lo, hi = t_interval(d, level)
+                    p = t_pvalue(d)
+                else:
+                    mean, lo, hi, p = up.rating - low.rating, math.nan, math.nan, math.nan
+                raw.append((up, low, mean, lo, hi, p))
+        adjusted = holm([r[5] for r in raw])
+        out[role] = [PairClaim(role, up, low, mean, lo, hi, p, q, (not math.isnan(q)) and q < alpha)
+                     for (up, low, mean, lo, hi, p), q in zip(raw, adjusted)]
+    return out

@@ -1,0 +1,44 @@
+"""The published leaderboards and the README's sentences about them are the computation's, not hand-written."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import pytest
+
+from arena.results.io import read_jsonl_gz
+from arena.config.scenario import load_scenario
+from arena.results.leaderboard import games_from_records, rated_records, render_leaderboard
+from arena.results.ratings import pair_claims, rate
+from arena.results.store import MatchRecord
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def shipped(name: str) -> list[MatchRecord]:
+    return read_jsonl_gz(ROOT / "leaderboards" / f"{name}.matches.jsonl.gz")
+
+
+@pytest.mark.parametrize("name", ["fmnist-cnn", "cifar10-cnn"])
+def test_the_shipped_leaderboard_is_what_its_matches_give(name):
+    md, csv = render_leaderboard(name, shipped(name), model_fpr=load_scenario(name).budgets.model_fpr)
+    assert (ROOT / "leaderboards" / f"{name}.md").read_text() == md
+    assert (ROOT / "leaderboards" / f"{name}.csv").read_text() == csv
+    # No ordering sentence without its interval and its corrected p-value.
+    for line in md.splitlines():
+        if "ranks above" in line:
+            assert re.search(r"95% interval \[-?\d+, -?\d+\], Holm-adjusted p = ", line), line
+
+
+def test_the_readme_counts_the_orderings_that_the_computation_finds():
+    readme = (ROOT / "README.md").read_text()
+    assert "ranks above" not in readme  # orderings live in the generated leaderboards only
+    rated, _ = rated_records(shipped("fmnist-cnn"), load_scenario("fmnist-cnn").budgets.model_fpr)
+    claims = pair_claims(rate(games_from_records(rated)))
+    counted = {role: (sum(c.ordered for c in cs), sum(not math.isnan(c.p) for c in cs)) for role, cs in claims.items()}
+    stated = re.search(r"(\d+) of (\d+) attacker pairs and (\d+) of the (\d+) defender pairs that can be tested",
+                       " ".join(readme.split()))
+    assert stated, "the README no longer states how many pairs are ordered"
+    assert tuple(map(int, stated.groups())) == (*counted["attacker"], *counted["defender"])
