@@ -10,7 +10,7 @@ import random
 import numpy as np
 import pytest
 
-from arena.results.leaderboard import (games_from_records, outcome_matrix, render_csv, render_markdown,
+from arena.results.leaderboard import (games_from_records, outcome_matrix, render_leaderboard,
                                write_leaderboard)
 from arena.results.ratings import SCALE, Game, bootstrap_intervals, elo, fit_bradley_terry, rate
 from arena.results.store import MatchRecord
@@ -198,11 +198,7 @@ def records() -> list[MatchRecord]:
 
 
 def render(recs: list[MatchRecord]) -> tuple[str, str]:
-    games = games_from_records(recs)
-    ratings = rate(games, bootstrap_rounds=20, seed=0)
-    return (render_markdown("tiny", ratings, outcome_matrix(recs), len(games),
-                            seed_list=sorted({g.cluster for g in games})),
-            render_csv(ratings))
+    return render_leaderboard("tiny", recs, bootstrap_rounds=20, seed=0)
 
 
 def test_games_and_matrix_from_records():

@@ -25,6 +25,7 @@ from arena.results.ratings import (ATTACKER, BASE_RATING, DEFAULT_ANCHOR, DEFEND
                                    Rating, RatingTable, pair_claims, rate)
 from arena.config.scenario import is_safe_name
 from arena.results.store import MatchRecord
+from arena.results.roster import leave_one_out, nash
 from arena.results.usability import Usability, models_needed, power, usability
 
 DEFAULT_MODEL_FPR = 0.05  # budgets.model_fpr when the caller does not give the scenario's
@@ -197,6 +198,36 @@ def _usability_section(judged: Sequence[Usability]) -> list[str]:
     ]
 
 
+def _roster_section(games: Sequence[Game], matrix: pd.DataFrame, unit: str) -> list[str]:
+    """Leave-one-agent-out rank ranges, and the maximum-entropy Nash equilibrium of the payoff matrix."""
+    if not games:
+        return []
+    ranges = leave_one_out(games, unit=unit)
+    rows = [(r.role, r.name, r.rank, f"{r.best}-{r.worst}" if r.best != r.worst else str(r.rank),
+             f"`{r.moved_most_by.partition(':')[2]}` ({r.moved_most_by.partition(':')[0]})" if r.moved_most_by else "")
+            for r in ranges]
+    eq = nash(matrix)
+    mix = lambda w: ", ".join(f"`{k}` {v:.2f}" for k, v in sorted(w.items(), key=lambda kv: -kv[1]))  # noqa: E731
+    lines = [
+        "## Roster sensitivity", "",
+        "Ratings depend on who else plays. Each agent's rank within its role on this roster, and its range over "
+        "every roster with one other agent left out and the ratings refitted (the removed agent's own slot taken "
+        "out), with the removal that moved it furthest.", "",
+        tabulate(rows, headers=["role", "agent", "rank", "leave-one-out ranks", "moved most by removing"],
+                 tablefmt="github", disable_numparse=True, colalign=("left", "left", "right", "right", "left")), "",
+    ]
+    if eq.defenders:
+        lines += [
+            "The outcome matrix below read as a zero-sum game (attackers maximise the mean score, defenders "
+            "minimise it; Balduzzi et al. 2018), solved for its maximum-entropy Nash equilibrium, which does not "
+            "change when a copy of an agent joins. A model owner who deploys the defence mixture concedes at "
+            f"most **{eq.value:.3f}** to any attack, and the attack mixture scores at least that against any defence.",
+            "", f"- defence mixture: {mix(eq.defenders)}", f"- attack mixture (the best response to it): "
+            f"{mix(eq.attackers)}", "",
+        ]
+    return lines
+
+
 def _category_sections(ratings: RatingTable, categories: Mapping[str, str]) -> list[str]:
     """One table per defender category: the overall ratings and intervals, ranked within the category."""
     overall = {r.player: rank for rank, r in enumerate(ratings, start=1)}
@@ -261,7 +292,7 @@ def _coverage_lines(matrix: pd.DataFrame) -> list[str]:
 def render_markdown(scenario_name: str, ratings: RatingTable, matrix: pd.DataFrame, n_matches: int,
                     categories: Mapping[str, str] | None = None,
                     detection: Sequence[DetectionROC] | None = None, seed_list: Sequence[int] = (),
-                    usable: Sequence[Usability] = ()) -> str:
+                    usable: Sequence[Usability] = (), games: Sequence[Game] = ()) -> str:
     """The leaderboard as Markdown: header, ratings table, a note on how to read it, the orderings the
     intervals support, per-category defender tables (when ``categories``, defender name -> category as from
     ``defender_categories``, names any), the outcome matrix."""
@@ -313,6 +344,7 @@ def render_markdown(scenario_name: str, ratings: RatingTable, matrix: pd.DataFra
     lines += _bound_lines(ratings)
     lines += _usability_section(usable)
     lines += _claims_section(ratings)
+    lines += _roster_section(games, matrix, ratings.unit)
     if categories:  # none stored (older matches): one "unknown" table would only repeat the defenders
         lines += _category_sections(ratings, categories)
     if detection:
@@ -320,7 +352,8 @@ def render_markdown(scenario_name: str, ratings: RatingTable, matrix: pd.DataFra
     lines += [
         "## Outcome matrix",
         "",
-        "Mean attacker score over seeds (rows: attackers, columns: defenders; higher favours the attacker).",
+        "Mean attacker score over seeds (rows: attackers, columns: defenders; higher favours the attacker; "
+        "defenders unusable over benign models are left out, as from the ratings).",
         "",
     ]
     if matrix.empty:
@@ -370,8 +403,9 @@ def render_leaderboard(scenario_name: str, records: Iterable[MatchRecord], boots
     games = games_from_records(rated)
     ratings = rate(games, bootstrap_rounds=bootstrap_rounds, seed=seed, unit=unit)
     categories = defender_categories(records)
-    return (render_markdown(scenario_name, ratings, outcome_matrix(records), len(games), categories,
-                            detection_rocs(records), seed_list=sorted({g.cluster for g in games}), usable=judged),
+    return (render_markdown(scenario_name, ratings, outcome_matrix(rated), len(games), categories,
+                            detection_rocs(records), seed_list=sorted({g.cluster for g in games}), usable=judged,
+                            games=games),
             render_csv(ratings, categories))
 
 
