@@ -42,3 +42,23 @@ def test_the_readme_counts_the_orderings_that_the_computation_finds():
                        " ".join(readme.split()))
     assert stated, "the README no longer states how many pairs are ordered"
     assert tuple(map(int, stated.groups())) == (*counted["attacker"], *counted["defender"])
+
+
+def test_leaderboard_and_matches_speak_json(tmp_path, monkeypatch):
+    import json
+
+    from click.testing import CliRunner
+
+    from arena.cli import main
+
+    monkeypatch.setenv("ARENA_HOME", str(tmp_path))
+    run = CliRunner().invoke
+    assert run(main, ["matches", "import", str(ROOT / "leaderboards" / "cifar10-cnn.matches.jsonl.gz")]).exit_code == 0
+    listed = json.loads(run(main, ["matches", "list", "--json"]).stdout)
+    assert len(listed) == 150 and {"attacker", "defender", "outcome", "metrics"} <= set(listed[0])
+    shown = json.loads(run(main, ["matches", "show", str(listed[0]["id"]), "--json"]).stdout)
+    assert shown == listed[0]
+    board = json.loads(run(main, ["leaderboard", "cifar10-cnn", "--json"]).stdout)
+    assert board["interval_unit"] == "match" and board["orderings"] == []  # one seed: nothing claimed
+    assert [u["defender"] for u in board["usability"] if not u["usable"]] == ["neuron-inspect"]
+    assert {r["name"] for r in board["ratings"]} >= {"none", "badnet", "strip"}

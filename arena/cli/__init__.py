@@ -378,8 +378,11 @@ def tournament(scenario: str, seeds: int | None, development: bool, attackers: t
               help="Unit of the 95% intervals: seeds (each fitted on its own, Student's t over them; the "
                    "matches of one seed share trojans and control runs) or single matches (a bootstrap; "
                    "narrower, understates the uncertainty).")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object (ratings with intervals, ordering claims, usability, equilibrium) instead "
+                   "of the Markdown.")
 @_friendly
-def leaderboard(scenario: str, write: bool, out: str, bootstrap: int, unit: str) -> None:
+def leaderboard(scenario: str, write: bool, out: str, bootstrap: int, unit: str, as_json: bool) -> None:
     """Bradley-Terry ratings (95% CI over seeds), Elo, usability and the outcome matrix of a scenario.
 
     SCENARIO is a scenario name or .toml path; a name with no scenario file
@@ -407,6 +410,11 @@ def leaderboard(scenario: str, write: bool, out: str, bootstrap: int, unit: str)
         # The matches behind it, so anyone can refit it or replay a sample (`arena matches replay --from`).
         jsonl = write_jsonl_gz(records, Path(md).with_name(f"{name}.matches.jsonl.gz"))
         _say(f"wrote {_shown(Path(md))}, {_shown(Path(csv))} and {_shown(jsonl)}")
+    if as_json:
+        from arena.results.leaderboard import leaderboard_data
+
+        click.echo(_json(leaderboard_data(name, records, bootstrap_rounds=bootstrap, unit=unit, model_fpr=budget)))
+        return
     md_text, _ = render_leaderboard(name, records, bootstrap_rounds=bootstrap, unit=unit, model_fpr=budget)
     click.echo(md_text)
 
@@ -593,8 +601,9 @@ def matches() -> None:
 @matches.command("list")
 @click.option("--scenario", "-s", default=None, help="Only this scenario (name, stored name, or .toml path).")
 @click.option("--errors", is_flag=True, help="Only failed matches.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON array of the full records instead of the table.")
 @_friendly
-def matches_list(scenario: str | None, errors: bool) -> None:
+def matches_list(scenario: str | None, errors: bool, as_json: bool) -> None:
     """One line per stored match: agents, seed, status, outcome and its reason (or error)."""
     from arena.results.store import Store
 
@@ -602,6 +611,9 @@ def matches_list(scenario: str | None, errors: bool) -> None:
     name = None if scenario is None else _stored_name(store, scenario)
     recs = store.matches(scenario=name, status="error" if errors else None)
     store.close()
+    if as_json:
+        click.echo(_json([r.to_dict() for r in recs]))
+        return
     rows = [(r.id, r.scenario, r.attacker, r.defender, r.seed, r.rounds, r.status,
              "-" if r.outcome is None else f"{r.outcome:.3f}",
              _error_line(r.error if r.status != "ok" else r.reason)[:70])
@@ -612,8 +624,9 @@ def matches_list(scenario: str | None, errors: bool) -> None:
 
 @matches.command("show")
 @click.argument("match_id", metavar="ID", type=click.IntRange(min=1))
+@click.option("--json", "as_json", is_flag=True, help="The full record as one JSON object instead of the report.")
 @_friendly
-def matches_show(match_id: int) -> None:
+def matches_show(match_id: int, as_json: bool) -> None:
     """The report of one stored match (ID as in `arena matches list`).
 
     The report `arena match` prints: outcome, reason, metrics, every round of
@@ -630,7 +643,7 @@ def matches_show(match_id: int) -> None:
         raise ArenaError(f"no stored match #{match_id} in {_shown(store.path)}",
                          hint="the store is empty: play one with `arena match ATTACKER DEFENDER`" if last is None
                          else f"stored ids go up to {last}; see `arena matches list`")
-    click.echo(_report(rec))
+    click.echo(_json(rec.to_dict()) if as_json else _report(rec))
 
 
 @matches.command("replay")

@@ -9,10 +9,12 @@ any order, give byte-identical files.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 from pathlib import Path
 
 import pandas as pd
@@ -390,6 +392,26 @@ def rated_records(records: Iterable[MatchRecord], model_fpr: float = DEFAULT_MOD
     judged = usability(records, model_fpr)
     unusable = {u.defender for u in judged if not u.usable}
     return [r for r in records if r.defender not in unusable], judged
+
+
+def leaderboard_data(scenario_name: str, records: Iterable[MatchRecord], bootstrap_rounds: int = 200,
+                     seed: int = 0, unit: str = SEED, model_fpr: float = DEFAULT_MODEL_FPR) -> dict[str, Any]:
+    """The leaderboard as plain data (``arena leaderboard --json``): the same computation as the Markdown."""
+    rated, judged = rated_records(records, model_fpr)
+    games = games_from_records(rated)
+    ratings = rate(games, bootstrap_rounds=bootstrap_rounds, seed=seed, unit=unit)
+    claims = pair_claims(ratings)
+    eq = nash(outcome_matrix(rated))
+    return {
+        "scenario": scenario_name, "matches": len(games), "seeds": sorted({g.cluster for g in games}),
+        "interval_unit": ratings.unit, "deviance_explained": ratings.deviance_explained,
+        "ratings": [dataclasses.asdict(r) for r in ratings],
+        "orderings": [{"role": c.role, "upper": c.upper.name, "lower": c.lower.name, "difference": c.difference,
+                       "ci_low": c.ci_low, "ci_high": c.ci_high, "p": c.p, "p_holm": c.p_holm}
+                      for cs in claims.values() for c in cs if c.ordered],
+        "usability": [{**dataclasses.asdict(u), "rate": u.rate, "usable": u.usable} for u in judged],
+        "equilibrium": dataclasses.asdict(eq),
+    }
 
 
 def render_leaderboard(scenario_name: str, records: Iterable[MatchRecord], bootstrap_rounds: int = 200,
