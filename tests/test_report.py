@@ -107,6 +107,8 @@ def test_report_folder_has_every_picture_and_links_every_cell(report_dir):
                if (r.attacker, r.defender) == ("badnet", "neural-cleanse"))
     store.close()
     page = (report_dir / "matches" / f"{rec.id}.html").read_text()
+    # ... and explains every abbreviation it uses.
+    assert "<h2>What the metrics mean</h2>" in page and all(f"<dt>{k}</dt>" in page for k in ("ASR", "CAD", "MJS"))
     assert "outcome: attacker scores" in page and "<h2>Rounds</h2>" in page
     assert f'src="../img/recovered-{rec.id}.png"' in page
     # An attacker's page: its gallery, its matches, the triggers inspectors recovered from its trojan.
@@ -247,3 +249,11 @@ def test_report_refuses_a_seed_without_matches(tmp_path):
     with pytest.raises(ReportError, match="at seed 5") as err:  # its models were never made: no training here
         write_report("s", "d" * 16, [rec], tmp_path / "out", seed=5)
     assert "stored seeds: 0" in str(err.value) and not (tmp_path / "out").exists()
+
+
+def test_the_metrics_page_is_the_glossary():
+    from pathlib import Path
+
+    from arena.present.match_text import glossary_markdown
+
+    assert (Path(__file__).resolve().parents[1] / "docs" / "metrics.md").read_text() == glossary_markdown()

@@ -31,6 +31,36 @@ def verdict(outcome: float) -> str:
     return "attacker wins" if outcome > 0.5 else "defender wins" if outcome < 0.5 else "draw"
 
 
+# What the abbreviations of a match report mean (TrojanZoo paper, sections 4.2 and 4.4), shown on every
+# match page of `arena report` and in the README.
+GLOSSARY: dict[str, str] = {
+    "ASR": "attack success rate: the share of stamped non-target test inputs the model puts in the target class",
+    "TMC": "trojan misclassification confidence: the model's mean probability of the target class on them",
+    "CAD": "clean accuracy drop: the benign model's clean test accuracy minus the trojan's (attack), or the "
+           "undefended trojan's minus the deployment's (defense); in points of accuracy",
+    "CCC": "clean classification confidence: the mean probability of the true class on clean inputs",
+    "NSR": "neuron separation ratio: 1 minus the Jaccard overlap of the top-10% penultimate neurons that clean "
+           "and stamped inputs activate most",
+    "ARD": "attack rate deduction: the trojan's ASR minus its ASR through the deployment",
+    "AIV": "anomaly index value: how far the suspected class's trigger size sits from the others (MAD units)",
+    "MLN": "mask L1 norm: the size of the trigger mask an inspector recovered",
+    "MJS": "mask Jaccard similarity: the overlap of the recovered mask with the true trigger's",
+    "ART": "average running time: the deployment's one-off time per model (s) and its cost per input (ms)",
+    "TPR / FPR": "a filter's share of stamped inputs rejected / of clean inputs rejected, at its threshold",
+    "effective ASR": "the share of stamped inputs that pass the whole deployment unflagged and hit the target",
+    "base rate": "the share of the same stamped inputs the benign model already puts in the target class",
+}
+
+
+def glossary_markdown() -> str:
+    """docs/metrics.md: the glossary as a page (a test keeps the file equal to this)."""
+    rows = "\n".join(f"| {k} | {v} |" for k, v in GLOSSARY.items())
+    return ("# What the metrics of a match mean\n\n"
+            "The abbreviations of `arena match`, `arena matches show` and the report's match pages "
+            "(TrojanZoo paper, sections 4.2 and 4.4). How a match's outcome follows from them is in the "
+            "README, \"How a match is played\".\n\n| metric | meaning |\n|---|---|\n" + rows + "\n")
+
+
 def match_report(rec: MatchRecord) -> str:
     """The readable report of a match: outcome, reason, metrics, notes, artifacts and every round."""
     m = rec.metrics or {}

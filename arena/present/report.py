@@ -47,7 +47,7 @@ from arena.present.gallery import (collect_gallery, load_trigger_tensors, save_f
                            save_recovered_trigger_png)
 from arena.results.leaderboard import (DEFAULT_MODEL_FPR, defender_categories, games_from_records, outcome_matrix,
                                        rated_records)
-from arena.present.match_text import match_report, verdict
+from arena.present.match_text import GLOSSARY, match_report, verdict
 from arena.results.ratings import SEED, Rating, RatingTable, rate
 from arena.results.store import MatchRecord
 
@@ -312,7 +312,9 @@ def _match_page(rec: MatchRecord, same_pair: Sequence[MatchRecord], recovered: s
                  _img(f"../{recovered}", f"trigger recovered by {rec.defender}",
                       "What the inspector reverse-engineered for its suspected target, beside the true trigger.")]
     body += ["<h2>Report</h2>", "<p>As <code>arena matches show "
-             f"{_e(rec.id)}</code> prints it.</p>", f"<pre>{_e(match_report(rec))}</pre>"]
+             f"{_e(rec.id)}</code> prints it.</p>", f"<pre>{_e(match_report(rec))}</pre>",
+             "<h2>What the metrics mean</h2>",
+             "<dl>" + "".join(f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in GLOSSARY.items()) + "</dl>"]
     return _page(f"match #{rec.id}: {rec.attacker} vs {rec.defender}", body, root="../")
 
 
