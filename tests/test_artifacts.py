@@ -4,6 +4,8 @@ byte-identical models whatever the number of tournament workers."""
 from __future__ import annotations
 
 import hashlib
+import hmac
+import io
 import os
 import shutil
 import subprocess
@@ -16,6 +18,7 @@ import torch
 
 from arena.run import tournament
 from arena.core.cache import ArtifactCache, sweep_temp_files
+from arena.core.keys import referee_key
 from arena.plugins import canonical_spec, load_agent
 from arena.config.scenario import load_scenario
 from arena.results.store import Store
@@ -80,7 +83,7 @@ def test_roundtrip_and_hash_header(tmp_path):
     cache, events = _cache(tmp_path)
     cache.put("benign", "k1", {"w": torch.arange(5.0)})
     assert torch.equal(cache.get("benign", "k1")["w"], torch.arange(5.0))
-    assert cache.path("benign", "k1").read_bytes().startswith(b"ARENA-SHA256:")
+    assert cache.path("benign", "k1").read_bytes().startswith(b"ARENA-HMAC:")
     assert cache.get("benign", "missing") is None and events == []
 
 
@@ -106,11 +109,30 @@ def test_truncated_and_headerless_files_are_rebuilt(tmp_path):
     assert cache.get_or_make("benign", "cut", lambda: {"w": torch.zeros(3)})[1] is False
     torch.save({"w": torch.ones(2)}, cache.path("benign", "old"))  # a plain torch file (older arena)
     assert cache.get("benign", "old") is None and not cache.path("benign", "old").exists()
-    junk = b"not a torch file"  # a correct hash of bytes torch.load cannot read
-    header = b"ARENA-SHA256:" + hashlib.sha256(junk).hexdigest().encode() + b"\n"
+    junk = b"not a torch file"  # a correct MAC of bytes torch.load cannot read
+    header = b"ARENA-HMAC:" + hmac.new(referee_key(tmp_path), junk, hashlib.sha256).hexdigest().encode() + b"\n"
     cache.path("benign", "junk").write_bytes(header + junk)
     assert cache.get("benign", "junk") is None
     assert len(events) == 3 and all("rebuilt" in e for e in events) and "torch.load failed" in events[2]
+
+
+def test_an_entry_rewritten_without_the_homes_key_is_not_served(tmp_path):
+    """Whoever can write a cache file but not read the key (an agent, were it to reach the cache)
+    cannot make an entry the referee serves: neither a plain hash nor a MAC under another key passes."""
+    cache, events = _cache(tmp_path)
+    cache.put("control", "k", {"flagged": torch.tensor(False)})
+    forged = io.BytesIO()
+    torch.save({"flagged": torch.tensor(True)}, forged)
+    payload = forged.getvalue()
+    for digest in (hashlib.sha256(payload).hexdigest(),
+                   hmac.new(b"\0" * 32, payload, hashlib.sha256).hexdigest()):
+        cache.path("control", "k").write_bytes(b"ARENA-HMAC:" + digest.encode() + b"\n" + payload)
+        assert cache.get("control", "k") is None
+    assert len(events) == 2 and all("MAC mismatch" in e for e in events)
+    other_home = ArtifactCache(tmp_path / "other")  # another home's key: its entries do not pass here
+    other_home.put("control", "k", {"flagged": torch.tensor(True)})
+    cache.path("control", "k").write_bytes(other_home.path("control", "k").read_bytes())
+    assert cache.get("control", "k") is None
 
 
 def test_without_on_event_a_warning_is_issued(tmp_path):

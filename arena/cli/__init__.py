@@ -17,7 +17,8 @@ import click
 from tabulate import tabulate
 
 from arena import __version__
-from arena.core.errors import ArenaError, ScenarioError
+from arena.core.errors import ArenaError, DatasetNotFound, ScenarioError
+from arena.config.splits import bind_data
 from arena.present.match_text import fmt_value as _fmt
 from arena.present.match_text import match_report as _report
 from arena.config.scenario import (
@@ -177,6 +178,10 @@ def _setting(store: Store, scenario: str, doing: str) -> tuple[str, str, Scenari
     """
     try:
         sc = load_scenario(scenario)
+        try:  # matches played on other data under the dataset's name carry that data's digest
+            sc = bind_data(sc, write=False)
+        except DatasetNotFound:  # no data here: the matches of the standard data, e.g. shipped ones
+            pass
         return sc.name, sc.digest, sc
     except ScenarioError:
         latest = None if looks_like_path(scenario) else store.latest_digest(scenario)

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from arena.config.sources import READERS, DatasetSource, fingerprint
 from arena.core.errors import DatasetNotFound
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -48,13 +49,19 @@ class DatasetInfo:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     torchvision_dir: str
+    # ``data_digest`` of the standard release (the official files, in any of the layouts above): the
+    # data the name stands for. Other data under the name binds a scenario to its own digest.
+    standard_digest: str = ""
+    classes: tuple[str, ...] = ()  # class names, where the data names them (an image folder's folders)
 
 
 DATASET_INFO = {
-    "fashion-mnist": DatasetInfo("fashion-mnist", 1, 28, 10, (0.2860,), (0.3530,), "FashionMNIST"),
-    "mnist": DatasetInfo("mnist", 1, 28, 10, (0.1307,), (0.3081,), "MNIST"),
+    "fashion-mnist": DatasetInfo("fashion-mnist", 1, 28, 10, (0.2860,), (0.3530,), "FashionMNIST",
+                                 "81c4ac24b47ff262"),
+    "mnist": DatasetInfo("mnist", 1, 28, 10, (0.1307,), (0.3081,), "MNIST", "8dd2ac4962e2ee24"),
     "cifar10": DatasetInfo(
-        "cifar10", 3, 32, 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), "cifar-10-batches-py"
+        "cifar10", 3, 32, 10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), "cifar-10-batches-py",
+        "d1c2995c2c1b2e4b",
     ),
 }
 
@@ -150,45 +157,48 @@ def _fingerprint(place: Path) -> str | None:
     return json.dumps([[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in files])
 
 
-def _tensor_cache_path(name: str, split: str, fingerprint: str) -> Path:
-    from arena.core.cache import arena_home  # late: the cache module is not needed to read data
-
-    key = hashlib.sha256(fingerprint.encode()).hexdigest()[:16]
-    return arena_home() / "cache" / "datasets" / f"{name}-{split}-{key}.pt"
+def _decoded_key(name: str, split: str, fingerprint: str) -> str:
+    return f"{name}-{split}-" + hashlib.sha256(fingerprint.encode()).hexdigest()[:16]
 
 
-def _try_sources(name: str, split: str, root: Path) -> tuple[tuple[Any, Any] | None, list[str]]:
-    """The first source that has the split, read through an on-disk uint8 tensor cache.
+def _try_sources(name: str, split: str, root: Path, write: bool = True) -> tuple[dict[str, Any] | None, list[str]]:
+    """The first source that has the split, as ``{"x", "y", "sha256"}``, through an on-disk cache.
 
     Decoding gzip'd IDX or pickled CIFAR batches costs about a second per
-    process; the decoded uint8 tensors are saved under the arena home, keyed
-    by the source's paths, sizes and mtimes, so a changed source is re-read.
+    process; the decoded uint8 tensors and their content hash are kept in the
+    arena's artifact cache (kind ``data``, MAC-verified like every entry, so a
+    relabelled copy is never served), keyed by the source's paths, sizes and
+    mtimes, so a changed source is re-read. ``write=False`` (read-only commands) only reads the cache.
     """
+    from arena.core.cache import ArtifactCache, digest_tensors  # late: reading data needs no cache
+
     looked: list[str] = []
+    cache: ArtifactCache | None = None
     for place, read in _sources(name, split, root):
         looked.append(str(place))
         fp = _fingerprint(place)
         if fp is None:
             continue
-        cached = _tensor_cache_path(name, split, fp)
-        if cached.is_file():
-            try:
-                d = torch.load(cached, weights_only=True)
-                return (d["x"], d["y"]), looked
-            except Exception:  # a corrupt cache file is re-made below
-                pass
+        key = _decoded_key(name, split, fp)
+        try:
+            cache = cache or ArtifactCache(on_event=lambda msg: None)
+            hit = cache.get("data", key)
+        except OSError:  # no home yet, or a read-only one: decode every time
+            hit = None
+        if hit is not None:
+            return hit, looked
         found = read()
         if found is None:
             continue
+        x = _from_uint8(found[0], DATASET_INFO[name].channels)
+        y = torch.from_numpy(np.asarray(found[1], dtype=np.int64))
+        value = {"x": x, "y": y, "sha256": digest_tensors([x, y])}
         try:
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cached.with_suffix(f".tmp{os.getpid()}")
-            torch.save({"x": _from_uint8(found[0], DATASET_INFO[name].channels),
-                        "y": torch.from_numpy(np.asarray(found[1], dtype=np.int64))}, tmp)
-            os.replace(tmp, cached)
+            if cache is not None and write:
+                cache.put("data", key, value)
         except OSError:  # a read-only home only costs the decoding next time
             pass
-        return found, looked
+        return value, looked
     return None, looked
 
 
@@ -201,14 +211,14 @@ def _download(name: str, root: Path) -> None:
 
 
 @lru_cache(maxsize=8)
-def load_dataset(name: str, split: str, root: str | None = None) -> Tensors:
-    """The whole train or test split as uint8-backed tensors in [0, 1] (cached in-process)."""
+def _decoded(name: str, split: str, root: str | None = None, write: bool = True) -> dict[str, Any]:
+    """The split's uint8 images, labels and content hash (cached in-process; on disk unless not ``write``)."""
     if name not in DATASET_INFO:
         raise DatasetNotFound(f"unknown dataset '{name}'", hint=f"known: {', '.join(DATASET_INFO)}")
     base = Path(root) if root else data_dir()
-    found, looked = _try_sources(name, split, base)
+    found, looked = _try_sources(name, split, base, write)
     download_error = ""
-    if found is None:
+    if found is None and write:  # a read-only command never downloads
         try:
             _download(name, base)
             found, _ = _try_sources(name, split, base)
@@ -227,11 +237,117 @@ def load_dataset(name: str, split: str, root: str | None = None) -> Tensors:
             f"  and the torchvision download failed: {download_error or 'no data after download'}",
             hint=hint,
         )
-    x, y = found
     info = DATASET_INFO[name]
-    xt = x if isinstance(x, torch.Tensor) else _from_uint8(x, info.channels)
-    if tuple(xt.shape[1:]) != (info.channels, info.size, info.size):
-        raise DatasetNotFound(f"dataset '{name}' has images of shape {tuple(xt.shape[1:])}, expected "
+    if tuple(found["x"].shape[1:]) != (info.channels, info.size, info.size):
+        raise DatasetNotFound(f"dataset '{name}' has images of shape {tuple(found['x'].shape[1:])}, expected "
                               f"{(info.channels, info.size, info.size)}")
-    yt = y if isinstance(y, torch.Tensor) else torch.from_numpy(np.asarray(y, dtype=np.int64))
-    return Tensors(xt.float().div_(255.0), yt)
+    return found
+
+
+@lru_cache(maxsize=8)
+def _as_float(name: str, split: str, root: str | None = None) -> Tensors:
+    d = _decoded(name, split, root)
+    return Tensors(d["x"].float().div_(255.0), d["y"])
+
+
+def load_dataset(name: str, split: str, root: str | None = None) -> Tensors:
+    """The whole train or test split as tensors in [0, 1] (cached in-process)."""
+    return _as_float(name, split, root)
+
+
+def _clear() -> None:
+    for f in (_as_float, _decoded, _described, _described_float, _described_info):
+        f.cache_clear()
+
+
+load_dataset.cache_clear = _clear  # type: ignore[attr-defined]  # tests reset the in-process caches
+
+
+def data_digest(name: str, root: str | None = None, write: bool = True) -> str:
+    """Content hash of the dataset's decoded train and test arrays (images and labels)."""
+    return _digest_of(_decoded(name, "train", root, write), _decoded(name, "test", root, write))
+
+
+def _digest_of(train: dict[str, Any], test: dict[str, Any]) -> str:
+    h = hashlib.sha256()
+    for d in (train, test):
+        h.update(d["sha256"].encode())
+    return h.hexdigest()[:16]
+
+
+# --- datasets described by a scenario's [dataset] table (arena.config.sources) -------------------------
+
+@lru_cache(maxsize=8)
+def _described(src: DatasetSource, split: str, write: bool = True) -> dict[str, Any]:
+    """A described split's uint8 images, labels, class names and content hash, through the cache."""
+    from arena.core.cache import ArtifactCache, digest_tensors  # late: reading data needs no cache
+
+    fp = fingerprint(src)
+    key = f"{src.kind}-{split}-" + hashlib.sha256(
+        json.dumps([src.identity(), src.path, fp], sort_keys=True).encode()).hexdigest()[:20]
+    cache = None
+    try:
+        cache = ArtifactCache(on_event=lambda msg: None)
+        hit = cache.get("data", key)
+    except OSError:
+        hit = None
+    if hit is not None:
+        return hit
+    x, y, classes = READERS[src.kind](src, split)
+    value = {"x": torch.from_numpy(np.ascontiguousarray(x)), "y": torch.from_numpy(y), "classes": list(classes)}
+    value["sha256"] = digest_tensors([value["x"], value["y"]])
+    try:
+        if cache is not None and write:
+            cache.put("data", key, value)
+    except OSError:
+        pass
+    return value
+
+
+def _split_of(name: str, source: DatasetSource | None, split: str, write: bool = True) -> dict[str, Any]:
+    if source is not None:
+        return _described(source, split, write)
+    return _decoded(name, split, os.environ.get("ARENA_DATA_DIR"), write)
+
+
+@lru_cache(maxsize=8)
+def _described_float(src: DatasetSource, split: str) -> Tensors:
+    d = _described(src, split)
+    return Tensors(d["x"].float().div_(255.0), d["y"])
+
+
+def scenario_tensors(name: str, source: DatasetSource | None, split: str) -> Tensors:
+    """A scenario's train or test split as tensors in [0, 1]: a built-in dataset or a described one."""
+    if source is None:
+        return load_dataset(name, split, os.environ.get("ARENA_DATA_DIR"))
+    return _described_float(source, split)
+
+
+def scenario_data_digest(name: str, source: DatasetSource | None, write: bool = True) -> str:
+    """Content hash of the data a scenario plays on now (``ARENA_DATA_DIR`` and the other places looked);
+    ``write=False`` reads without writing the decoded copy to the cache or downloading."""
+    return _digest_of(_split_of(name, source, "train", write), _split_of(name, source, "test", write))
+
+
+@lru_cache(maxsize=8)
+def _described_info(src: DatasetSource) -> DatasetInfo:
+    train, test = _described(src, "train"), _described(src, "test")
+    x = train["x"]
+    classes = tuple(train["classes"])
+    top = max(int(train["y"].max()), int(test["y"].max()) if len(test["y"]) else 0) + 1
+    num_classes = max(len(classes), top)
+    if num_classes < 2 or len(torch.unique(train["y"])) < 2:
+        raise DatasetNotFound(f"dataset '{src.name}': its training split holds one class; a classifier needs two or more")
+    flat = x.transpose(0, 1).reshape(x.shape[1], -1).float().div_(255.0)
+    mean = tuple(round(float(v), 4) for v in flat.mean(1))
+    std = tuple(round(max(float(v), 1e-3), 4) for v in flat.std(1))
+    return DatasetInfo(src.name, int(x.shape[1]), int(x.shape[-1]), num_classes, mean, std, "", "", classes)
+
+
+def scenario_info(name: str, source: DatasetSource | None) -> DatasetInfo:
+    """Channels, size, classes, mean and std of a scenario's data (read from a described dataset)."""
+    if source is None:
+        if name not in DATASET_INFO:
+            raise DatasetNotFound(f"unknown dataset '{name}'", hint=f"known: {', '.join(DATASET_INFO)}")
+        return DATASET_INFO[name]
+    return _described_info(source)

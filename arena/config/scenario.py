@@ -34,6 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from arena.core.errors import ScenarioError
+from arena.config.datasets import DATASET_INFO
+from arena.config.sources import DatasetSource, parse_source
 from arena.config.specs import canonical_spec, is_file_spec
 
 DATASETS = ("fashion-mnist", "mnist", "cifar10")
@@ -217,17 +219,28 @@ class Scenario:
     attackers: dict[str, dict[str, Any]] = field(default_factory=dict)
     defenders: dict[str, dict[str, Any]] = field(default_factory=dict)
     source: str = ""
+    # Content hash of the data this scenario was bound to (``arena.config.splits.bind_data``) when it
+    # is not the data its dataset name stands for; never written in a file.
+    data_digest: str = ""
+    # A dataset described by a ``[dataset]`` table (an image folder, npz files, a torchvision class);
+    # ``dataset`` is then its name. None for the built-in datasets.
+    dataset_source: DatasetSource | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d.pop("source")
+        if not self.data_digest:  # the standard data: the digest of every scenario stays what it was
+            d.pop("data_digest")
+        if self.dataset_source is None:
+            d.pop("dataset_source")
         d["seeds"] = list(self.seeds)
         d["development_seeds"] = list(self.development_seeds)
         return d
 
     @property
     def digest(self) -> str:
-        """Content hash of every setting (not the file's path or comments).
+        """Content hash of every setting (not the file's path or comments) and, once bound to data
+        other than the standard copy of its dataset, of that data (``bind_data``).
 
         ``development_seeds`` is left out: it records where agents were tuned and
         changes no match, so declaring it keeps the digest (and the stored matches
@@ -235,6 +248,8 @@ class Scenario:
         """
         d = self.to_dict()
         d.pop("development_seeds")
+        if self.dataset_source is not None:  # where the files lie is no setting: their content hash is
+            d["dataset_source"] = self.dataset_source.identity()
         blob = json.dumps(d, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -345,7 +360,7 @@ def _check_value(section: str, key: str, value: Any, annotation: Any, where: str
 def scenario_from_dict(raw: dict[str, Any], where: str = "<scenario>") -> Scenario:
     """Validate a parsed TOML document and build a ``Scenario``."""
     raw = dict(raw)
-    top_fields = {f.name: f for f in dataclasses.fields(Scenario) if f.name != "source"}
+    top_fields = {f.name: f for f in dataclasses.fields(Scenario) if f.name not in ("source", "data_digest", "dataset_source")}
     if "name" not in raw or not isinstance(raw["name"], str) or not raw["name"]:
         raise ScenarioError(f"{where}: missing key 'name'", hint='add name = "my-scenario" at the top')
     if not is_safe_name(raw["name"]):
@@ -360,7 +375,10 @@ def scenario_from_dict(raw: dict[str, Any], where: str = "<scenario>") -> Scenar
                 f"{where}: unknown key '{key}'",
                 hint=f"allowed top-level keys and tables: {', '.join(sorted(top_fields))}",
             )
-        if key in _SECTIONS:
+        if key == "dataset" and isinstance(value, dict):
+            values["dataset_source"] = parse_source(value, where)
+            values["dataset"] = values["dataset_source"].name
+        elif key in _SECTIONS:
             values[key] = _build_section(_SECTIONS[key], key, value, where)
         elif key in ("attackers", "defenders"):
             if not isinstance(value, dict) or not all(isinstance(v, dict) for v in value.values()):
@@ -405,18 +423,20 @@ def _check_consistency(s: Scenario, where: str) -> None:
         )
     if s.rounds < 1:
         raise ScenarioError(f"{where}: 'rounds' must be at least 1, got {s.rounds}")
-    if not 0 <= s.attack.target_class < 10:
-        raise ScenarioError(f"{where}: 'attack.target_class' must lie in 0..9 for {s.dataset}")
+    if s.attack.target_class < 0:
+        raise ScenarioError(f"{where}: 'attack.target_class' must not be negative")
     if s.trigger.size < 1:
         raise ScenarioError(f"{where}: 'trigger.size' must be at least 1")
     if s.data.defender_fraction + s.data.validation_fraction >= 0.5:
         raise ScenarioError(f"{where}: defender + validation fractions leave the attacker too little data")
-    from arena.config.datasets import DATASET_INFO  # late: arena.config.datasets imports this module
-
-    side = DATASET_INFO[s.dataset].size
-    if s.trigger.size > side:
-        raise ScenarioError(f"{where}: 'trigger.size' = {s.trigger.size} is larger than the {side}x{side} "
-                            f"images of {s.dataset}", hint=f"use a size in 1..{side}")
+    if s.dataset_source is None:  # a described dataset's classes and size are checked once it is read
+        info = DATASET_INFO[s.dataset]
+        if s.attack.target_class >= info.num_classes:
+            raise ScenarioError(f"{where}: 'attack.target_class' must lie in 0..{info.num_classes - 1} "
+                                f"for {s.dataset}")
+        if s.trigger.size > info.size:
+            raise ScenarioError(f"{where}: 'trigger.size' = {s.trigger.size} is larger than the "
+                                f"{info.size}x{info.size} images of {s.dataset}", hint=f"use a size in 1..{info.size}")
     if not 0.0 < s.scoring.trigger_share < 1.0:
         raise ScenarioError(f"{where}: 'scoring.trigger_share' = {s.scoring.trigger_share} must lie strictly "
                             "between 0 and 1", hint="the share of trigger inputs in a filter's window, e.g. 0.1")

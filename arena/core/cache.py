@@ -7,19 +7,22 @@ temporary name, fsynced and renamed, so a killed run never leaves a
 half-written artifact under its real name, and a per-key lock stops two
 tournament workers from training the same model twice.
 
-Every read is verified. A file is a one-line header, ``ARENA-SHA256:<64 hex>``
-and a newline, followed by the ``torch.save`` bytes whose sha256 the header
-records. The hash travels in the same file, not in a ``<key>.sha256`` sidecar,
-because one file is replaced by one atomic rename: a reader can never pair a
-payload with the hash of another write (two workers crafting the same trojan,
-a write killed between its two renames), so the read path needs no lock. The
-cost is that a cache file is not a plain ``torch.load``-able file: read it with
-``ArtifactCache.get``. An entry whose header is missing (written before hashes,
-or not by the arena), whose hash does not match, or whose payload
-``torch.load`` cannot read is never served: it is moved aside to
-``<key>.pt.corrupt`` (the last one per key, kept for a post-mortem), reported
-through ``on_event`` (or ``warnings.warn`` when none is set), and
-``get_or_make`` rebuilds it.
+Every read is verified. A file is a one-line header, ``ARENA-HMAC:<64 hex>``
+and a newline, followed by the ``torch.save`` bytes. The header is the
+HMAC-SHA256 of those bytes under the home's secret key (``arena.core.keys``,
+``<home>/referee.key``), not a plain hash: a plain hash in the file it protects
+is rewritten along with the payload by whoever can write the file, while the
+key is out of every agent's view (``arena.engine.sandbox``), so an agent that
+reached the cache could still not make an entry the referee would serve. The
+MAC travels in the same file, not in a sidecar, because one file is replaced
+by one atomic rename: a reader can never pair a payload with the MAC of another
+write, so the read path needs no lock. A cache file is therefore not a plain
+``torch.load``-able file: read it with ``ArtifactCache.get``. An entry whose
+header is missing (written before MACs, or not by the arena), whose MAC does
+not match (another home's key, or forged), or whose payload ``torch.load``
+cannot read is never served: it is moved aside to ``<key>.pt.corrupt`` (the
+last one per key, kept for a post-mortem), reported through ``on_event`` (or
+``warnings.warn`` when none is set), and ``get_or_make`` rebuilds it.
 
 Temporary files of killed writes (``<key>.tmp<pid>``) are removed when a cache
 is first opened in a process: those of a process that no longer exists, and
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import hmac
 import io
 import json
 import os
@@ -43,35 +47,25 @@ from typing import Any
 
 import torch
 
-# Bump when a change to the engine invalidates stored artifacts.
-ENGINE_VERSION = "3"  # 2: matches on a fixed thread count, trojans keyed by agent cards;
-# 3: agents' generators from the home's secret key, blinded queries (arena.core.keys)
+from arena.core.home import arena_home
+from arena.core.keys import referee_key
 
-MAGIC = b"ARENA-SHA256:"
-_HEADER_LEN = len(MAGIC) + 64 + 1  # magic, hex digest, newline
+__all__ = ["ArtifactCache", "CorruptEntry", "arena_home", "digest_tensors", "key_of", "pid_alive"]
+
+# Bump when a change to the engine invalidates stored artifacts.
+ENGINE_VERSION = "4"  # 2: matches on a fixed thread count, trojans keyed by agent cards;
+# 3: agents' generators from the home's secret key, blinded queries (arena.core.keys);
+# 4: entries carry a keyed MAC, benign models are keyed by the data's content (a new key space,
+#    so entries of 3 are never looked at rather than each reported as corrupt)
+
+MAGIC = b"ARENA-HMAC:"
+_HEADER_LEN = len(MAGIC) + 64 + 1  # magic, hex MAC, newline
 _TMP_NAME = re.compile(r"\.tmp(\d+)$")
 TMP_MAX_AGE_S = 3600.0
 # A dead writer's temp file is only removed after this long: a writer in another pid namespace
 # (a container sharing the folder) can look dead from here while it is still writing.
 _TMP_DEAD_GRACE_S = 60.0
 _swept: set[Path] = set()  # cache roots whose temp files this process has already cleaned
-
-
-def arena_home() -> Path:
-    """Where the store and cache live, whatever the current folder.
-
-    ``$ARENA_HOME`` if set, else ``$XDG_DATA_HOME/backdoor-arena``, else
-    ``~/.local/share/backdoor-arena``: one place for every result, so a command
-    run from another folder still finds the matches stored before. Nothing is
-    created here; commands that write create it (``arena.results.store.require_writable_home``).
-    """
-    env = os.environ.get("ARENA_HOME")
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_DATA_HOME", "")
-    # The XDG spec says a relative XDG_DATA_HOME is invalid and must be ignored.
-    base = Path(xdg) if os.path.isabs(xdg) else Path.home() / ".local" / "share"
-    return base / "backdoor-arena"
 
 
 def key_of(fields: dict[str, Any]) -> str:
@@ -145,13 +139,22 @@ def sweep_temp_files(root: Path, now: float | None = None) -> list[Path]:
 
 
 class ArtifactCache:
+    """The cache of the arena home ``root`` (default ``arena_home()``), under ``<root>/cache``."""
+
     def __init__(self, root: Path | None = None, on_event: Callable[[str], None] | None = None) -> None:
-        self.root = (root or arena_home()) / "cache"
+        self.home = root or arena_home()
+        self.root = self.home / "cache"
+        self._key: bytes | None = None
         # Told about entries that were found corrupt and will be rebuilt (e.g. the referee's progress).
         self.on_event = on_event
         if self.root not in _swept:  # once per process and root: a scan of a few folders
             _swept.add(self.root)
             sweep_temp_files(self.root)
+
+    def _mac(self, payload: memoryview | bytes) -> str:
+        if self._key is None:
+            self._key = referee_key(self.home)
+        return hmac.new(self._key, payload, hashlib.sha256).hexdigest()
 
     def path(self, kind: str, key: str) -> Path:
         return self.root / kind / f"{key}.pt"
@@ -180,11 +183,11 @@ class ArtifactCache:
         except FileNotFoundError:
             return None
         if len(blob) < _HEADER_LEN or not blob.startswith(MAGIC) or blob[_HEADER_LEN - 1:_HEADER_LEN] != b"\n":
-            raise CorruptEntry("no content hash (truncated, or written by an older arena)")
+            raise CorruptEntry("no MAC header (truncated, or not written by this arena)")
         recorded = blob[len(MAGIC):_HEADER_LEN - 1].decode("ascii", "replace")
         payload = memoryview(blob)[_HEADER_LEN:]
-        if hashlib.sha256(payload).hexdigest() != recorded:
-            raise CorruptEntry(f"content hash mismatch ({len(payload)} payload bytes)")
+        if not hmac.compare_digest(self._mac(payload), recorded):
+            raise CorruptEntry(f"MAC mismatch ({len(payload)} payload bytes): altered, or made under another key")
         try:
             return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
         except Exception as exc:  # hash fine but unreadable, e.g. an incompatible torch wrote it
@@ -227,7 +230,7 @@ class ArtifactCache:
         tmp = p.with_suffix(f".tmp{os.getpid()}")
         try:
             with open(tmp, "wb") as f:
-                f.write(MAGIC + hashlib.sha256(payload).hexdigest().encode("ascii") + b"\n")
+                f.write(MAGIC + self._mac(payload).encode("ascii") + b"\n")
                 f.write(payload)
                 f.flush()
                 os.fsync(f.fileno())  # the rename must not land before the bytes do

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from arena.core.cache import arena_home
+from arena.core.home import arena_home
 
 KEY_FILE = "referee.key"
 

@@ -34,7 +34,8 @@ import arena
 from arena.engine.artifacts import save_recovered_trigger
 from arena.core.cache import ArtifactCache, digest_tensors, key_of
 from arena.core.keys import key_id, referee_key, secret_generator
-from arena.config.splits import Splits, make_splits
+from arena.config.datasets import DATASET_INFO
+from arena.config.splits import Splits, bind_data, make_splits
 from arena.engine.hosts import (AgentCard, AgentFault, DeploymentSummary, InProcessHost, TrojanPayload,
                              gpu_peak_mb, model_from_payload, open_host)
 from arena.engine.metrics import (AttackMetrics, DefenseMetrics, defense_metrics, measure_attack, scored_prefix,
@@ -72,6 +73,7 @@ def _benign_fields(s: Scenario, seed: int) -> dict[str, Any]:
     # The attacker's re-training budget does not shape the benign model: leave it out of the key.
     training = {k: v for k, v in dataclasses.asdict(s.training).items() if not k.startswith("retrain_")}
     return {"kind": "benign", "dataset": s.dataset, "arch": s.architecture,
+            "content": s.data_digest or DATASET_INFO[s.dataset].standard_digest,
             "training": training, "data": dataclasses.asdict(s.data), "seed": seed}
 
 
@@ -233,7 +235,7 @@ class Referee:
 
     def __init__(self, scenario: Scenario, device: str = "auto", cache: ArtifactCache | None = None,
                  progress: Progress | None = None, isolation: str = "process") -> None:
-        self.scenario = scenario
+        self.scenario = bind_data(scenario)  # other data under the dataset's name: another digest, other keys
         self.device = resolve_device(device if device != "auto" else scenario.device)
         self.cache = cache or ArtifactCache()
         if self.cache.on_event is None:  # a corrupt entry is rebuilt, and the user is told so

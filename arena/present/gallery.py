@@ -154,7 +154,8 @@ def collect_gallery(referee: Referee, attacker: str, seed: int, inputs: int = 4)
     return Gallery(attacker=attacker, scenario=sc.name, seed=seed, target=sc.attack.target_class,
                    clean=clean.detach().float().cpu(), stamped=stamped.detach().float().cpu(),
                    labels=[int(v) for v in y[idx.to(y.device)].tolist()], clean_pred=clean_pred,
-                   stamped_pred=stamped_pred, class_names=CLASS_NAMES.get(sc.dataset))
+                   stamped_pred=stamped_pred,
+                   class_names=referee.splits(seed).info.classes or CLASS_NAMES.get(sc.dataset))
 
 
 def gallery_figure(g: Gallery) -> Figure:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import time
 import traceback
 from collections.abc import Callable
@@ -71,7 +72,7 @@ def play_job(job: Job, progress: Progress | None = None) -> MatchRecord:
     try:
         # One referee per process and arena home: data and benign models stay loaded, and a process
         # that moves to another home (ARENA_HOME changed) never reads the old home's cache.
-        key = (scenario.digest, job.device, job.isolation, str(arena_home()))
+        key = (scenario.digest, job.device, job.isolation, str(arena_home()), os.environ.get("ARENA_DATA_DIR"))
         if key not in _REFEREES:
             _REFEREES[key] = Referee(scenario, device=job.device, isolation=job.isolation)
         referee = _REFEREES[key]

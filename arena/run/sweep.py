@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from arena.core.cache import ArtifactCache
 from arena.config.scenario import Scenario
+from arena.config.splits import bind_data
 from arena.api.training import Progress
 
 DEFAULT_FRACTIONS = (0.005, 0.01, 0.02, 0.05, 0.1)
@@ -67,6 +68,7 @@ def run_sweep(scenario: Scenario, attacker: str, fractions: tuple[float, ...] = 
     if not fractions or any(not 0 < f <= 1 for f in fractions):
         raise ValueError(f"poison fractions must lie in (0, 1], got {list(fractions)}")
     cache = cache or ArtifactCache()
+    scenario = bind_data(scenario)
     result = SweepResult(scenario.name, scenario.digest, attacker, seed)
     for f in sorted(fractions):
         variant = dataclasses.replace(scenario, attack=dataclasses.replace(scenario.attack, poison_fraction=f))

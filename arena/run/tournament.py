@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 
 from arena.api.training import Progress, match_threads
 from arena.config.scenario import Scenario
+from arena.config.splits import bind_data
 from arena.core.errors import ArenaError
 from arena.engine.hosts import describe
 from arena.plugins import canonical_spec, discover
@@ -66,6 +67,7 @@ def plan(scenario: Scenario, attackers: list[str] | None, defenders: list[str] |
          seeds: list[int], rounds: int | None, device: str, store: Store,
          isolation: str = "process") -> tuple[list[Job], int]:
     """Jobs still to play, and how many are already stored."""
+    scenario = bind_data(scenario)  # stored matches on other data under the dataset's name are not these
     # Canonical file specs: the store knows a file agent by its canonical name, so './x.py:A'
     # must find the matches stored for 'x.py:A' when a tournament resumes.
     attackers = [canonical_spec(a) for a in attackers] if attackers else list(discover("attacker"))
