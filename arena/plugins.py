@@ -29,7 +29,7 @@ from torch import nn
 
 from arena.core.errors import PluginError, ScenarioError
 from arena.config.scenario import Scenario, validate_agent_params
-from arena.config.specs import canonical_spec, is_file_spec
+from arena.config.specs import canonical_spec, is_file_spec, is_model_spec, own_file
 from arena.api.models import ArchSpec, build_model, known_architectures, register_architecture
 from arena.api.protocol import CATEGORIES, Agent, Attacker, Defender
 
@@ -166,6 +166,8 @@ class LoadedAgent:
 
 def load_agent(role: str, spec: str, params: dict[str, Any] | None = None) -> LoadedAgent:
     """Resolve, import, check and construct an agent with the scenario's parameters."""
+    if is_model_spec(spec):
+        return _given_model(role, spec, params)
     ref = resolve(role, spec)
     validate_agent_params(role, ref.name, params or {})
     cls = load_class(ref)
@@ -181,6 +183,25 @@ def load_agent(role: str, spec: str, params: dict[str, Any] | None = None) -> Lo
     # whatever the file holds when a cache key is computed later.
     source = Path(spec.partition(":")[0]).resolve()
     return LoadedAgent(agent, canonical_spec(spec), _file_digest(source))
+
+
+def _given_model(role: str, spec: str, params: dict[str, Any] | None) -> LoadedAgent:
+    """``model:PATH``: the weights in PATH played as a trojan (``agents/attackers/given_model.py``),
+    named by its canonical spec and cached under the hash of the file's bytes."""
+    if role != "attacker":
+        raise PluginError(f"'{spec}' is a model file: it plays the attacker's side",
+                          hint="arena match model:PATH DEFENDER, or arena scan PATH")
+    path = Path(own_file(spec) or "").resolve()
+    if not path.is_file():
+        raise PluginError(f"model file not found: {path}", hint="model:PATH names a torch.save'd state dict")
+    from arena_agents.attackers.given_model import GivenModel  # the one built-in agent reached by spec, not name
+
+    try:
+        agent = GivenModel(path=str(path), **{k: v for k, v in (params or {}).items() if k != "path"})
+    except TypeError as exc:
+        raise PluginError(f"'{spec}' rejects its parameters {params}: {exc}",
+                          hint="a model file takes one parameter, trigger = PATH.npz") from exc
+    return LoadedAgent(agent, canonical_spec(spec), _file_digest(path))
 
 
 def make_agent(role: str, spec: str, params: dict[str, Any] | None = None) -> Agent:

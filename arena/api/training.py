@@ -189,9 +189,11 @@ def fit(
         model.to(memory_format=torch.channels_last)
     opt = make_optimizer(params if params is not None else model.parameters(), optimizer, lr, momentum, weight_decay)
     steps_per_epoch = math.ceil(len(y) / batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=lr, total_steps=max(1, epochs * steps_per_epoch), pct_start=0.2
-    )
+    total = max(1, epochs * steps_per_epoch)
+    # OneCycleLR divides by (pct_start * total - 1): zero for 5 steps at 0.2, so a small set (a few
+    # batches, one epoch) takes a warm-up of a quarter instead of a ZeroDivisionError.
+    pct = 0.25 if total == 5 else 0.2
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=total, pct_start=pct)
     forward = compiled(model, device)
     eta = Eta(epochs)
     step = 0

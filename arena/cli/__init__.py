@@ -287,6 +287,58 @@ def _split(values: tuple[str, ...]) -> list[str] | None:
     return out or None
 
 
+SHIPPED_MATCHES = Path(__file__).resolve().parents[2] / "leaderboards"  # a checkout's published matches
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@scenario_option
+@click.option("--seed", type=SEED, default=None, help="Seed of the benign models (default: the scenario's first).")
+@click.option("--defenders", "-d", multiple=True,
+              help="Inspectors to run (repeat or comma-separate; default every model inspector).")
+@click.option("--trigger", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="An .npz (mask 1xHxW, pattern CxHxW) the model is suspected to answer to.")
+@click.option("--population", type=click.IntRange(1, 100), default=None,
+              help="Benign models per inspector (default: the scenario's controls.population); "
+                   "n floors each p-value at 1/(n+1).")
+@click.option("--calibration", "calibration", multiple=True, type=click.Path(dir_okay=False, exists=True),
+              help="Played matches (.matches.jsonl.gz) to calibrate the probability on, besides the store's "
+                   "(default: also leaderboards/SCENARIO.matches.jsonl.gz where it exists).")
+@device_option
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the report.")
+@_friendly
+def scan(model: str, scenario: str, seed: int | None, defenders: tuple[str, ...], trigger: str | None,
+         population: int | None, calibration: tuple[str, ...], device: str, as_json: bool) -> None:
+    """Is MODEL (a state dict for the scenario's architecture) backdoored?
+
+    Plays it, inside the agent sandbox, against every model inspector, each
+    calibrated on the scenario's benign models (p-values), then combines them:
+    Fisher's method, and a probability fitted on the scenario's played trojans
+    and benign models where there are any. Nothing is stored but the cache.
+    """
+    from arena.present.scan_text import scan_text
+    from arena.results.store import Store, require_writable_home
+    from arena.run.scan import calibration_matches, scan as run_scan
+
+    sc = bind_data(_load(scenario))
+    require_writable_home()
+    files = [Path(f) for f in calibration]
+    shipped = SHIPPED_MATCHES / f"{sc.name}.matches.jsonl.gz"
+    if not files and shipped.is_file():
+        files.append(shipped)
+    store = Store()
+    try:
+        records, source = calibration_matches(sc, files, store)
+    finally:
+        store.close()
+    with _stdout_to_stderr():
+        report = run_scan(sc, Path(model), seed=seed, defenders=_split(defenders),
+                          trigger=Path(trigger) if trigger else None,
+                          population=population, calibration_records=records, calibration_source=source,
+                          device=device, progress=stderr_progress)
+    click.echo(_json(report.to_dict()) if as_json else scan_text(report))
+
+
 @main.command()
 @scenario_option
 @click.option("--seeds", type=click.IntRange(min=1), default=None,

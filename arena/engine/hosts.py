@@ -46,7 +46,7 @@ from typing import Any
 
 import torch
 
-from arena.config.specs import is_file_spec
+from arena.config.specs import own_file
 from arena.core.cache import pid_alive
 from arena.engine import wire
 from arena.core.errors import ArenaError, PluginError
@@ -374,7 +374,7 @@ def _child_main(conn: Any, role: str, spec: str, params: dict[str, Any], device:
     tempfile.tempdir = scratch
     torch.set_num_threads(threads)
     sys.stdout = sys.stderr  # an agent's prints never reach the referee's stdout (JSON output)
-    plugin_file = spec.partition(":")[0] if is_file_spec(spec) else None
+    plugin_file = own_file(spec)  # a plugin's source or a model's weights: the one user file it reads
     try:
         level = sandbox.enter(scratch, plugin_file, secret, allow_processes=compile_wanted(torch.device(device)))
     except OSError as exc:  # a kernel that offers a layer and then refuses it: play on, and say so
@@ -711,11 +711,11 @@ def open_host(role: str, spec: str, params: dict[str, Any], device: torch.device
     ``PluginError`` unchanged: they are the user's to fix, not a lost match."""
     if isolation not in ISOLATIONS:
         raise ArenaError(f"unknown isolation '{isolation}'", hint=f"use one of: {', '.join(ISOLATIONS)}")
-    from arena.config.specs import absolute_spec, canonical_spec, is_file_spec
+    from arena.config.specs import absolute_spec, canonical_spec
 
     if isolation == "inprocess":
         return InProcessHost(role, spec, params, device, memory_mb)
-    if not is_file_spec(spec):
+    if own_file(spec) is None:
         return ProcessHost(role, spec, params, device, memory_mb)
     # The agent keeps the name the referee's side gives it; its process gets the absolute path.
     host = ProcessHost(role, absolute_spec(spec), params, device, memory_mb)

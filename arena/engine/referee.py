@@ -44,7 +44,7 @@ from arena.api.models import ArchSpec, build_model
 from arena.engine.outcome import Control, attack_gate, decide, forfeit
 from arena.core.progress import Eta, Ticker
 from arena.core.stages import Stages
-from arena.config.specs import absolute_spec, canonical_spec, is_file_spec
+from arena.config.specs import absolute_spec, canonical_spec, own_file
 from arena.api.protocol import AttackContext, Agent, DefenseContext, RoundRecord
 from arena.engine.environment import environment
 from arena.engine.sandbox import weakest
@@ -323,9 +323,9 @@ class Referee:
         key = None
         if isinstance(agent, str):
             digest = None
-            if is_file_spec(agent):
+            if own_file(agent) is not None:
                 try:
-                    digest = hashlib.sha256(Path(agent.partition(":")[0]).read_bytes()).hexdigest()
+                    digest = hashlib.sha256(Path(own_file(agent)).read_bytes()).hexdigest()
                 except OSError:
                     digest = None
             key = (role, canonical_spec(agent), digest)
