@@ -11,7 +11,9 @@ Every model takes images in [0, 1] pixel space and normalizes inside
 - ``spec``: an ``ArchSpec`` from which ``build_model`` rebuilds it.
 
 A trojan whose architecture differs from the benign one (e.g. TrojanNet)
-ships its own ``ArchSpec`` with a different ``arch`` name.
+ships its own ``ArchSpec`` with a different ``arch`` name. Standard
+torchvision classifiers (``torchvision:resnet18`` ...) are split into the
+same contract by ``arena.api.tv_models``.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from typing import Any
 import torch
 from torch import nn
 import torch.nn.functional as F
+
+from arena.api.tv_models import offered, torchvision_parts
 
 
 @dataclass(frozen=True)
@@ -173,7 +177,24 @@ class SmallResNet(ArenaModel):
         return F.adaptive_avg_pool2d(fmap, 1).flatten(1)
 
 
-_BUILDERS = {"small-cnn": SmallCNN, "small-resnet": SmallResNet, "resnet18": ResNet18}
+class TorchvisionModel(ArenaModel):
+    """A torchvision classifier (``torchvision:NAME``) in the arena's contract: ``arena.api.tv_models``
+    splits it into backbone (to the last channel map), pool (to the penultimate vector) and head."""
+
+    def __init__(self, spec: ArchSpec) -> None:
+        backbone, pool, head, channels = torchvision_parts(spec)
+        super().__init__(spec, mask_channels=channels)
+        self.backbone, self.pool, self.head = backbone, pool, head
+
+    def _conv(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x)
+
+    def _pool(self, fmap: torch.Tensor) -> torch.Tensor:
+        return self.pool(fmap)
+
+
+_BUILDERS = {"small-cnn": SmallCNN, "small-resnet": SmallResNet, "resnet18": ResNet18,
+             **{name: TorchvisionModel for name in offered()}}
 
 
 def register_architecture(name: str, builder) -> None:
@@ -189,6 +210,8 @@ def known_architectures() -> list[str]:
 def build_model(spec: ArchSpec) -> nn.Module:
     """A fresh model of ``spec``'s architecture. Installed plugins' architectures (the
     ``arena.architectures`` entry points) are found by ``arena.plugins.build_architecture``."""
+    if spec.arch.startswith("torchvision:") and spec.arch not in _BUILDERS:
+        return TorchvisionModel(spec)  # raises, saying which names are offered and why not this one
     if spec.arch not in _BUILDERS:
         raise ValueError(f"unknown architecture '{spec.arch}'; known: {', '.join(known_architectures())} "
                          "(plugins add architectures through the 'arena.architectures' entry-point group)")
