@@ -176,3 +176,29 @@ def test_each_bad_folder_gets_one_clear_error(tmp_path, make, needle, hint):
 def test_malformed_dataset_tables_name_the_key(tmp_path, table, needle):
     with pytest.raises(ScenarioError, match=needle):
         load_scenario(str(_scenario(tmp_path, table)))
+
+
+def _idx(path: Path, arr: np.ndarray) -> None:
+    """An uncompressed IDX file (the MNIST format): magic 0x08 (uint8) and the shape, big-endian."""
+    header = bytes([0, 0, 0x08, arr.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in arr.shape)
+    path.write_bytes(header + arr.astype(np.uint8).tobytes())
+
+
+def test_a_torchvision_dataset_class_whose_files_are_on_disk(tmp_path):
+    """`[dataset] torchvision = "MNIST"` reads torchvision's own layout under `root`, never downloading."""
+    raw = tmp_path / "data" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(2)
+    for prefix, n in (("train", 120), ("t10k", 30)):
+        _idx(raw / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (n, 28, 28)))
+        _idx(raw / f"{prefix}-labels-idx1-ubyte", np.arange(n) % 10)
+    s = load_scenario(str(_scenario(tmp_path, '[dataset]\ntorchvision = "MNIST"\nroot = "data"\nsize = 16\n')))
+    info = scenario_info(s.dataset, s.dataset_source)
+    assert (info.name, info.num_classes, info.size, info.channels) == ("mnist", 10, 16, 1)
+    assert info.classes[0].startswith("0")  # torchvision's class names come along
+    # Absent files: one clear error, and no download unless asked for.
+    (tmp_path / "x").mkdir()
+    gone = load_scenario(str(_scenario(tmp_path / "x", '[dataset]\ntorchvision = "MNIST"\nroot = "nowhere"\n')))
+    with pytest.raises(DatasetNotFound, match="not found under") as err:
+        bind_data(gone)
+    assert "download = true" in (err.value.hint or "")

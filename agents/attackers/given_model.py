@@ -85,6 +85,11 @@ class GivenModel(Attacker):
         path = Path(self.path)
         state = _state_dict(path)
         model = copy.deepcopy(ctx.benign).cpu()
+        # A state dict of the bare network (an architecture the arena split by its graph, or saved
+        # before pruning) lacks the all-ones channel mask the arena adds: take the fresh model's.
+        for key, value in model.state_dict().items():
+            if key.endswith("feature_mask") and key not in state:
+                state[key] = value
         try:
             model.load_state_dict(state, strict=True)
         except RuntimeError as exc:

@@ -161,9 +161,9 @@ class TrojanNetModel(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.base.features(x)
 
-    def _pool(self, fmap: torch.Tensor) -> torch.Tensor:
+    def pool_features(self, fmap: torch.Tensor) -> torch.Tensor:
         # The base's conv-map -> features step, so layer-wise defenses (ABS) scan the original network.
-        return self.base._pool(fmap)
+        return self.base.pool_features(fmap)
 
     def classify(self, feats: torch.Tensor) -> torch.Tensor:
         """The wrapper's output for these (base) features when the MLP sees no trigger:

@@ -27,7 +27,8 @@ Layer: the stimulated neurons are the channels of ``model.conv_features`` (the
 last convolutional feature map, after Fine-Pruning's channel mask); as in ABS
 for convolutional layers, stimulating a channel sets its whole feature map to
 the value. The layers above are run by ``forward_from_conv``, which relies on
-the ArenaModel split ``forward(x) = classify(_pool(conv_features(x)))``. On
+the model contract's split ``forward(x) = classify(pool_features(conv_features(x)))``
+(``arena.api.models``; any classifier gets it through ``arena.api.generic``). On
 the tiny test scenario the conv channels single out BadNet's carrier
 (elevation difference 6.1-10.8 to the target over four draws of seed images,
 the next channel 0.5-3.0, the benign model's best 0.3-1.6), where the best
@@ -98,8 +99,8 @@ __all__ = ["ABS", "forward_from_conv", "stimulate", "select_candidates"]
 
 
 def forward_from_conv(model: nn.Module, fmap: torch.Tensor) -> torch.Tensor:
-    """Logits from a ``conv_features`` map: relies on ArenaModel's ``classify(_pool(conv_features(x)))`` split."""
-    return model.classify(model._pool(fmap))
+    """Logits from a ``conv_features`` map: the model contract's ``classify(pool_features(conv_features(x)))``."""
+    return model.classify(model.pool_features(fmap))
 
 
 def stimulate(model: nn.Module, fmap: torch.Tensor, values: torch.Tensor, max_images: int = 4096) -> torch.Tensor:

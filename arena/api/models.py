@@ -5,6 +5,9 @@ Every model takes images in [0, 1] pixel space and normalizes inside
 
 - ``features(x)``: the penultimate representation (for NSR, latent attacks,
   activation-based defenses);
+- ``conv_features(x)``, ``pool_features(fmap)``, ``classify(feats)`` and
+  ``head``: the same forward pass in three steps (last channel map, penultimate
+  vector, logits), for the layer-wise agents (ABS, Fine-Pruning);
 - ``feature_mask``: a per-channel buffer on the last convolutional feature
   map, all ones by default; Fine-Pruning zeroes entries to prune channels, and
   since it is a buffer it travels in the state dict;
@@ -26,6 +29,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from arena.api.generic import with_contract
 from arena.api.tv_models import offered, torchvision_parts
 
 
@@ -71,6 +75,10 @@ class ArenaModel(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self._pool(self.conv_features(x))
+
+    def pool_features(self, fmap: torch.Tensor) -> torch.Tensor:
+        """From a ``conv_features`` map to the penultimate vector (ABS stimulates the map and reads on)."""
+        return self._pool(fmap)
 
     def classify(self, feats: torch.Tensor) -> torch.Tensor:
         return self.head(feats)
@@ -215,7 +223,8 @@ def build_model(spec: ArchSpec) -> nn.Module:
     if spec.arch not in _BUILDERS:
         raise ValueError(f"unknown architecture '{spec.arch}'; known: {', '.join(known_architectures())} "
                          "(plugins add architectures through the 'arena.architectures' entry-point group)")
-    return _BUILDERS[spec.arch](spec)
+    # An architecture of one's own that does not expose the contract is split by its graph (arena.api.generic).
+    return with_contract(_BUILDERS[spec.arch](spec), spec)
 
 
 def clone(model: nn.Module) -> nn.Module:

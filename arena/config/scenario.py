@@ -30,6 +30,7 @@ import os
 import re
 import tomllib
 from dataclasses import dataclass, field
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
@@ -349,6 +350,8 @@ def _check_value(section: str, key: str, value: Any, annotation: Any, where: str
         raise ScenarioError(f"{where}: '{label}' = {value!r} is not a finite number",
                             hint="nan and inf are not allowed; use a finite number")
     choices = _CHOICES.get((section, key))
+    if (section, key) == ("", "architecture"):  # and the installed architecture plugins, by name
+        choices = (*ARCHITECTURES, *sorted(ep.name for ep in entry_points(group="arena.architectures")))
     if choices and value not in choices:
         raise ScenarioError(
             f"{where}: '{label}' = {value!r} is not allowed",

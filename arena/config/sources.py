@@ -113,7 +113,7 @@ def _resize(x: np.ndarray, size: int) -> np.ndarray:
     import torch
     import torch.nn.functional as F
 
-    t = torch.from_numpy(x).float()
+    t = torch.from_numpy(np.require(x, requirements="W")).float()  # PIL's arrays are read-only
     out = F.interpolate(t, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     return out.round().clamp_(0, 255).to(torch.uint8).numpy()
 
@@ -242,8 +242,10 @@ def read_torchvision(src: DatasetSource, split: str) -> tuple[np.ndarray, np.nda
     xs, ys = [], []
     for i in range(len(ds)):
         img, label = ds[i]
-        arr = np.asarray(img.convert("RGB" if src.channels != 1 else "L") if hasattr(img, "convert") else img,
-                         dtype=np.uint8)
+        if hasattr(img, "convert"):  # a PIL image: grayscale stays grayscale unless channels says otherwise
+            gray = img.mode in ("1", "L", "I", "I;16", "F")
+            img = img.convert("L" if (src.channels == 1 or (src.channels is None and gray)) else "RGB")
+        arr = np.asarray(img, dtype=np.uint8)
         xs.append(arr)
         ys.append(int(label))
     if len({a.shape for a in xs}) > 1 and src.size is None:
