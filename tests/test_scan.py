@@ -72,9 +72,14 @@ def test_scan_tells_a_trojan_from_a_benign_model(scan_setting):
 @pytest.mark.slow
 def test_scan_cli_json_and_a_match_against_the_given_model(scan_setting):
     _, toml, d = scan_setting
-    r = CliRunner().invoke(main, ["scan", str(d / "trojan.pt"), "-s", str(toml), "-d", "neuron-inspect", "--json"])
+    page = d / "page"
+    r = CliRunner().invoke(main, ["scan", str(d / "trojan.pt"), "-s", str(toml), "-d", "neuron-inspect,neural-cleanse",
+                                  "--json", "--html", str(page)])
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout)
+    html = (page / "index.html").read_text()
+    assert "neural-cleanse" in html and "Verdict:" in html
+    assert (page / "img" / "neural-cleanse.png").is_file() and 'src="img/neural-cleanse.png"' in html
     assert out["findings"][0]["defender"] == "neuron-inspect" and out["verdict"] in (
         "trojaned", "clean", "no evidence of a backdoor")
     assert len(out["sha256"]) == 64

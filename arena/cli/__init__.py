@@ -304,11 +304,14 @@ SHIPPED_MATCHES = Path(__file__).resolve().parents[2] / "leaderboards"  # a chec
 @click.option("--calibration", "calibration", multiple=True, type=click.Path(dir_okay=False, exists=True),
               help="Played matches (.matches.jsonl.gz) to calibrate the probability on, besides the store's "
                    "(default: also leaderboards/SCENARIO.matches.jsonl.gz where it exists).")
+@click.option("--html", "html_dir", type=click.Path(file_okay=False), default=None,
+              help="Also write the scan as a page with the recovered triggers: DIR/index.html.")
 @device_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the report.")
 @_friendly
 def scan(model: str, scenario: str, seed: int | None, defenders: tuple[str, ...], trigger: str | None,
-         population: int | None, calibration: tuple[str, ...], device: str, as_json: bool) -> None:
+         population: int | None, calibration: tuple[str, ...], html_dir: str | None, device: str,
+         as_json: bool) -> None:
     """Is MODEL (a state dict for the scenario's architecture) backdoored?
 
     Plays it, inside the agent sandbox, against every model inspector, each
@@ -336,6 +339,10 @@ def scan(model: str, scenario: str, seed: int | None, defenders: tuple[str, ...]
                           trigger=Path(trigger) if trigger else None,
                           population=population, calibration_records=records, calibration_source=source,
                           device=device, progress=stderr_progress)
+    if html_dir:
+        from arena.present.scan_page import write_scan_page
+
+        _say(f"scan page written to {write_scan_page(report, Path(html_dir))}")
     click.echo(_json(report.to_dict()) if as_json else scan_text(report))
 
 

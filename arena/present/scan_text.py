@@ -49,9 +49,10 @@ def scan_text(r: ScanReport) -> str:
             f"cross-entropy {c.cross_entropy:.2f} [{c.cross_entropy_interval[0]:.2f}, "
             f"{c.cross_entropy_interval[1]:.2f}] (95% seed-bootstrap intervals).")
     lines.append(f"Verdict: {r.verdict}.")
-    triggers = [(f.defender, f.trigger_png) for f in r.findings if f.trigger_png]
+    triggers = [(f.defender, f.trigger_pt) for f in r.findings if f.trigger_pt]
     if triggers:
-        lines += ["", "Recovered triggers (in the arena home):"] + [f"- {d}: {p}" for d, p in triggers]
+        lines += ["", "Recovered triggers (in the arena home; `--html DIR` draws them):"] + \
+            [f"- {d}: {p}" for d, p in triggers]
     faults = [(f.defender, f.fault) for f in r.findings if f.fault]
     if faults:
         lines += ["", "Failed:"] + [f"- {d}: {why}" for d, why in faults]

@@ -49,7 +49,7 @@ class Finding:
     suspected_target: int | None
     benign_indices: list[float]
     p_value: float | None
-    trigger_png: str | None = None
+    trigger_pt: str | None = None  # the recovered trigger (mask, pattern), relative to the arena home
     fault: str | None = None
 
 
@@ -284,4 +284,4 @@ def _finding(rec: MatchRecord, defender: str) -> Finding:
         defender=defender, flagged=d.get("flagged"), anomaly_index=None if aiv is None else float(aiv),
         suspected_target=d.get("suspected_target"), benign_indices=benign,
         p_value=rank_p_value(float(aiv), benign) if aiv is not None and benign else None,
-        trigger_png=(m.get("artifacts") or {}).get("recovered_trigger_png"))
+        trigger_pt=(m.get("artifacts") or {}).get("recovered_trigger_pt"))
