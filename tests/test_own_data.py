@@ -202,3 +202,32 @@ def test_a_torchvision_dataset_class_whose_files_are_on_disk(tmp_path):
     with pytest.raises(DatasetNotFound, match="not found under") as err:
         bind_data(gone)
     assert "download = true" in (err.value.hint or "")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("classes,shape,target", [(12, (20, 20, 3), 11), (3, (10, 10), 2)])
+def test_every_agent_plays_on_other_class_counts_and_sizes(tmp_path, classes, shape, target):
+    """Every attacker against no defence and badnet against every defender, at micro settings, on
+    twelve-class 20x20 colour and three-class 10x10 grayscale data: no agent assumes ten classes or
+    a 28- or 32-pixel image. (On 10x10, a 3x3 trigger covers 9% of the pixels, over the 5% area
+    budget: the attacks then lose at the gate, with that reason, as they should.)"""
+    import dataclasses
+
+    from arena.config.micro import MICRO_ATTACKERS, MICRO_DEFENDERS, overlay
+    from arena.plugins import discover
+
+    _npz(tmp_path / "data", classes, shape, n=100 * classes)
+    path = _scenario(tmp_path, '[dataset]\nnpz = "data"\n', f"\n[attack]\ntarget_class = {target}\n"
+                                                             "poison_fraction = 0.1\n")
+    sc = load_scenario(str(path))
+    sc = dataclasses.replace(sc, attackers=overlay(sc.attackers, MICRO_ATTACKERS),
+                             defenders=overlay(sc.defenders, MICRO_DEFENDERS))
+    referee = Referee(sc)
+    pairs = [(a, "none") for a in discover("attacker") if a != "blended"] + \
+            [("badnet", d) for d in discover("defender") if d != "none"]
+    broken = []
+    for a, d in pairs:
+        rec = referee.play(a, d, seed=0).record
+        if rec.status != "ok" or "forfeit" in rec.metrics:
+            broken.append(f"{a} vs {d}: {rec.error or rec.reason}")
+    assert broken == []
