@@ -427,3 +427,24 @@ def test_a_train_limit_too_small_for_a_side_is_a_clear_error(tmp_path):
     with pytest.raises(ScenarioError, match="attacker 0, defender 1") as err:
         make_splits(load_scenario(str(p)), 0)
     assert "train_limit" in err.value.hint
+
+
+def test_a_written_leaderboard_publishes_full_sandbox_matches_only(home, tiny_path, tiny, tmp_path):
+    """Matches whose agents ran under a weaker sandbox level stay out of a published leaderboard; the
+    pre-level matches (no level stored) and the 'full' ones stay in."""
+    from arena.results.store import Store
+
+    store_matches(tiny.name, tiny.digest, GAMES)
+    store = Store()
+    recs = store.matches(digest=tiny.digest)
+    weak = recs[0]
+    weak.metrics = {**weak.metrics, "sandbox": "process"}
+    store.save(weak)
+    store.close()
+    r = invoke("leaderboard", str(tiny_path), "--bootstrap", "10", "--write", "--out", str(tmp_path / "lb"))
+    assert r.exit_code == 0, r.output
+    assert "1 match(es) played under sandbox level process are left out" in r.output
+    import gzip
+    import json
+    written = [json.loads(line) for line in gzip.open(tmp_path / "lb" / "tiny.matches.jsonl.gz")]
+    assert len(written) == len(recs) - 1 and all(w["metrics"].get("sandbox") != "process" for w in written)

@@ -469,6 +469,17 @@ def leaderboard(scenario: str, write: bool, out: str, bootstrap: int, unit: str,
     if write:
         from arena.results.io import write_jsonl_gz
 
+        # Published tables stand on matches whose agents ran under the full sandbox (README, "Agents run
+        # apart"). Matches stored before levels were recorded (0.1.x: built-in agents only) carry none.
+        published = [r for r in records if (r.metrics or {}).get("sandbox") in (None, "full")]
+        if len(published) < len(records):
+            levels = sorted({str(r.metrics.get("sandbox")) for r in records} - {"None", "full"})
+            _say(f"note: {len(records) - len(published)} match(es) played under sandbox level {', '.join(levels)} "
+                 "are left out: a written leaderboard publishes 'full' only")
+            records = published
+            if not records:
+                raise ArenaError("no match of this scenario was played under the full sandbox: nothing to publish",
+                                 hint="play on a Linux 6.12+ machine with Landlock (README, sandbox levels)")
         md, csv = write_leaderboard(name, records, Path(out), bootstrap_rounds=bootstrap, unit=unit,
                                     model_fpr=budget)
         # The matches behind it, so anyone can refit it or replay a sample (`arena matches replay --from`).
