@@ -209,14 +209,6 @@ def make_agent(role: str, spec: str, params: dict[str, Any] | None = None) -> Ag
     return load_agent(role, spec, params).agent
 
 
-def build_revealed(revealed: Any) -> Agent:
-    """A fresh instance of a revealed defender (``arena.api.views.RevealedDefender``), the attacker's
-    own: changing it changes nothing on the referee's side."""
-    import copy
-
-    return make_agent("defender", revealed.name, copy.deepcopy(revealed.params))
-
-
 def _file_digest(path: Path) -> str | None:
     try:
         return hashlib.sha256(path.read_bytes()).hexdigest()[:16]

@@ -18,8 +18,13 @@ the one used, and why, lands in the match record (``notes["countermeasure"]``):
   the revealed defender on its *own* data (a surrogate: for MagNet a
   surrogate autoencoder trained on the attacker's images, as in the paper)
   and trains the model, and optimizes the trigger, on inputs reformed by it.
-  This is the generic rule "train through a revealed differentiable
-  transform", so a new reformer is attacked without new attacker code.
+  This is the generic rule "train through a revealed transform", so a new
+  reformer is attacked without new attacker code. Since version 3 the
+  revealed defender runs in a sandboxed process of its own, never in the
+  attacker's (``arena.engine.revealed``): its transform is asked remotely and
+  differentiated as the identity (BPDA, Athalye et al., ICML 2018), where
+  version 2 backpropagated through MagNet's autoencoder in this process. A
+  departure from the paper's white-box MagNet attack, for the sandbox.
 - Adversarial re-training (a sanitizer that exposes ``eps``), paper 6.3:
   the clean part of every training batch is replaced by PGD adversarial
   inputs with their true labels at the defender's ``eps`` and step, so the
@@ -36,7 +41,12 @@ the one used, and why, lands in the match record (``notes["countermeasure"]``):
   formula.
 - A filter whose ``score`` is differentiable in its input (probed on a few
   inputs of the surrogate deployment): the loss adds the stamped inputs'
-  score above the surrogate's threshold (weight ``score_weight``).
+  score above the surrogate's threshold (weight ``score_weight``). A
+  revealed defender's score, asked remotely, has no gradient: this applies
+  to defender objects handed to the attacker in-process (tests) only.
+- A revealed defender that fails in its own process (crash, time-out,
+  garbage): plain IMC, with the failure in the reason; it cannot make the
+  attacker forfeit.
 - Anything else (inspection other than ABS, a smoothing wrapper, nothing
   revealed): plain IMC, with the reason in the record.
 
@@ -83,7 +93,7 @@ class StripPlan:
 
 class AdaptiveIMC(IMC):
     name = "imc-adaptive"
-    version = "2"
+    version = "3"  # 3: the revealed defender in its own process, reformers trained through by BPDA
     adaptive = True
 
     def __init__(self, counter_fraction: float = 0.2, band: float = 0.15, ar_iters: int = 3,
@@ -219,7 +229,10 @@ class AdaptiveIMC(IMC):
                     f"{known}: ABS's single-neuron elevation penalized in the loss (weight {self.abs_weight * boost:g})")
         if d.category not in ("input_reformation", "input_filtering"):
             return None, None, f"no countermeasure for {known} ({d.category})"
-        dep = self._surrogate(ctx)
+        try:
+            dep = self._surrogate(ctx)
+        except RuntimeError as exc:  # the revealed defender failed in its own process (arena.engine.revealed)
+            return None, None, f"no countermeasure for {known}: the revealed defender failed ({exc})"
         if d.category == "input_reformation":
             if dep.transform is None:
                 return None, None, f"no countermeasure for {known}: its deployment has no input transform to train through"

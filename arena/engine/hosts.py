@@ -191,6 +191,9 @@ class AgentServer:
         )
         self.trojan: Any = None
         self.deployment: Any = None
+        # Questions to the referee while crafting (the revealed defender, ``arena.engine.revealed``):
+        # set by the host; None where nobody answers.
+        self.ask: Any = None
         self.predictor: Any = None  # the deployed model as predictions are asked of it (``_predictor``)
 
     def handle(self, cmd: str, payload: Any) -> Any:
@@ -206,17 +209,14 @@ class AgentServer:
         ctx = to_device(ctx, self.device)
         ctx.device = self.device
         ctx.progress = stderr_progress
-        if ctx.revealed is not None and getattr(self.agent, "adaptive", False):
-            # Only an adaptive attacker reads the defender. One the referee was handed as an object
-            # (a test's or a notebook's class) has no name this process can build it from: the
-            # attacker then sees the revealed data (name, category, version, parameters) alone.
-            from arena.plugins import build_revealed
+        if ctx.revealed is not None and getattr(self.agent, "adaptive", False) and self.ask is not None:
+            # Only an adaptive attacker reads the defender, and never its code: a proxy that asks the
+            # referee, which runs the defender in a sandboxed process of its own (arena.engine.revealed).
+            # A defender the referee was handed as an object (a test's or a notebook's) is not offered:
+            # the attacker then sees the revealed data (name, category, version, parameters) alone.
+            from arena.engine.revealed import RevealedProxy
 
-            try:
-                ctx.defender = build_revealed(ctx.revealed)
-            except PluginError as exc:
-                stderr_progress(f"the revealed defender cannot be built here ({exc}); "
-                                "the attacker sees its name, category and parameters only")
+            ctx.defender = RevealedProxy(ctx.revealed, self.ask)
         trojan = self.agent.craft(ctx)
         if not isinstance(trojan, Trojan):
             raise TypeError(f"craft() returned {type(trojan).__name__}, not arena.api.protocol.Trojan")
@@ -295,6 +295,16 @@ class AgentServer:
         x = x.to(self.device)
         xin = dep.transform(x) if dep.transform is not None else x
         return _cpu_copy(predict_proba(self.predictor, xin).float())
+
+    @torch.no_grad()
+    def cmd_transform(self, x: torch.Tensor) -> torch.Tensor:
+        """The deployment's input transform (identity without one): for an adaptive attacker's surrogate."""
+        dep = self.deployment
+        out = dep.transform(x.to(self.device)) if dep.transform is not None else x
+        if not isinstance(out, torch.Tensor) or out.shape != x.shape:
+            raise TypeError(f"the transform returned {type(out).__name__} of shape {tuple(getattr(out, 'shape', ()))} "
+                            f"for inputs of shape {tuple(x.shape)}")
+        return _cpu_copy(out.float())
 
     def cmd_score(self, x: torch.Tensor) -> torch.Tensor:
         out = self.deployment.score(x.to(self.device))
@@ -383,6 +393,7 @@ def _child_main(conn: Any, role: str, spec: str, params: dict[str, Any], device:
     try:
         server = AgentServer(role, spec, params, device)
         server.card = dataclasses.replace(server.card, sandbox=level)
+        server.ask = _asker(conn)
     except ArenaError as exc:  # unknown agent, failed import, rejected parameters: the user's to fix
         _send(conn, "plugin_error", str(exc))
         return
@@ -402,6 +413,21 @@ def _child_main(conn: Any, role: str, spec: str, params: dict[str, Any], device:
             _send(conn, "ok", server.handle(cmd, payload))
         except BaseException as exc:  # noqa: BLE001
             _send(conn, "error", _describe(exc))
+
+
+def _asker(conn: Any) -> Any:
+    """A question to the referee from inside a command (the revealed defender): send, then wait for the
+    answer on the same pipe. The referee answers between the command's start and its result."""
+    def ask(cmd: str, payload: Any) -> Any:
+        _send(conn, "ask", {"c": cmd, "p": payload})
+        message = wire.decode(conn.recv_bytes(), _referee_types(), build_model=_rebuild_cpu)
+        if not isinstance(message, dict) or message.get("c") not in ("answer", "refused"):
+            raise RuntimeError("the referee's answer is not one of the protocol")
+        if message["c"] == "refused":
+            raise RuntimeError(str(message["p"]))
+        return message["p"]
+
+    return ask
 
 
 def _send(conn: Any, status: str, value: Any) -> None:
@@ -526,8 +552,13 @@ def secret_paths() -> list[str]:
 def _answer(message: Any) -> tuple[str, Any]:
     """(status, value) of an agent's frame, or ("bad", why) when it is not one."""
     if not isinstance(message, dict) or set(message) != {"s", "v"} or \
-            message["s"] not in ("ok", "error", "plugin_error"):
+            message["s"] not in ("ok", "error", "plugin_error", "ask"):
         return "bad", "not an answer of the agent protocol"
+    if message["s"] == "ask":
+        v = message["v"]
+        if not (isinstance(v, dict) and set(v) == {"c", "p"} and isinstance(v["c"], str)):
+            return "bad", "a question that is not one of the protocol"
+        return "ask", v
     if message["s"] != "ok" and not isinstance(message["v"], str):
         return "bad", "an error without a message"
     return message["s"], message["v"]
@@ -583,6 +614,7 @@ class ProcessHost:
     def __init__(self, role: str, spec: str, params: dict[str, Any], device: torch.device,
                  memory_mb: int | None = None, start_seconds: float = 120.0) -> None:
         self.role, self.spec, self.memory_mb = role, spec, memory_mb
+        self.on_ask: Any = None  # answers the agent's questions during a command (arena.engine.revealed)
         ctx = _mp_context()
         self._conn, child = ctx.Pipe(duplex=True)
         from arena.api.training import match_threads
@@ -622,6 +654,9 @@ class ProcessHost:
                     self.kill()
                     raise self._fault("returned garbage", f"{what}: {exc}") from None
                 status, value = _answer(message)
+                if status == "ask":
+                    self._reply(value, deadline)
+                    continue
                 if status == "bad":
                     self.kill()
                     raise self._fault("returned garbage", f"{what}: {value}")
@@ -643,6 +678,22 @@ class ProcessHost:
                     self.kill()
                     raise self._fault("ran out of memory", f"{what} used {rss:.0f} MB, over its limit of "
                                                           f"{self.memory_mb} MB")
+
+    def _reply(self, question: dict[str, Any], deadline: float | None) -> None:
+        """Answer an agent's question within its command's time: an answer, or a refusal saying why."""
+        if self.on_ask is None:
+            reply = {"c": "refused", "p": "nobody answers questions in this command"}
+        else:
+            if hasattr(self.on_ask, "seconds") and deadline is not None:
+                self.on_ask.seconds = max(1.0, deadline - time.monotonic())
+            try:
+                reply = {"c": "answer", "p": self.on_ask(question["c"], question["p"])}
+            except Exception as exc:  # noqa: BLE001 - the defender's failure is the attacker's to handle
+                reply = {"c": "refused", "p": str(exc) or type(exc).__name__}
+        try:
+            self._conn.send_bytes(wire.encode(reply))
+        except (BrokenPipeError, OSError):
+            pass  # the agent died meanwhile: the wait that follows reports it
 
     def call(self, cmd: str, payload: Any, seconds: float | None) -> Any:
         if not self._proc.is_alive():
@@ -693,6 +744,14 @@ class InProcessHost:
         except Exception as exc:
             raise AgentFault(role, spec, "crashed in start", _describe(exc)) from exc
         self.card = self._server.card
+        self.on_ask: Any = None
+        self._server.ask = self._ask
+
+    def _ask(self, cmd: str, payload: Any) -> Any:
+        if self.on_ask is None:
+            raise RuntimeError("nobody answers questions in this command")
+        answer = self.on_ask(cmd, _copy_for_agent(payload))
+        return answer.clone() if isinstance(answer, torch.Tensor) else answer
 
     def call(self, cmd: str, payload: Any, seconds: float | None) -> Any:
         try:
@@ -748,7 +807,15 @@ def _types(*classes: type) -> dict[str, type]:
 
 
 # From an agent to the referee: its card and the plain summaries of its work; nothing else is built.
-AGENT_TYPES = _types(AgentCard, TrojanPayload, VerdictData, DeploymentSummary)
+def _agent_types() -> dict[str, type]:
+    """From an agent to the referee: its answers, and (an adaptive attacker's questions about the
+    revealed defender) the clean data it deploys a surrogate on."""
+    from arena.config.datasets import Tensors
+
+    return _types(AgentCard, TrojanPayload, VerdictData, DeploymentSummary, Tensors)
+
+
+AGENT_TYPES = _agent_types()
 
 
 def _referee_types() -> dict[str, type]:
@@ -760,4 +827,5 @@ def _referee_types() -> dict[str, type]:
     from arena.config.scenario import AttackSpec, Budgets, DataSpec, Training, TriggerSpec
 
     return _types(AttackContext, DefenseContext, RoundRecord, Trigger, AttackerScenario, DefenderScenario,
-                  RevealedDefender, DatasetInfo, Tensors, AttackSpec, Budgets, DataSpec, Training, TriggerSpec)
+                  RevealedDefender, DatasetInfo, Tensors, AttackSpec, Budgets, DataSpec, Training, TriggerSpec,
+                  DeploymentSummary, VerdictData)  # the last two: the revealed defender's answers

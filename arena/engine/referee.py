@@ -34,7 +34,7 @@ import arena
 from arena.engine.artifacts import save_recovered_trigger
 from arena.core.cache import ArtifactCache, digest_tensors, key_of
 from arena.core.keys import key_id, referee_key, secret_generator
-from arena.config.datasets import DATASET_INFO
+from arena.config.datasets import DATASET_INFO, Tensors
 from arena.config.splits import Splits, bind_data, make_splits
 from arena.engine.hosts import (AgentCard, AgentFault, DeploymentSummary, InProcessHost, TrojanPayload,
                              gpu_peak_mb, model_from_payload, open_host)
@@ -52,7 +52,8 @@ from arena.config.scenario import Scenario
 from arena.results.store import MatchRecord
 from arena.api.training import Progress, fit, match_threads, pinned_threads, predict_proba, resolve_device
 from arena.api.triggers import Trigger, make_trigger
-from arena.api.views import RevealedDefender, attack_view, defense_view, revealed_defender
+from arena.api.views import RevealedDefender, attack_view, defender_scenario, defense_view, revealed_defender
+from arena.engine.revealed import RevealedRelay
 
 
 @dataclass
@@ -356,6 +357,44 @@ class Referee:
         return defense_view(self.scenario, self.splits(seed), self.device,
                             secret_generator(self.key, seed, "defense", defender_name, label), history)
 
+    def _surrogate_view(self, seed: int, clean: Tensors, draw: int) -> DefenseContext:
+        """The revealed defender's context for an adaptive attacker's surrogate: the attacker's clean data
+        in place of the defender's set, the scenario's budgets, a generator from the attacker's draw."""
+        return DefenseContext(scenario=defender_scenario(self.scenario), clean=clean, info=self.splits(seed).info,
+                              device=self.device, generator=torch.Generator().manual_seed(draw), history=[])
+
+    def _question_problem(self, seed: int, cmd: str, payload: Any) -> str | None:
+        """Why an adaptive attacker's question about the revealed defender is malformed, or None."""
+        info = self.splits(seed).info
+        shape = (info.channels, info.size, info.size)
+
+        def inputs(x: Any, most: int) -> str | None:
+            if not isinstance(x, torch.Tensor) or x.dim() != 4 or tuple(x.shape[1:]) != shape:
+                return f"inputs must be N x {' x '.join(map(str, shape))}, got {tuple(getattr(x, 'shape', ()))}"
+            if not 1 <= len(x) <= most:
+                return f"{len(x)} inputs in one question (1 to {most})"
+            if not x.is_floating_point() or not torch.isfinite(x).all():
+                return "inputs must be finite floating-point values"
+            return None
+
+        if cmd in ("transform", "score"):
+            return inputs(payload, 4096)
+        if not (isinstance(payload, tuple) and len(payload) == 3):
+            return "deploy takes (model, clean data, seed)"
+        model, clean, draw = payload
+        if not (isinstance(model, dict) and set(model) == {"arch", "state"} and isinstance(model["arch"], dict)
+                and isinstance(model["state"], dict)
+                and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in model["state"].items())):
+            return "the model must be {'arch': spec, 'state': tensors}"
+        if not isinstance(clean, Tensors) or not isinstance(clean.y, torch.Tensor) or clean.y.dim() != 1 \
+                or len(clean.y) != len(clean.x) or clean.y.dtype != torch.int64:
+            return "the clean data must be Tensors with one int64 label per input"
+        if clean.y.numel() and not (0 <= int(clean.y.min()) and int(clean.y.max()) < info.num_classes):
+            return f"labels must lie in 0..{info.num_classes - 1}"
+        if type(draw) is not int:
+            return "the seed must be an integer"
+        return inputs(clean.x, len(self.splits(seed).attacker))
+
     def _trojan(self, attacker: AgentLike, a_card: AgentCard, d_card: AgentCard, defender: AgentLike,
                 seed: int, rnd: int, history: list[RoundRecord]) -> PlayedTrojan:
         """The round's trojan: from the cache, or crafted in the attacker's host (``AgentFault`` on failure)."""
@@ -383,6 +422,14 @@ class Referee:
         torch.manual_seed(seed * 7919 + rnd)
         limit = s.budgets.craft_seconds
         host = self._host("attacker", attacker)
+        relay = None
+        if a_card.adaptive and revealed is not None and isinstance(defender, str):
+            # The revealed defender answers the attacker from a sandboxed process of its own, within the
+            # attacker's craft time (arena.engine.revealed); its code never runs in the attacker's process.
+            relay = RevealedRelay(open_host=lambda: self._host("defender", defender),
+                                  context=lambda clean, s_: self._surrogate_view(seed, clean, s_),
+                                  check=lambda cmd, p: self._question_problem(seed, cmd, p), seconds=limit)
+            host.on_ask = relay
         try:
             ctx = self._attack_view(seed, rnd, a_card.name, revealed, category, history)
             payload: TrojanPayload = host.call("craft", ctx, limit)
@@ -408,6 +455,8 @@ class Referee:
             if problem is not None:
                 raise AgentFault("attacker", a_card.name, "returned garbage", problem)
         finally:
+            if relay is not None:
+                relay.close()
             host.close()
         stored = {"arch": payload.arch, "state": payload.state, "notes": json.dumps(payload.notes, default=str)}
         if trig is not None:
