@@ -18,7 +18,8 @@ from click.testing import CliRunner
 
 import arena.run.tournament
 from arena.core.cache import arena_home
-from arena.cli import _error_line, _json, main
+from arena.cli import main
+from arena.cli.common import _error_line, _json
 from arena.results.store import MatchRecord, Store
 from conftest import requires_fmnist
 

@@ -1,0 +1,256 @@
+"""Commands that publish: leaderboard, paper, report, trigger."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from arena.core.errors import ArenaError, ScenarioError
+from arena.config.scenario import (
+    DEFAULT_SCENARIO,
+    Scenario,
+    load_scenario,
+    looks_like_path,
+)
+from arena.api.training import stderr_progress
+from arena.cli.common import (_friendly, _shown, _say, _json, _stdout_to_stderr, _load, _setting, SEED,
+                              scenario_option, device_option)
+from arena.cli.group import main
+
+
+@main.command()
+@click.argument("scenario", default=DEFAULT_SCENARIO)
+@click.option("--write", is_flag=True, help="Write leaderboards/SCENARIO.md and .csv (SCENARIO: the scenario's name).")
+@click.option("--out", type=click.Path(file_okay=False), default="leaderboards", show_default=True,
+              help="Folder for --write.")
+@click.option("--bootstrap", type=click.IntRange(min=10), default=200, show_default=True,
+              help="Bootstrap rounds for the 95% intervals over matches (one seed, or --unit match).")
+@click.option("--unit", type=click.Choice(["seed", "match"]), default="seed", show_default=True,
+              help="Unit of the 95% intervals: seeds (each fitted on its own, Student's t over them; the "
+                   "matches of one seed share trojans and control runs) or single matches (a bootstrap; "
+                   "narrower, understates the uncertainty).")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object (ratings with intervals, ordering claims, usability, equilibrium) instead "
+                   "of the Markdown.")
+@_friendly
+def leaderboard(scenario: str, write: bool, out: str, bootstrap: int, unit: str, as_json: bool) -> None:
+    """Bradley-Terry ratings (95% CI over seeds), Elo, usability and the outcome matrix of a scenario.
+
+    SCENARIO is a scenario name or .toml path; a name with no scenario file
+    but with stored matches rates the matches of its most recent setting.
+    """
+    from arena.results.leaderboard import render_leaderboard, write_leaderboard
+    from arena.results.store import Store
+
+    store = Store(readonly=True)
+    name, digest, _ = _setting(store, scenario, "rating")
+    records = store.matches(digest=digest, status="ok")
+    store.close()
+    if not records:
+        raise ArenaError(f"no stored matches for scenario '{name}' (digest {digest})",
+                         hint=f"play some first: arena tournament --scenario {scenario}")
+    try:  # the scenario's own model-level budget, when its file is at hand
+        budget = _load(scenario).budgets.model_fpr
+    except ArenaError:
+        from arena.results.leaderboard import DEFAULT_MODEL_FPR as budget
+    if write:
+        from arena.results.io import write_jsonl_gz
+
+        # Published tables stand on matches whose agents ran under the full sandbox (README, "Agents run
+        # apart"). Matches stored before levels were recorded (0.1.x: built-in agents only) carry none.
+        published = [r for r in records if (r.metrics or {}).get("sandbox") in (None, "full")]
+        if len(published) < len(records):
+            levels = sorted({str(r.metrics.get("sandbox")) for r in records} - {"None", "full"})
+            _say(f"note: {len(records) - len(published)} match(es) played under sandbox level {', '.join(levels)} "
+                 "are left out: a written leaderboard publishes 'full' only")
+            records = published
+            if not records:
+                raise ArenaError("no match of this scenario was played under the full sandbox: nothing to publish",
+                                 hint="play on a Linux 6.12+ machine with Landlock (README, sandbox levels)")
+        md, csv = write_leaderboard(name, records, Path(out), bootstrap_rounds=bootstrap, unit=unit,
+                                    model_fpr=budget)
+        # The matches behind it, so anyone can refit it or replay a sample (`arena matches replay --from`).
+        jsonl = write_jsonl_gz(records, Path(md).with_name(f"{name}.matches.jsonl.gz"))
+        _say(f"wrote {_shown(Path(md))}, {_shown(Path(csv))} and {_shown(jsonl)}")
+    if as_json:
+        from arena.results.leaderboard import leaderboard_data
+
+        click.echo(_json(leaderboard_data(name, records, bootstrap_rounds=bootstrap, unit=unit, model_fpr=budget)))
+        return
+    md_text, _ = render_leaderboard(name, records, bootstrap_rounds=bootstrap, unit=unit, model_fpr=budget)
+    click.echo(md_text)
+
+
+@main.command()
+@click.argument("scenario", default=DEFAULT_SCENARIO)
+@click.option("--variant", "variants", multiple=True,
+              help="A scenario that changes one knob of SCENARIO (trigger alpha 0.8, trigger size 1, trigger shape "
+                   "random, attack.mixing, attack.from_scratch): its matches test the remarks that compare two "
+                   "settings. Name or .toml path; repeat for several.")
+@click.option("--matches", "sources", multiple=True, type=click.Path(dir_okay=False, exists=True),
+              help="Published matches (leaderboards/NAME.matches.jsonl.gz) instead of the store; repeat to add the "
+                   "variants' files.")
+@click.option("--development", is_flag=True,
+              help="Also use matches on the scenario's development seeds (rules were tuned on them; the page says so).")
+@click.option("--out", type=click.Path(dir_okay=False), default="docs/paper.md", show_default=True,
+              help="Markdown file to write.")
+@_friendly
+def paper(scenario: str, variants: tuple[str, ...], sources: tuple[str, ...], development: bool, out: str) -> None:
+    """Check the TrojanZoo paper's Remarks 1-16 and its Tables 5, 8 and 11 against stored matches.
+
+    Writes one Markdown page (per claim: the paper's numbers, our matched
+    condition, our number with its 95% interval over seeds, and a verdict)
+    and prints its path. Claims whose matches are missing are marked untested,
+    naming what to play.
+    """
+    from arena.results import paper as pp
+    from arena.results.store import Store
+
+    target = Path(out)
+    if not target.parent.is_dir():  # before reading anything: fail fast
+        raise ArenaError(f"cannot write {out}: the folder {target.parent} does not exist",
+                         hint="create the folder first, or choose another --out")
+    var_sc = [load_scenario(v) for v in variants]  # a variant's knobs come from its file
+    pool = []
+    if sources:
+        from arena.results.io import read_jsonl_gz
+
+        pool = [r for src in sources for r in read_jsonl_gz(Path(src))]
+        try:
+            sc: Scenario | None = load_scenario(scenario)
+            name = sc.name
+        except ScenarioError:
+            if looks_like_path(scenario):
+                raise
+            sc, name = None, scenario
+        main_recs = [r for r in pool if (r.scenario_digest == sc.digest if sc else r.scenario == name)]
+        var_recs = [[r for r in pool if r.scenario_digest == v.digest] for v in var_sc]
+        where = ", ".join(f"`{Path(s).name}`" for s in sources)
+    else:
+        store = Store(readonly=True)
+        try:
+            name, digest, sc = _setting(store, scenario, "checking")
+            main_recs = store.matches(digest=digest)
+            var_recs = [store.matches(digest=v.digest) for v in var_sc]
+        finally:
+            store.close()
+        where = "the match store"
+    if not any(r.status == "ok" for r in main_recs):
+        other = sum(r.scenario == name for r in pool) if sources else 0
+        _say(f"note: no finished matches of '{name}'" + (f" of this setting ({other} in the files were played "
+             "under another digest)" if other else "") + ": every claim that needs them is marked untested "
+             f"(play them with `arena tournament --scenario {scenario}`)")
+    command = " ".join(["arena paper", scenario] + [f"--variant {v}" for v in variants]
+                       + [f"--matches {s}" for s in sources] + (["--development"] if development else [])
+                       + ([f"--out {out}"] if out != "docs/paper.md" else []))
+    text = pp.render(main_recs, name, scenario=sc, variants=list(zip(var_sc, var_recs)), development=development,
+                     command=command, source=where, variant_specs=variants)
+    try:
+        target.write_text(text)
+    except OSError as exc:
+        raise ArenaError(f"cannot write {out}: {exc.strerror or exc}", hint="choose another --out") from None
+    click.echo(_shown(target))
+
+
+@main.command()
+@click.argument("scenario", default=DEFAULT_SCENARIO)
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Folder to write (default: <arena home>/reports/SCENARIO).")
+@click.option("--seed", type=SEED, default=None,
+              help="Seed of the galleries and front-page recovered triggers (default: the lowest stored).")
+@click.option("--galleries/--no-galleries", default=True, show_default=True,
+              help="Draw each attacker's gallery (its trojan comes from the cache; crafted once if missing).")
+@click.option("--inputs", type=click.IntRange(1, 10), default=4, show_default=True,
+              help="Test inputs per gallery.")
+@click.option("--bootstrap", type=click.IntRange(min=10), default=200, show_default=True,
+              help="Bootstrap rounds for the 95% intervals.")
+@click.option("--unit", type=click.Choice(["seed", "match"]), default="seed", show_default=True,
+              help="Bootstrap unit for the 95% intervals (as for `arena leaderboard`).")
+@device_option
+@_friendly
+def report(scenario: str, out: str | None, seed: int | None, galleries: bool, inputs: int, bootstrap: int,
+           unit: str, device: str) -> None:
+    """Write a static HTML report of a scenario's stored matches and print where.
+
+    Ratings with intervals, the attacker x defender heatmap (each cell links
+    to its match's page), ASR against CAD, a gallery per attacker (clean,
+    stamped, difference, magnified) and the triggers inspectors recovered.
+    The folder is self-contained: open index.html in any browser.
+    """
+    from arena.present.report import default_folder, write_report
+    from arena.results.store import Store
+
+    store = Store(readonly=True)
+    try:
+        name, digest, sc = _setting(store, scenario, "reporting")
+        records = store.matches(digest=digest)
+    finally:
+        store.close()
+    if not any(r.status == "ok" for r in records):
+        from arena.present.report import ReportError
+
+        raise ReportError(f"no stored matches for scenario '{name}': run `arena tournament --scenario {scenario}` "
+                          "first" + (f" ({len(records)} stored match(es) failed)" if records else ""),
+                          hint="see what is stored with `arena matches list`")
+    folder = Path(out) if out else default_folder(name)
+    if galleries and sc is not None:
+        from arena.results.store import require_writable_home
+
+        require_writable_home()  # a trojan missing from the cache is crafted and cached
+    with _stdout_to_stderr():
+        summary = write_report(name, digest, records, folder, scenario=sc, seed=seed, galleries=galleries,
+                               inputs=inputs, device=device, bootstrap_rounds=bootstrap, unit=unit,
+                               progress=stderr_progress)
+    for note in summary.notes:
+        _say(f"note: {note}")
+    _say(f"report of {summary.matches} match(es), {len(summary.galleries)} attacker galleries, "
+         f"{summary.recovered} recovered trigger(s)")
+    click.echo(_shown(summary.index))
+
+
+@main.group()
+def trigger() -> None:
+    """Pictures of an attacker's trigger."""
+
+
+@trigger.command("show")
+@click.argument("attacker")
+@scenario_option
+@click.option("--seed", type=SEED, default=None, help="Seed (default: the scenario's first seed).")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="PNG file to write (default: <arena home>/triggers/SCENARIO/ATTACKER-seedN.png).")
+@click.option("--inputs", type=click.IntRange(1, 10), default=4, show_default=True,
+              help="Test inputs to show (one per class).")
+@device_option
+@_friendly
+def trigger_show(attacker: str, scenario: str, seed: int | None, out: str | None, inputs: int, device: str) -> None:
+    """Save the gallery of ATTACKER as a PNG and print its path.
+
+    For a few test inputs: clean, stamped with the attacker's trigger, their
+    difference, and the difference magnified. The trojan comes from the cache
+    when a match crafted it before; otherwise it is crafted (and cached) now.
+    """
+    from arena.present.gallery import collect_gallery, save_gallery
+    from arena.plugins import resolve
+    from arena.engine.referee import Referee
+    from arena.present.report import ReportError, slug
+    from arena.results.store import require_writable_home
+
+    sc = _load(scenario)
+    resolve("attacker", attacker)  # an unknown name fails here, before any training
+    if out is not None and not out.lower().endswith(".png"):
+        raise click.BadParameter(f"'{out}' does not end in .png (the gallery is written as a PNG)",
+                                 param_hint="--out")
+    seed = sc.seeds[0] if seed is None else seed
+    home = require_writable_home()  # the trojan is cached there
+    target = Path(out) if out else home / "triggers" / slug(sc.name) / f"{slug(attacker)}-seed{seed}.png"
+    referee = Referee(sc, device=device, progress=stderr_progress)
+    with _stdout_to_stderr():  # craft() pins threads as a match does: the trojan a match would cache
+        g = collect_gallery(referee, attacker, seed, inputs)
+    try:
+        save_gallery(g, target)
+    except OSError as exc:
+        raise ReportError(f"cannot write {target}: {exc.strerror or exc}",
+                          hint="choose another file with --out") from None
+    click.echo(_shown(target))
