@@ -247,3 +247,25 @@ def test_leaderboard_says_when_pairs_never_met():
     md, _ = render(cut)
     assert ("**Incomplete:** 2 of 16 attacker-defender pairs have no match (n/a in the outcome matrix); "
             "attackers with unplayed pairs: imc-adaptive.") in md
+
+
+def test_match_endings_tell_a_failed_trojan_from_a_stopped_attack():
+    from arena.results.endings import ending, endings
+    from arena.results.store import MatchRecord
+
+    def rec(defender, outcome, reason, asr=0.9, base=0.1):
+        return MatchRecord(scenario="s", scenario_digest="d", attacker="a", attacker_version="1", defender=defender,
+                           defender_version="1", seed=0, rounds=1, status="ok", outcome=outcome, reason=reason,
+                           metrics={"attack": {"asr": asr, "base_rate": base}})
+
+    cases = [
+        rec("strip", 0.0, "attacker gate: the trojan loses 6.0 points of clean accuracy"),
+        rec("strip", 1.0, "defender gate: the filter rejects 30% of clean inputs"),
+        rec("strip", 0.1, "10% of trigger inputs pass the deployment and hit the target"),
+        rec("none", 0.05, "5% of trigger inputs pass", asr=0.15),  # the backdoor never worked
+        rec("strip", 0.9, "90% of trigger inputs pass"),
+        rec("strip", 0.0, "attacker forfeits: attacker 'a' crashed in craft"),
+    ]
+    assert [ending(r) for r in cases] == ["attacker_gate", "defender_gate", "stopped", "weak", "through",
+                                          "attacker_forfeit"]
+    assert sum(endings(cases, "attacker")["a"].values()) == len(cases)

@@ -21,6 +21,7 @@ import pandas as pd
 from tabulate import tabulate
 
 from arena.results.detection import DetectionROC, detection_rocs
+from arena.results.endings import ENDINGS, endings
 from arena.core.errors import ArenaError
 from arena.api.protocol import CATEGORIES
 from arena.results.ratings import (ATTACKER, BASE_RATING, DEFAULT_ANCHOR, DEFENDER, SEED, Game, PairClaim,
@@ -274,6 +275,31 @@ def _detection_section(rocs: Sequence[DetectionROC]) -> list[str]:
     ]
 
 
+def _endings_section(records: Sequence[MatchRecord]) -> list[str]:
+    """How the rated matches ended, per attacker: a trojan that failed its own gate apart from an attack
+    a defence stopped (``arena.results.endings``)."""
+    table = endings(records, "attacker")
+    if not table:
+        return []
+    used = [(k, t) for k, t in ENDINGS if any(c[k] for c in table.values())]
+    rows = [[name, str(sum(c.values()))] + [str(c[k]) for k, _ in used] for name, c in table.items()]
+    return [
+        "## How the matches ended",
+        "",
+        "Per attacker, its rated matches by how they ended. *Trojan failed the attacker gate*: the attack never "
+        "reached the defender (too costly in clean accuracy, a trigger over the perturbation budget, or not "
+        "finite), and *too weak without a defence*: its own success, (ASR - base rate) / (1 - base rate), was "
+        "under 0.5 before any defence; neither is an attack a defence stopped, although all three score 0. "
+        "*Defence failed its gate*: "
+        "the deployment cost too much clean accuracy or rejected too many clean inputs, which scores 1 without "
+        "the attack getting through any defence.",
+        "",
+        tabulate(rows, headers=["attacker", "matches"] + [t for _, t in used], tablefmt="github",
+                 disable_numparse=True, colalign=("left",) + ("right",) * (len(used) + 1)),
+        "",
+    ]
+
+
 def _coverage_lines(matrix: pd.DataFrame) -> list[str]:
     """A warning when some attacker-defender pairs never met (a tournament cut short, or a subset played).
 
@@ -294,7 +320,8 @@ def _coverage_lines(matrix: pd.DataFrame) -> list[str]:
 def render_markdown(scenario_name: str, ratings: RatingTable, matrix: pd.DataFrame, n_matches: int,
                     categories: Mapping[str, str] | None = None,
                     detection: Sequence[DetectionROC] | None = None, seed_list: Sequence[int] = (),
-                    usable: Sequence[Usability] = (), games: Sequence[Game] = ()) -> str:
+                    usable: Sequence[Usability] = (), games: Sequence[Game] = (),
+                    rated: Sequence[MatchRecord] = ()) -> str:
     """The leaderboard as Markdown: header, ratings table, a note on how to read it, the orderings the
     intervals support, per-category defender tables (when ``categories``, defender name -> category as from
     ``defender_categories``, names any), the outcome matrix."""
@@ -347,6 +374,7 @@ def render_markdown(scenario_name: str, ratings: RatingTable, matrix: pd.DataFra
     lines += _usability_section(usable)
     lines += _claims_section(ratings)
     lines += _roster_section(games, matrix, ratings.unit)
+    lines += _endings_section(rated)
     if categories:  # none stored (older matches): one "unknown" table would only repeat the defenders
         lines += _category_sections(ratings, categories)
     if detection:
@@ -411,6 +439,8 @@ def leaderboard_data(scenario_name: str, records: Iterable[MatchRecord], bootstr
                       for cs in claims.values() for c in cs if c.ordered],
         "usability": [{**dataclasses.asdict(u), "rate": u.rate, "usable": u.usable} for u in judged],
         "equilibrium": dataclasses.asdict(eq),
+        "endings": {role: {name: dict(c) for name, c in endings(rated, role).items()}
+                    for role in ("attacker", "defender")},
     }
 
 
@@ -427,7 +457,7 @@ def render_leaderboard(scenario_name: str, records: Iterable[MatchRecord], boots
     categories = defender_categories(records)
     return (render_markdown(scenario_name, ratings, outcome_matrix(rated), len(games), categories,
                             detection_rocs(records), seed_list=sorted({g.cluster for g in games}), usable=judged,
-                            games=games),
+                            games=games, rated=rated),
             render_csv(ratings, categories))
 
 
