@@ -257,3 +257,34 @@ def test_the_metrics_page_is_the_glossary():
     from arena.present.match_text import glossary_markdown
 
     assert (Path(__file__).resolve().parents[1] / "docs" / "metrics.md").read_text() == glossary_markdown()
+
+
+def test_heatmap_orders_by_rating_and_category_and_marks_gate_decided_cells(tmp_path):
+    from arena.present.charts import heatmap_figure
+    from arena.results.endings import cell_marks
+    from arena.results.leaderboard import games_from_records, ordered_matrix, outcome_matrix
+    from arena.results.ratings import rate
+    from arena.results.store import MatchRecord
+
+    def rec(a, d, seed, outcome, reason="x"):
+        return MatchRecord(scenario="s", scenario_digest="d", attacker=a, attacker_version="1", defender=d,
+                           defender_version="1", seed=seed, rounds=1, status="ok", outcome=outcome, reason=reason,
+                           metrics={"attack": {"asr": 0.9, "base_rate": 0.0}})
+
+    recs = []
+    for seed in (0, 1):
+        recs += [rec("weak", "strip", seed, 0.1), rec("weak", "neural-cleanse", seed, 0.2),
+                 rec("weak", "none", seed, 0.6), rec("strong", "strip", seed, 0.9),
+                 rec("strong", "neural-cleanse", seed, 0.0, "attacker gate: the trojan loses 6.0 points"),
+                 rec("strong", "none", seed, 1.0), rec("weak", "fine-pruning", seed, 1.0, "defender gate: costs 9"),
+                 rec("strong", "fine-pruning", seed, 0.8)]
+    categories = {"strip": "input_filtering", "neural-cleanse": "model_inspection", "none": "none",
+                  "fine-pruning": "model_sanitization"}
+    m = ordered_matrix(outcome_matrix(recs), rate(games_from_records(recs)), categories)
+    assert list(m.index) == ["strong", "weak"]
+    assert list(m.columns) == ["none", "strip", "fine-pruning", "neural-cleanse"]  # CATEGORIES order
+    marks = cell_marks(recs)
+    assert marks == {("strong", "neural-cleanse"): "A", ("weak", "fine-pruning"): "D"}
+    fig, boxes = heatmap_figure(m, marks, legend="corner marks")
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert texts.count("A") == 1 and texts.count("D") == 1 and len(boxes) == 8

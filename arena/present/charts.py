@@ -92,11 +92,13 @@ class CellBox:
         return f"{self.left},{self.top},{self.right},{self.bottom}"
 
 
-def heatmap_figure(matrix: pd.DataFrame) -> tuple[Figure, dict[tuple[str, str], CellBox]]:
+def heatmap_figure(matrix: pd.DataFrame, marks: Mapping[tuple[str, str], str] | None = None,
+                   legend: str = "") -> tuple[Figure, dict[tuple[str, str], CellBox]]:
     """The attacker x defender matrix of mean outcomes, coloured from defender wins (blue) to attacker wins
     (red), each cell labelled; and each cell's box in the PNG (save with ``arena.present.gallery.save_figure``).
 
-    Pairs that never met are grey and get no box.
+    Pairs that never met are grey and get no box. ``marks`` (pair -> short text, e.g. "A") is written
+    small in the corner of a cell decided by a gate or a forfeit, ``legend`` under the axes.
     """
     attackers, defenders = [str(a) for a in matrix.index], [str(d) for d in matrix.columns]
     values = matrix.to_numpy(dtype=float) if len(attackers) and len(defenders) else np.zeros((0, 0))
@@ -112,12 +114,18 @@ def heatmap_figure(matrix: pd.DataFrame) -> tuple[Figure, dict[tuple[str, str], 
             v = values[i, j]
             text, dark = ("-", False) if math.isnan(v) else (f"{v:.2f}", abs(v - 0.5) > 0.3)
             ax.text(j, i, text, ha="center", va="center", fontsize=9, color="white" if dark else "black")
+            mark = (marks or {}).get((attackers[i], defenders[j]))
+            if mark:
+                ax.text(j + 0.45, i - 0.45, mark, ha="right", va="top", fontsize=7, fontweight="bold",
+                        color="white" if dark else "black")
     ax.set_xticks(range(len(defenders)), defenders, rotation=40, ha="right", fontsize=9)
     ax.set_yticks(range(len(attackers)), attackers, fontsize=9)
     ax.set_xlabel("defender", fontsize=9)
     ax.set_ylabel("attacker", fontsize=9)
     bar = fig.colorbar(image, ax=ax, fraction=0.05, pad=0.02)
     bar.set_label("attacker's mean score over seeds\n(0: defender wins, 1: attacker wins)", fontsize=8)
+    if legend:
+        ax.set_title(legend, fontsize=8, loc="left")
     fig.canvas.draw()  # lay the figure out, so data coordinates map to the pixels savefig will write
     height = fig.bbox.height
     boxes: dict[tuple[str, str], CellBox] = {}

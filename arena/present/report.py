@@ -45,8 +45,9 @@ from arena.present.charts import AttackPoint, CellBox, asr_cad_figure, heatmap_f
 from arena.core.errors import ArenaError
 from arena.present.gallery import (collect_gallery, load_trigger_tensors, save_figure, save_gallery,
                            save_recovered_trigger_png)
-from arena.results.leaderboard import (DEFAULT_MODEL_FPR, defender_categories, games_from_records, outcome_matrix,
-                                       rated_records)
+from arena.results.endings import MARKS, cell_marks
+from arena.results.leaderboard import (DEFAULT_MODEL_FPR, defender_categories, games_from_records, ordered_matrix,
+                                       outcome_matrix, rated_records)
 from arena.present.match_text import GLOSSARY, match_report, verdict
 from arena.results.ratings import SEED, Rating, RatingTable, rate
 from arena.results.store import MatchRecord
@@ -213,8 +214,12 @@ def _ratings_section(table: RatingTable, categories: dict[str, str]) -> list[str
     ]
 
 
+MARK_LEGEND = "corner marks: " + "; ".join(f"{m} {why}" for m, why in dict(MARKS.values()).items())
+
+
 def _heatmap_section(matrix: pd.DataFrame, boxes: dict[tuple[str, str], CellBox], size: tuple[int, int],
-                     by_pair: dict[tuple[str, str], list[MatchRecord]]) -> list[str]:
+                     by_pair: dict[tuple[str, str], list[MatchRecord]], marks: dict[tuple[str, str], str],
+                     categories: dict[str, str]) -> list[str]:
     from matplotlib import colormaps
     from matplotlib.colors import to_hex
 
@@ -225,7 +230,8 @@ def _heatmap_section(matrix: pd.DataFrame, boxes: dict[tuple[str, str], CellBox]
         v = float(matrix.loc[a, d])
         areas.append(f'<area shape="rect" coords="{box.coords}" href="{_e(_match_href(first))}" '
                      f'alt="{_e(a)} vs {_e(d)}: {v:.3f}" title="{_e(a)} vs {_e(d)}: {v:.3f}">')
-    head = ["attacker \\ defender", *[str(c) for c in matrix.columns]]
+    head = ["attacker \\ defender",
+            *[f"{c} ({categories.get(str(c), '?').replace('_', ' ')})" for c in matrix.columns]]
     rows = []
     for a in matrix.index:
         cells = [f'<a href="{_e(attacker_page(str(a)))}">{_e(a)}</a>']
@@ -238,14 +244,20 @@ def _heatmap_section(matrix: pd.DataFrame, boxes: dict[tuple[str, str], CellBox]
             colour = to_hex(cmap(v))
             seeds = " ".join(f'<a href="{_e(_match_href(r))}">s{r.seed}</a>' for r in recs)
             text = "white" if abs(v - 0.5) > 0.3 else "black"
+            mark = marks.get((str(a), str(d)), "")
+            sup = (f'<sup title="{_e("; ".join(why for m, why in dict(MARKS.values()).items() if m in mark))}">'
+                   f"{_e(mark)}</sup>" if mark else "")
             cells.append(f'<span style="display:block;background:{colour};color:{text};padding:0 0.3em">'
-                         f'<a href="{_e(_match_href(recs[0]))}">{v:.3f}</a></span>'
+                         f'<a href="{_e(_match_href(recs[0]))}">{v:.3f}</a>{sup}</span>'
                          + (f'<small>{seeds}</small>' if len(recs) > 1 else ""))
         rows.append(cells)
     return [
         '<h2 id="heatmap">Outcomes: attacker x defender</h2>',
-        "<p>Mean attacker score over seeds (1: the attacker wins, 0: the defender wins). Click a cell to open "
-        "its match (the lowest seed; the table links every seed).</p>",
+        "<p>Mean attacker score over seeds (1: the attacker wins, 0: the defender wins). Attackers are ordered "
+        "by rating, strongest first; defenders grouped by category, strongest first within each. A corner "
+        f"mark says a gate or a forfeit decided some of the cell's matches ({_e(MARK_LEGEND.split(': ', 1)[1])}"
+        "): there the attack never met the defence. Click a cell to open its match (the lowest seed; the table "
+        "links every seed).</p>",
         f'<div class="scroll">{_img("img/heatmap.png", "Heatmap of mean outcomes", usemap="heatmap", size=size)}'
         "</div>",
         '<map name="heatmap">', *areas, "</map>",
@@ -347,8 +359,11 @@ def write_report(name: str, digest: str, records: Sequence[MatchRecord], out: Pa
     rated, _ = rated_records(ok, scenario.budgets.model_fpr if scenario is not None else DEFAULT_MODEL_FPR)
     table = rate(games_from_records(rated), bootstrap_rounds=bootstrap_rounds, unit=unit)
     save_figure(ratings_figure(table), out / "img" / "ratings.png")
-    matrix = outcome_matrix(ok)
-    fig, boxes = heatmap_figure(matrix)
+    # Attackers by rating, defenders by category and rating; a cell a gate or a forfeit decided is marked.
+    categories = defender_categories(records)
+    matrix = ordered_matrix(outcome_matrix(ok), table, categories)
+    marks = cell_marks(ok)
+    fig, boxes = heatmap_figure(matrix, marks, legend=MARK_LEGEND if marks else "")
     save_figure(fig, out / "img" / "heatmap.png")
     size = (round(fig.bbox.width), round(fig.bbox.height))
     points = attack_points(ok)
@@ -389,8 +404,8 @@ def write_report(name: str, digest: str, records: Sequence[MatchRecord], out: Pa
         '<nav><a href="#heatmap">Heatmap</a><a href="#ratings">Ratings</a><a href="#asr-cad">ASR vs CAD</a>'
         '<a href="#galleries">Galleries</a><a href="#recovered">Recovered triggers</a>'
         '<a href="#matches">All matches</a></nav>',
-        *_heatmap_section(matrix, boxes, size, by_pair),
-        *_ratings_section(table, defender_categories(records)),
+        *_heatmap_section(matrix, boxes, size, by_pair, marks, categories),
+        *_ratings_section(table, categories),
         *_asr_section(points),
         *_gallery_section(attackers, pictures, gallery_note, scenario, shown_seed),
         *_inspector_section(ok, recovered, shown_seed),

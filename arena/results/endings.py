@@ -51,6 +51,25 @@ def ending(rec: MatchRecord) -> str:
     return "stopped"
 
 
+# The mark a heatmap cell gets when a gate or a forfeit decided some of its matches, and what it says.
+MARKS: dict[str, tuple[str, str]] = {
+    "attacker_gate": ("A", "the trojan failed the attacker gate"),
+    "defender_gate": ("D", "the defence failed its gate"),
+    "attacker_forfeit": ("F", "a side forfeited"),
+    "defender_forfeit": ("F", "a side forfeited"),
+}
+
+
+def cell_marks(records: Iterable[MatchRecord]) -> dict[tuple[str, str], str]:
+    """Per (attacker, defender): the marks (``MARKS``) of the endings that decided some of its matches
+    without the attack meeting the defence, e.g. ``"A"`` or ``"DF"``; pairs with none are left out."""
+    marks: dict[tuple[str, str], set[str]] = {}
+    for r in records:
+        if r.status == "ok" and r.outcome is not None and ending(r) in MARKS:
+            marks.setdefault((r.attacker, r.defender), set()).add(MARKS[ending(r)][0])
+    return {pair: "".join(sorted(m)) for pair, m in marks.items()}
+
+
 def endings(records: Iterable[MatchRecord], role: str) -> dict[str, Counter]:
     """Per attacker (``role="attacker"``) or defender: how many of its scored matches ended each way."""
     out: dict[str, Counter] = {}

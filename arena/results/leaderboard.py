@@ -92,6 +92,21 @@ def outcome_matrix(records: Iterable[MatchRecord]) -> pd.DataFrame:
     return matrix
 
 
+def ordered_matrix(matrix: pd.DataFrame, ratings: RatingTable, categories: Mapping[str, str]) -> pd.DataFrame:
+    """``matrix`` with attackers by rating (strongest first) and defenders grouped by category (in
+    ``CATEGORIES`` order) and by rating within each; agents the ratings leave out go last, by name."""
+    score = {(r.role, r.name): r.rating for r in ratings}
+    order = {c: i for i, c in enumerate(CATEGORIES)}
+
+    def rank(role: str, name: str) -> tuple[float, str]:
+        return (-score.get((role, name), -math.inf), name)
+
+    rows = sorted(matrix.index, key=lambda a: rank(ATTACKER, str(a)))
+    cols = sorted(matrix.columns, key=lambda d: (order.get(categories.get(str(d), ""), len(order)),
+                                                 *rank(DEFENDER, str(d))))
+    return matrix.loc[rows, cols]
+
+
 def _num(v: float, fmt: str) -> str:
     return "n/a" if v is None or math.isnan(v) else format(v, fmt)
 
