@@ -24,10 +24,8 @@ attacker shares, was set by checking BadNet's ASR and CAD on its seed 0
 (benchmarks/bench_match.py), one of its development seeds 0-2; its test seeds
 10-14 played no part.
 
-Assumes: Any number of classes (2 or more) and any square image size the arena
-loads (8 pixels or more); played on 3 to 12 classes and 10 to 32 pixels in the
-tests (tests/test_own_data.py). It reads the model's outputs (and gradients)
-only, so it plays on any architecture.
+Assumes: the data of any scenario (``arena_agents``); reads outputs and
+gradients only.
 """
 
 from __future__ import annotations

@@ -23,10 +23,8 @@ Tuning: PGD settings from the paper's Table 20; ``refresh_every`` (10) and the
 order of the PGD phases are ours, checked on the tiny test scenario, seed 0
 (tests). The record shows no default here chosen on fmnist-cnn matches.
 
-Assumes: Any number of classes (2 or more) and any square image size the arena
-loads (8 pixels or more); played on 3 to 12 classes and 10 to 32 pixels in the
-tests (tests/test_own_data.py). It reads the model's outputs (and gradients)
-only, so it plays on any architecture.
+Assumes: the data of any scenario (``arena_agents``); reads outputs and
+gradients only.
 """
 
 from __future__ import annotations

@@ -65,11 +65,9 @@ and ``score_weight`` (1.0) are our untuned values, checked on the same
 scenario; ``ar_iters`` (3) was set for CPU cost. The record shows no default
 here chosen on fmnist-cnn matches.
 
-Assumes: Any number of classes (2 or more) and any square image size the arena
-loads (8 pixels or more); played on 3 to 12 classes and 10 to 32 pixels in the
-tests (tests/test_own_data.py). It reads outputs and gradients; its ABS
-countermeasure also reads ``conv_features`` and is left out on a model without
-it.
+Assumes: the data of any scenario (``arena_agents``); reads outputs and
+gradients, and its ABS countermeasure ``conv_features`` (left out on a model
+without it).
 """
 
 from __future__ import annotations

@@ -54,12 +54,8 @@ Tuning: defaults from the paper's Table 20; ``preprocess_at`` (25%) and
 measurements above). The record shows no default here chosen on fmnist-cnn
 matches.
 
-Assumes: Any number of classes (2 or more) and any square image size the arena
-loads (8 pixels or more); played on 3 to 12 classes and 10 to 32 pixels in the
-tests (tests/test_own_data.py). It needs the penultimate layer (``features``):
-the model contract of ``arena.api.models``, which torchvision architectures
-and any architecture ``torch.fx`` can split have (``arena.api.generic``); on
-one that cannot be split it fails with that reason.
+Assumes: the data of any scenario (``arena_agents``); reads the penultimate
+layer (``features``).
 """
 
 from __future__ import annotations

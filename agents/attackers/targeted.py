@@ -36,10 +36,8 @@ Tuning: TB has no parameter of its own and nothing was tuned; the
 tiny-scenario numbers above were measured, not used to set a default (the 20%
 / 3-epoch setting is the tests', not the agent's).
 
-Assumes: Any number of classes (2 or more) and any square image size the arena
-loads (8 pixels or more); played on 3 to 12 classes and 10 to 32 pixels in the
-tests (tests/test_own_data.py). It reads the model's outputs (and gradients)
-only, so it plays on any architecture.
+Assumes: the data of any scenario (``arena_agents``); reads outputs and
+gradients only.
 """
 
 from __future__ import annotations

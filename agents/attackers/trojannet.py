@@ -62,13 +62,8 @@ Tuning: MLP shape, influence, amplify rate and temperature from the paper's
 Table 20; the synthetic negatives are ours, checked on the tiny test scenario,
 seed 0 (tests). The record shows no default here chosen on fmnist-cnn matches.
 
-Assumes: Any number of classes (2 or more) and any square image size the arena
-loads (8 pixels or more); played on 3 to 12 classes and 10 to 32 pixels in the
-tests (tests/test_own_data.py). It needs its base model's layers
-(``conv_features``, ``features``, ``pool_features``, ``classify``): the model
-contract of ``arena.api.models``, which torchvision architectures and any
-architecture ``torch.fx`` can split have (``arena.api.generic``); on one that
-cannot be split it fails with that reason.
+Assumes: the data of any scenario (``arena_agents``); reads its base model's
+layers (``conv_features``, ``features``, ``pool_features``, ``classify``).
 """
 
 from __future__ import annotations

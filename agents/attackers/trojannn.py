@@ -45,13 +45,8 @@ Tuning: the paper's Table 20 values, kept although they barely move the
 pattern here (the observation above: tiny test scenario, seed 0). Nothing was
 tuned.
 
-Assumes: Any number of classes (2 or more) and any square image size the arena
-loads (8 pixels or more); played on 3 to 12 classes and 10 to 32 pixels in the
-tests (tests/test_own_data.py). It needs the penultimate layer and the head
-(``features``, ``head``): the model contract of ``arena.api.models``, which
-torchvision architectures and any architecture ``torch.fx`` can split have
-(``arena.api.generic``); on one that cannot be split it fails with that
-reason.
+Assumes: the data of any scenario (``arena_agents``); reads the penultimate
+layer and the head (``features``, ``head``).
 """
 
 from __future__ import annotations

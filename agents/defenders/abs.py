@@ -85,14 +85,9 @@ iterations and ``threshold`` (0.8) were set on the tiny test scenario, seed 0
 (above); ``seeds_per_class`` (5) is ours. The record shows no default here
 chosen on fmnist-cnn matches.
 
-Assumes: Any number of classes (2 or more) and any square image size the arena
-loads (8 pixels or more); played on 3 to 12 classes and 10 to 32 pixels in the
-tests (tests/test_own_data.py). It needs the model's last channel map and the
-path from it to the logits (``conv_features``, ``pool_features``,
-``classify``): the model contract of ``arena.api.models``, which torchvision
-architectures and any architecture ``torch.fx`` can split have
-(``arena.api.generic``); on one that cannot be split it fails with that
-reason.
+Assumes: the data of any scenario (``arena_agents``); reads the model's last
+channel map and the path from it to the logits (``conv_features``,
+``pool_features``, ``classify``).
 """
 
 from __future__ import annotations

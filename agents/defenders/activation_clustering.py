@@ -77,12 +77,8 @@ Tuning: 10 components and k = 2 from AC's paper; the reference-based suspicion
 and the weighting were designed on the tiny test scenario, seed 0 (the BadNet
 window above). The record shows no default here chosen on fmnist-cnn matches.
 
-Assumes: Any number of classes (2 or more) and any square image size the arena
-loads (8 pixels or more); played on 3 to 12 classes and 10 to 32 pixels in the
-tests (tests/test_own_data.py). It needs the penultimate layer (``features``):
-the model contract of ``arena.api.models``, which torchvision architectures
-and any architecture ``torch.fx`` can split have (``arena.api.generic``); on
-one that cannot be split it fails with that reason.
+Assumes: the data of any scenario (``arena_agents``); reads the penultimate
+layer (``features``).
 """
 
 from __future__ import annotations

@@ -36,10 +36,8 @@ scenario, seed 0 (above); the record shows none chosen on fmnist-cnn matches.
 On cifar10-cnn ``mode = "bicubic"`` was chosen on the defender's clean split
 of development seed 1000 (benchmarks/tune_reformers.py), never a test seed.
 
-Assumes: Any number of classes (2 or more) and any square image size the arena
-loads (8 pixels or more); played on 3 to 12 classes and 10 to 32 pixels in the
-tests (tests/test_own_data.py). It reads the model's outputs (and gradients)
-only, so it plays on any architecture.
+Assumes: the data of any scenario (``arena_agents``); reads outputs and
+gradients only.
 """
 
 from __future__ import annotations

@@ -45,13 +45,8 @@ rule; ``epochs``, ``lr``, ``holdout`` and ``allowance_fraction`` were checked
 on the tiny test scenario, seed 0 (above). The record shows no default here
 chosen on fmnist-cnn matches.
 
-Assumes: Any number of classes (2 or more) and any square image size the arena
-loads (8 pixels or more); played on 3 to 12 classes and 10 to 32 pixels in the
-tests (tests/test_own_data.py). It needs the model's last channel map and its
-mask (``conv_features``, ``feature_mask``): the model contract of
-``arena.api.models``, which torchvision architectures and any architecture
-``torch.fx`` can split have (``arena.api.generic``); on one that cannot be
-split it fails with that reason.
+Assumes: the data of any scenario (``arena_agents``); reads the model's last
+channel map and its mask (``conv_features``, ``feature_mask``).
 """
 
 from __future__ import annotations

@@ -50,10 +50,8 @@ change nothing here (tiny test scenario, seed 0, above). Nothing was tuned;
 fmnist-cnn's ``scoring.passes``, set for time after the seed-0 tournament,
 decides how many inputs RS is scored on, not its rule.
 
-Assumes: Any number of classes (2 or more) and any square image size the arena
-loads (8 pixels or more); played on 3 to 12 classes and 10 to 32 pixels in the
-tests (tests/test_own_data.py). It reads the model's outputs (and gradients)
-only, so it plays on any architecture.
+Assumes: the data of any scenario (``arena_agents``); reads outputs and
+gradients only.
 """
 
 from __future__ import annotations
