@@ -49,7 +49,7 @@ from arena.api.protocol import AttackContext, Agent, DefenseContext, RoundRecord
 from arena.engine.environment import environment
 from arena.engine.sandbox import weakest
 from arena.config.scenario import Scenario
-from arena.results.store import MatchRecord
+from arena.results.record import MatchRecord
 from arena.api.training import Progress, fit, match_threads, pinned_threads, predict_proba, resolve_device
 from arena.api.triggers import Trigger, make_trigger
 from arena.api.views import RevealedDefender, attack_view, defender_scenario, defense_view, revealed_defender

@@ -14,7 +14,7 @@ from typing import Any
 from tabulate import tabulate
 
 from arena.core.cache import arena_home
-from arena.results.store import MatchRecord
+from arena.results.record import MatchRecord
 
 
 def fmt_value(v: Any) -> str:

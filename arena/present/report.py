@@ -50,7 +50,7 @@ from arena.results.leaderboard import (DEFAULT_MODEL_FPR, defender_categories, g
                                        outcome_matrix, rated_records)
 from arena.present.match_text import GLOSSARY, match_report, verdict
 from arena.results.ratings import SEED, Rating, RatingTable, rate
-from arena.results.store import MatchRecord
+from arena.results.record import MatchRecord
 
 if TYPE_CHECKING:
     import pandas as pd

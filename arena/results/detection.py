@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from arena.results.store import MatchRecord
+from arena.results.record import MatchRecord
 
 MAX_MODEL_FPR = 0.05
 VERDICT_CLIP = 0.01

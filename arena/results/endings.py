@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 
-from arena.results.store import MatchRecord
+from arena.results.record import MatchRecord
 
 # (key, column title), in the order the tables show them.
 ENDINGS: tuple[tuple[str, str], ...] = (

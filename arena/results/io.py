@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from arena.core.errors import ArenaError
-from arena.results.store import MatchRecord
+from arena.results.record import MatchRecord
 
 
 def write_jsonl_gz(records: list[MatchRecord], path: Path) -> Path:

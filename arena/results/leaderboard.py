@@ -27,7 +27,7 @@ from arena.api.protocol import CATEGORIES
 from arena.results.ratings import (ATTACKER, BASE_RATING, DEFAULT_ANCHOR, DEFENDER, SEED, Game, PairClaim,
                                    Rating, RatingTable, pair_claims, rate)
 from arena.config.scenario import is_safe_name
-from arena.results.store import MatchRecord
+from arena.results.record import MatchRecord
 from arena.results.roster import leave_one_out, nash
 from arena.results.usability import Usability, models_needed, power, usability
 

@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from arena.config.scenario import Scenario
-from arena.results.store import MatchRecord
+from arena.results.record import MatchRecord
 
 # --- the paper's names -------------------------------------------------------
 

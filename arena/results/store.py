@@ -18,12 +18,14 @@ import dataclasses
 import json
 import os
 import sqlite3
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from arena.core.cache import arena_home
 from arena.core.errors import ArenaError
+from arena.results.record import MatchRecord
+
+__all__ = ["MatchRecord", "Store", "require_writable_home"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS matches (
@@ -61,34 +63,6 @@ CREATE TABLE IF NOT EXISTS sweeps (        -- efficacy-specificity curves (arena
     UNIQUE (scenario_digest, attacker, seed, fractions)
 );
 """
-
-
-@dataclass
-class MatchRecord:
-    scenario: str
-    scenario_digest: str
-    attacker: str
-    attacker_version: str
-    defender: str
-    defender_version: str
-    seed: int
-    rounds: int
-    status: str
-    outcome: float | None = None
-    reason: str = ""
-    metrics: dict[str, Any] = field(default_factory=dict)
-    round_records: list[dict[str, Any]] = field(default_factory=list)
-    error: str | None = None
-    device: str = ""
-    code_version: str = ""
-    started_at: str = ""
-    duration_s: float = 0.0
-    id: int | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        from dataclasses import asdict
-
-        return asdict(self)
 
 
 def _writable(folder: Path) -> bool:

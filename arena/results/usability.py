@@ -30,7 +30,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from arena.results.store import MatchRecord
+from arena.results.record import MatchRecord
 
 LEVEL = 0.05
 POWER = 0.8

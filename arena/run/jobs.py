@@ -16,7 +16,7 @@ from arena.config.scenario import Scenario
 from arena.core.cache import arena_home
 from arena.core.errors import ArenaError
 from arena.engine.hosts import describe
-from arena.results.store import MatchRecord
+from arena.results.record import MatchRecord
 
 
 class WorkerDied(ArenaError):

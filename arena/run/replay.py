@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from arena.core.errors import ArenaError
-from arena.results.store import MatchRecord
+from arena.results.record import MatchRecord
 
 
 def _numbers(d: Any, prefix: str = "") -> dict[str, float]:

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from arena.config.scenario import Budgets
 from arena.engine.metrics import AttackMetrics, DefenseMetrics
 from arena.engine.outcome import Outcome, decide
-from arena.results.store import MatchRecord
+from arena.results.record import MatchRecord
 
 
 def redecide(record: MatchRecord, budgets: Budgets) -> Outcome | None:

@@ -34,7 +34,7 @@ import numpy as np
 
 from arena.config.scenario import Scenario
 from arena.core.errors import ArenaError
-from arena.results.store import MatchRecord
+from arena.results.record import MatchRecord
 
 INSPECTION = "model_inspection"
 

@@ -15,7 +15,7 @@ from typing import Protocol
 from arena.api.training import Progress
 from arena.config.scenario import Scenario
 from arena.core.errors import ArenaError
-from arena.results.store import MatchRecord
+from arena.results.record import MatchRecord
 from arena.run.jobs import Job, Tally
 
 BACKENDS = ("local", "ray")

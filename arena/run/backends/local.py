@@ -18,7 +18,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 
 from arena.api.training import Progress, pin_threads, pinned_threads
-from arena.results.store import MatchRecord
+from arena.results.record import MatchRecord
 from arena.run.jobs import Job, JobQueue, Player, Tally, WorkerDied, error_record, play_job
 
 

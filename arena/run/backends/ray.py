@@ -53,7 +53,7 @@ from typing import Any
 from arena.core.cache import arena_home
 from arena.core.errors import ArenaError
 from arena.config.scenario import Scenario
-from arena.results.store import MatchRecord
+from arena.results.record import MatchRecord
 from arena.run.jobs import Job, JobQueue, Player, Tally, WorkerDied, error_record, play_job
 from arena.api.training import Progress, pin_threads
 
