@@ -288,3 +288,29 @@ def test_heatmap_orders_by_rating_and_category_and_marks_gate_decided_cells(tmp_
     fig, boxes = heatmap_figure(m, marks, legend="corner marks")
     texts = [t.get_text() for t in fig.axes[0].texts]
     assert texts.count("A") == 1 and texts.count("D") == 1 and len(boxes) == 8
+
+
+@requires_fmnist
+def test_the_report_draws_from_the_cache_and_crafts_only_when_asked(report_dir, report_scenario, tmp_path,
+                                                                   monkeypatch):
+    """Matches without their trojans (imported into another home): the report leaves the galleries out,
+    saying how to get them, and trains nothing; --craft makes them."""
+    import os
+    import shutil
+
+    home = Path(os.environ["ARENA_HOME"])
+    other = tmp_path / "home"
+    other.mkdir()
+    shutil.copy(home / "arena.db", other / "arena.db")
+    shutil.copy(home / "referee.key", other / "referee.key")
+    monkeypatch.setenv("ARENA_HOME", str(other))
+    r = CliRunner().invoke(main, ["report", str(report_scenario), "--out", str(tmp_path / "a"), "--bootstrap", "20"],
+                           catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    assert "not in the cache (arena report --craft makes it)" in r.output
+    assert "training the benign" not in r.output and "crafts its trojan" not in r.output
+    assert not (other / "cache" / "trojan").exists()
+    r = CliRunner().invoke(main, ["report", str(report_scenario), "--out", str(tmp_path / "b"), "--bootstrap", "20",
+                                  "--craft", "--inputs", "2"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    assert "crafts its trojan" in r.output and list((tmp_path / "b" / "img").glob("gallery-*.png"))

@@ -160,7 +160,9 @@ def paper(scenario: str, variants: tuple[str, ...], sources: tuple[str, ...], de
 @click.option("--seed", type=SEED, default=None,
               help="Seed of the galleries and front-page recovered triggers (default: the lowest stored).")
 @click.option("--galleries/--no-galleries", default=True, show_default=True,
-              help="Draw each attacker's gallery (its trojan comes from the cache; crafted once if missing).")
+              help="Draw each attacker's gallery from its cached trojan (one not in the cache is left out).")
+@click.option("--craft", is_flag=True,
+              help="Train and craft what a gallery needs and the cache lacks (after `matches import`, say).")
 @click.option("--inputs", type=click.IntRange(1, 10), default=4, show_default=True,
               help="Test inputs per gallery.")
 @click.option("--bootstrap", type=click.IntRange(min=10), default=200, show_default=True,
@@ -169,8 +171,8 @@ def paper(scenario: str, variants: tuple[str, ...], sources: tuple[str, ...], de
               help="Bootstrap unit for the 95% intervals (as for `arena leaderboard`).")
 @device_option
 @_friendly
-def report(scenario: str, out: str | None, seed: int | None, galleries: bool, inputs: int, bootstrap: int,
-           unit: str, device: str) -> None:
+def report(scenario: str, out: str | None, seed: int | None, galleries: bool, craft: bool, inputs: int,
+           bootstrap: int, unit: str, device: str) -> None:
     """Write a static HTML report of a scenario's stored matches and print where.
 
     Ratings with intervals, the attacker x defender heatmap (each cell links
@@ -194,13 +196,13 @@ def report(scenario: str, out: str | None, seed: int | None, galleries: bool, in
                           "first" + (f" ({len(records)} stored match(es) failed)" if records else ""),
                           hint="see what is stored with `arena matches list`")
     folder = Path(out) if out else default_folder(name)
-    if galleries and sc is not None:
+    if galleries and craft and sc is not None:
         from arena.results.store import require_writable_home
 
         require_writable_home()  # a trojan missing from the cache is crafted and cached
     with _stdout_to_stderr():
         summary = write_report(name, digest, records, folder, scenario=sc, seed=seed, galleries=galleries,
-                               inputs=inputs, device=device, bootstrap_rounds=bootstrap, unit=unit,
+                               craft=craft, inputs=inputs, device=device, bootstrap_rounds=bootstrap, unit=unit,
                                progress=stderr_progress)
     for note in summary.notes:
         _say(f"note: {note}")

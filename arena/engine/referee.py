@@ -33,6 +33,7 @@ from torch import nn
 import arena
 from arena.engine.artifacts import save_recovered_trigger
 from arena.core.cache import ArtifactCache, digest_tensors, key_of
+from arena.core.errors import ArenaError
 from arena.core.keys import key_id, referee_key, secret_generator
 from arena.config.datasets import DATASET_INFO, Tensors
 from arena.config.splits import Splits, bind_data, make_splits
@@ -226,6 +227,10 @@ class ServedDeployment:
 AgentLike = str | Agent
 
 
+class NotCached(ArenaError):
+    """A model a read-only referee (``make=False``) would have had to train or craft."""
+
+
 class Referee:
     """Plays matches of one scenario on one device, sharing data and cache across them.
 
@@ -235,7 +240,7 @@ class Referee:
     """
 
     def __init__(self, scenario: Scenario, device: str = "auto", cache: ArtifactCache | None = None,
-                 progress: Progress | None = None, isolation: str = "process") -> None:
+                 progress: Progress | None = None, isolation: str = "process", make: bool = True) -> None:
         self.scenario = bind_data(scenario)  # other data under the dataset's name: another digest, other keys
         self.device = resolve_device(device if device != "auto" else scenario.device)
         self.cache = cache or ArtifactCache()
@@ -248,6 +253,9 @@ class Referee:
         self._benign: dict[tuple[int, int], tuple[nn.Module, str]] = {}
         self._cards: dict[tuple[str, str, str | None], AgentCard] = {}
         self.stages = Stages()  # where the time goes (the match record's timing.stages_s)
+        # False: serve benign models and trojans from the cache only, never train or craft (``NotCached``
+        # instead): the report's pictures draw what matches left, and craft only when asked.
+        self.make = make
 
     def _say(self, msg: str) -> None:
         if self.progress:
@@ -299,7 +307,12 @@ class Referee:
                 generator=_public_generator(seed, *labels), progress=self.progress, label="benign")
             return _model_payload(model)
 
-        payload, hit = self.cache.get_or_make("benign", key, train)
+        if not self.make:  # read-only (pictures from what matches left): the cache or nothing
+            payload, hit = self.cache.get("benign", key), True
+            if payload is None:
+                raise NotCached(f"the benign model of seed {seed} is not in the cache")
+        else:
+            payload, hit = self.cache.get_or_make("benign", key, train)
         if hit:
             self._say(f"benign model (seed {seed}{f', member {member}' if member else ''}) from cache")
         self._benign[(seed, member)] = (model_from_payload(payload, self.device), key)
@@ -412,6 +425,8 @@ class Referee:
             fields["history"] = [dataclasses.asdict(h) for h in history]
         key = key_of(fields)
         cached = self.cache.get("trojan", key)
+        if cached is None and not self.make:
+            raise NotCached(f"{a_card.name}'s trojan (seed {seed}, round {rnd}) is not in the cache")
         if cached is not None:
             self._say(f"trojan of {a_card.name} (seed {seed}) from cache")
             model = model_from_payload(cached, self.device)

@@ -332,12 +332,14 @@ def _match_page(rec: MatchRecord, same_pair: Sequence[MatchRecord], recovered: s
 
 def write_report(name: str, digest: str, records: Sequence[MatchRecord], out: Path, *,
                  scenario: Scenario | None = None, seed: int | None = None, galleries: bool = True,
-                 inputs: int = 4, device: str = "cpu", bootstrap_rounds: int = 200, unit: str = SEED,
+                 craft: bool = False, inputs: int = 4, device: str = "cpu", bootstrap_rounds: int = 200, unit: str = SEED,
                  progress: Progress | None = None) -> ReportSummary:
     """Write the HTML report of one scenario setting's stored ``records`` into the folder ``out``.
 
     ``scenario`` (the loaded scenario file) is needed for the galleries; without
-    it, or with ``galleries=False``, they are left out and the summary says so.
+    it, or with ``galleries=False``, they are left out and the summary says so. A gallery draws the
+    trojan its matches left in the cache; one that is not there is left out, saying so, unless ``craft``
+    (then it is trained and crafted now: presentation reads, it plays only when asked).
     Galleries and the recovered triggers on the front page use ``seed``
     (default: the lowest stored seed); every match page shows its own.
     """
@@ -372,7 +374,7 @@ def write_report(name: str, digest: str, records: Sequence[MatchRecord], out: Pa
     by_pair = _pair_index(ok)
     attackers = [str(a) for a in matrix.index]
     pictures, gallery_note = _galleries(attackers, scenario, shown_seed, galleries, inputs, device, out, say,
-                                        summary)
+                                        summary, craft)
 
     say("drawing recovered triggers and match pages")
     recovered: dict[int, str] = {}
@@ -425,7 +427,8 @@ def attacker_page(attacker: str) -> str:
 
 
 def _galleries(attackers: list[str], scenario: Scenario | None, seed: int, wanted: bool, inputs: int,
-               device: str, out: Path, say: Progress, summary: ReportSummary) -> tuple[dict[str, str], dict[str, str]]:
+               device: str, out: Path, say: Progress, summary: ReportSummary,
+               craft: bool = False) -> tuple[dict[str, str], dict[str, str]]:
     """Draw each attacker's gallery: (attacker -> picture in the report, attacker -> why there is none)."""
     if not wanted:
         summary.notes.append("galleries: left out (--no-galleries)")
@@ -436,14 +439,15 @@ def _galleries(attackers: list[str], scenario: Scenario | None, seed: int, wante
         return {}, {a: "no scenario file to make the trojan from" for a in attackers}
     from arena.engine.referee import Referee
 
-    referee = Referee(scenario, device=device, progress=say)
+    referee = Referee(scenario, device=device, progress=say, make=craft)
     pictures, missing = {}, {}
     for attacker in attackers:
         say(f"gallery of {attacker} (seed {seed})")
         try:
             g = collect_gallery(referee, attacker, seed, inputs)  # craft() pins threads as a match does
-        except ArenaError as exc:  # not installed any more, or it fails to craft: say so, draw the rest
-            missing[attacker] = str(exc).splitlines()[0]
+        except ArenaError as exc:  # not cached, not installed any more, or it fails to craft: say so
+            missing[attacker] = str(exc).splitlines()[0] + (
+                " (arena report --craft makes it)" if type(exc).__name__ == "NotCached" else "")
             summary.notes.append(f"gallery of {attacker}: {missing[attacker]}")
             continue
         pictures[attacker] = f"img/gallery-{slug(attacker)}.png"
