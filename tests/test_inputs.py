@@ -448,3 +448,12 @@ def test_a_written_leaderboard_publishes_full_sandbox_matches_only(home, tiny_pa
     import json
     written = [json.loads(line) for line in gzip.open(tmp_path / "lb" / "tiny.matches.jsonl.gz")]
     assert len(written) == len(recs) - 1 and all(w["metrics"].get("sandbox") != "process" for w in written)
+
+
+def test_leaderboard_write_defaults_to_the_arena_home(home, tiny_path, tiny, tmp_path, monkeypatch):
+    store_matches(tiny.name, tiny.digest, GAMES)
+    monkeypatch.chdir(tmp_path)
+    r = invoke("leaderboard", str(tiny_path), "--bootstrap", "10", "--write")
+    assert r.exit_code == 0, r.output
+    assert (home / "leaderboards" / "tiny.md").is_file() and (home / "leaderboards" / "tiny.matches.jsonl.gz").is_file()
+    assert not (tmp_path / "leaderboards").exists()

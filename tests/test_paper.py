@@ -208,3 +208,16 @@ def test_a_full_tournament_with_every_variant_tests_every_comparable_claim():
     for f in findings:
         if f.claim.evaluate is not None:
             assert "n=5 seeds" in f.evidence.number, (f.claim.id, f.evidence.number)
+
+
+def test_write_commands_default_to_the_arena_home(tmp_path, monkeypatch):
+    """Run outside a checkout, `arena paper` and `leaderboard --write` write into the arena home and say where."""
+    home = tmp_path / "home"
+    monkeypatch.setenv("ARENA_HOME", str(home))
+    monkeypatch.chdir(tmp_path)  # no docs/ or leaderboards/ folder here
+    src = write_jsonl_gz(_vs_none(MAIN, 0.98), tmp_path / "m.jsonl.gz")
+    res = CliRunner().invoke(main, ["paper", "fmnist-cnn", "--matches", str(src)])
+    assert res.exit_code == 0, res.output
+    assert (home / "paper" / "fmnist-cnn.md").is_file() and res.output.strip().endswith("fmnist-cnn.md")
+    assert "--out" not in (home / "paper" / "fmnist-cnn.md").read_text()
+    assert not (tmp_path / "docs").exists()

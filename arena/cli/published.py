@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from arena.core.errors import ArenaError, ScenarioError
+from arena.core.home import arena_home
 from arena.config.scenario import (
     DEFAULT_SCENARIO,
     Scenario,
@@ -21,9 +22,10 @@ from arena.cli.group import main
 
 @main.command()
 @click.argument("scenario", default=DEFAULT_SCENARIO)
-@click.option("--write", is_flag=True, help="Write leaderboards/SCENARIO.md and .csv (SCENARIO: the scenario's name).")
-@click.option("--out", type=click.Path(file_okay=False), default="leaderboards", show_default=True,
-              help="Folder for --write.")
+@click.option("--write", is_flag=True,
+              help="Write SCENARIO.md, .csv and .matches.jsonl.gz (SCENARIO: the scenario's name) into --out.")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Folder for --write (default: <arena home>/leaderboards; a checkout publishes to leaderboards).")
 @click.option("--bootstrap", type=click.IntRange(min=10), default=200, show_default=True,
               help="Bootstrap rounds for the 95% intervals over matches (one seed, or --unit match).")
 @click.option("--unit", type=click.Choice(["seed", "match"]), default="seed", show_default=True,
@@ -34,7 +36,7 @@ from arena.cli.group import main
               help="One JSON object (ratings with intervals, ordering claims, usability, equilibrium) instead "
                    "of the Markdown.")
 @_friendly
-def leaderboard(scenario: str, write: bool, out: str, bootstrap: int, unit: str, as_json: bool) -> None:
+def leaderboard(scenario: str, write: bool, out: str | None, bootstrap: int, unit: str, as_json: bool) -> None:
     """Bradley-Terry ratings (95% CI over seeds), Elo, usability and the outcome matrix of a scenario.
 
     SCENARIO is a scenario name or .toml path; a name with no scenario file
@@ -68,7 +70,8 @@ def leaderboard(scenario: str, write: bool, out: str, bootstrap: int, unit: str,
             if not records:
                 raise ArenaError("no match of this scenario was played under the full sandbox: nothing to publish",
                                  hint="play on a Linux 6.12+ machine with Landlock (README, sandbox levels)")
-        md, csv = write_leaderboard(name, records, Path(out), bootstrap_rounds=bootstrap, unit=unit,
+        folder = Path(out) if out else arena_home() / "leaderboards"  # never a folder of the checkout by default
+        md, csv = write_leaderboard(name, records, folder, bootstrap_rounds=bootstrap, unit=unit,
                                     model_fpr=budget)
         # The matches behind it, so anyone can refit it or replay a sample (`arena matches replay --from`).
         jsonl = write_jsonl_gz(records, Path(md).with_name(f"{name}.matches.jsonl.gz"))
@@ -93,10 +96,11 @@ def leaderboard(scenario: str, write: bool, out: str, bootstrap: int, unit: str,
                    "variants' files.")
 @click.option("--development", is_flag=True,
               help="Also use matches on the scenario's development seeds (rules were tuned on them; the page says so).")
-@click.option("--out", type=click.Path(dir_okay=False), default="docs/paper.md", show_default=True,
-              help="Markdown file to write.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Markdown file to write (default: <arena home>/paper/SCENARIO.md; the checkout's is docs/paper.md).")
 @_friendly
-def paper(scenario: str, variants: tuple[str, ...], sources: tuple[str, ...], development: bool, out: str) -> None:
+def paper(scenario: str, variants: tuple[str, ...], sources: tuple[str, ...], development: bool,
+          out: str | None) -> None:
     """Check the TrojanZoo paper's Remarks 1-16 and its Tables 5, 8 and 11 against stored matches.
 
     Writes one Markdown page (per claim: the paper's numbers, our matched
@@ -107,8 +111,8 @@ def paper(scenario: str, variants: tuple[str, ...], sources: tuple[str, ...], de
     from arena.results import paper as pp
     from arena.results.store import Store
 
-    target = Path(out)
-    if not target.parent.is_dir():  # before reading anything: fail fast
+    target = Path(out) if out else None
+    if target is not None and not target.parent.is_dir():  # before reading anything: fail fast
         raise ArenaError(f"cannot write {out}: the folder {target.parent} does not exist",
                          hint="create the folder first, or choose another --out")
     var_sc = [load_scenario(v) for v in variants]  # a variant's knobs come from its file
@@ -143,10 +147,15 @@ def paper(scenario: str, variants: tuple[str, ...], sources: tuple[str, ...], de
              f"(play them with `arena tournament --scenario {scenario}`)")
     command = " ".join(["arena paper", scenario] + [f"--variant {v}" for v in variants]
                        + [f"--matches {s}" for s in sources] + (["--development"] if development else [])
-                       + ([f"--out {out}"] if out != "docs/paper.md" else []))
+                       + ([f"--out {out}"] if out else []))
     text = pp.render(main_recs, name, scenario=sc, variants=list(zip(var_sc, var_recs)), development=development,
                      command=command, source=where, variant_specs=variants)
+    if target is None:  # the default: in the arena home, never a folder of the checkout
+        from arena.present.report import slug
+
+        target = arena_home() / "paper" / f"{slug(name)}.md"
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text)
     except OSError as exc:
         raise ArenaError(f"cannot write {out}: {exc.strerror or exc}", hint="choose another --out") from None
