@@ -457,3 +457,27 @@ def test_leaderboard_write_defaults_to_the_arena_home(home, tiny_path, tiny, tmp
     assert r.exit_code == 0, r.output
     assert (home / "leaderboards" / "tiny.md").is_file() and (home / "leaderboards" / "tiny.matches.jsonl.gz").is_file()
     assert not (tmp_path / "leaderboards").exists()
+
+
+def test_csv_export_holds_plain_json_values_and_the_rounds(home, tmp_path):
+    import csv
+    import json
+
+    from arena.results.store import MatchRecord, Store
+
+    store = Store()
+    store.save(MatchRecord(scenario="s", scenario_digest="d", attacker="a", attacker_version="1", defender="d",
+                           defender_version="1", seed=0, rounds=2, status="ok", outcome=0.5,
+                           metrics={"defense": {"aiv_per_class": [1.5, float("nan")], "flagged": False,
+                                                "members": [{"member": 0, "flagged": True}]}},
+                           round_records=[{"round": 1, "outcome": 0.2}, {"round": 2, "outcome": 0.5}]))
+    store.close()
+    target = tmp_path / "m.csv"
+    r = invoke("matches", "export", "--format", "csv", "-o", str(target))
+    assert r.exit_code == 0, r.output
+    (row,) = list(csv.DictReader(target.open()))
+    assert json.loads(row["metrics.defense.aiv_per_class"]) == [1.5, None]  # JSON, NaN as null
+    assert json.loads(row["metrics.defense.members"]) == [{"member": 0, "flagged": True}]
+    assert row["metrics.defense.flagged"] == "false"
+    assert [rd["outcome"] for rd in json.loads(row["round_records"])] == [0.2, 0.5]  # every round, not left out
+    assert "None" not in target.read_text() and "False" not in target.read_text()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from arena.core.errors import ArenaError
 from arena.present.match_text import fmt_value as _fmt
 from arena.present.match_text import match_report as _report
 from arena.api.training import stderr_progress
-from arena.cli.common import (_friendly, _shown, _say, _error_line, _json, _load, _stored_name,
+from arena.cli.common import (_finite, _friendly, _shown, _say, _error_line, _json, _load, _stored_name,
                               device_option)
 from arena.cli.group import main
 
@@ -192,7 +193,8 @@ def matches_rescore(scenario: str | None, dry_run: bool) -> None:
               help="File (default stdout); a name ending in .gz is written gzip'd.")
 @_friendly
 def matches_export(scenario: str | None, fmt: str, output: str) -> None:
-    """Every stored match with all its metrics (csv: metrics flattened into columns)."""
+    """Every stored match with all its metrics (csv: metrics flattened into columns; lists, tables and the
+    per-round records as JSON text in their cells, so every cell reads back as plain JSON or a number)."""
     import pandas as pd
 
     from arena.results.store import Store
@@ -208,8 +210,17 @@ def matches_export(scenario: str | None, fmt: str, output: str) -> None:
     if fmt == "jsonl":
         text = "".join(_json(r) + "\n" for r in recs)
     else:
-        flat = pd.json_normalize([{k: v for k, v in r.items() if k != "round_records"} for r in recs])
-        text = flat.to_csv(index=False)
+        def plain(v: object) -> object:  # never a Python repr: lists and tables as JSON, booleans as JSON
+            if isinstance(v, (list, dict)):
+                return json.dumps(_finite(v), separators=(",", ":"))
+            if isinstance(v, bool):
+                return "true" if v else "false"
+            return v
+
+        flat = pd.json_normalize([{**{k: v for k, v in r.items() if k != "round_records"},
+                                   "round_records": json.dumps(_finite(r["round_records"]), separators=(",", ":"))}
+                                  for r in recs])
+        text = flat.apply(lambda col: col.map(plain)).to_csv(index=False)
     if target is None:
         click.echo(text, nl=False)
         return
