@@ -197,7 +197,6 @@ class ActivationClustering(InputFilter):
         self.components = components
         self.iterations = iterations
         self.calibration_inputs = calibration_inputs
-        self.max_calibration = calibration_inputs
 
     def fit(self, model: nn.Module, reference: Tensors, ctx: DefenseContext) -> dict:
         scorer = inference_copy(model, ctx.device)

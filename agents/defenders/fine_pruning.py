@@ -71,7 +71,6 @@ class FinePruning(ModelSanitizer):
         self.prune_ratio = prune_ratio
         self.allowance_fraction = allowance_fraction
         self.holdout = holdout
-        self.holdout_fraction = holdout  # the base class holds this part of the clean set back
         self.epochs = epochs
         self.lr = lr
         self.batch_size = batch_size

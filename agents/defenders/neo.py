@@ -159,7 +159,6 @@ class NEO(InputFilter):
         self.blocker = blocker
         self.kmeans_iterations = kmeans_iterations
         self.calibration_inputs = calibration_inputs
-        self.max_calibration = calibration_inputs
         self.chunk = chunk
 
     def fit(self, model: nn.Module, reference: Tensors, ctx: DefenseContext) -> dict:

@@ -99,7 +99,6 @@ class SpectralSignature(InputFilter):
 
     def __init__(self, calibration_inputs: int = 1000) -> None:
         self.calibration_inputs = calibration_inputs
-        self.max_calibration = calibration_inputs
 
     def fit(self, model: nn.Module, reference: Tensors, ctx: DefenseContext) -> dict:
         scorer = inference_copy(model, ctx.device)

@@ -52,7 +52,6 @@ class STRIP(InputFilter):
         self.samples = samples
         self.mix_weight = mix_weight
         self.calibration_inputs = calibration_inputs
-        self.max_calibration = calibration_inputs
         self.chunk = chunk
 
     def mixtures(self, x: torch.Tensor, overlays: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

@@ -113,7 +113,9 @@ class InputReformer(Defender):
 class InputFilter(Defender):
     category: ClassVar[str] = "input_filtering"
     calibration_fraction: ClassVar[float] = 0.5  # of the clean set, held out of ``fit`` for the threshold
-    max_calibration: ClassVar[int] = 1000
+    # At most this many held-out clean inputs set the threshold; an agent's own ``calibration_inputs``
+    # parameter (STRIP, NEO, AC, SS) overrides it by name.
+    calibration_inputs: ClassVar[int] = 1000
     batch_aware: ClassVar[bool] = False  # scores depend on the whole window (AC, SS): see Deployment
 
     def fit(self, model: nn.Module, reference: Tensors, ctx: DefenseContext) -> Any:  # pragma: no cover
@@ -130,7 +132,7 @@ class InputFilter(Defender):
 
     def deploy(self, model: nn.Module, ctx: DefenseContext) -> Deployment:
         reference, calib = split_clean(ctx.clean, self.calibration_fraction, ctx.generator)
-        calib = calib.subset(torch.arange(min(len(calib), self.max_calibration), device=calib.x.device))
+        calib = calib.subset(torch.arange(min(len(calib), self.calibration_inputs), device=calib.x.device))
         state = self.fit(model, reference, ctx)
         seed = seed_from(ctx.generator)
         calib_scores = self.score_inputs(model, state, calib.x, torch.Generator().manual_seed(seed))
@@ -147,7 +149,7 @@ class InputFilter(Defender):
 # --- model sanitization ------------------------------------------------------
 class ModelSanitizer(Defender):
     category: ClassVar[str] = "model_sanitization"
-    holdout_fraction: ClassVar[float] = 0.2  # of the clean set, never trained on: measures the repair's cost
+    holdout: ClassVar[float] = 0.2  # of the clean set, never trained on: measures the repair's cost
 
     def sanitize(self, model: nn.Module, train: Tensors, ctx: DefenseContext,
                  hold: Tensors | None = None) -> dict[str, Any]:  # pragma: no cover - interface
@@ -158,7 +160,7 @@ class ModelSanitizer(Defender):
         raise NotImplementedError
 
     def deploy(self, model: nn.Module, ctx: DefenseContext) -> Deployment:
-        train, hold = split_clean(ctx.clean, self.holdout_fraction, ctx.generator)
+        train, hold = split_clean(ctx.clean, self.holdout, ctx.generator)
         before = accuracy(model, hold.x, hold.y)
         notes = self.sanitize(model, train, ctx, hold)
         model.eval()
