@@ -361,8 +361,9 @@ def test_changing_the_revealed_defender_changes_nothing(sealed, plugins):
     # STRIP deploys with the threshold it calibrated, and still filters the cheat's trigger inputs
     # as it does the honest BadNet's (with the threshold at 1e9 it would catch none).
     assert cheat.metrics["defense"]["threshold"] < 10 and honest.metrics["defense"]["threshold"] < 10
-    # (STRIP's TPR here varies with the draw, 0.37-0.6 seen: the plugin's path, part of its generator's
-    # label, changes per run. With the threshold at 1e9 it would be 0.)
+    # (With the threshold at 1e9 it would be 0. The plugin's draws no longer depend on the temporary
+    # folder its file lies in: a file agent's generator label is its file name and content digest,
+    # arena.engine.referee.draw_label; before, its path made this TPR vary by run, 0.12-0.6 seen.)
     assert cheat.metrics["defense"]["tpr"] > 0.2 and honest.metrics["defense"]["tpr"] > 0.2
 
 

@@ -23,7 +23,9 @@ attribute error deep in its code.
 The wrapped model keeps the network's own parameter names (its children are
 registered on the wrapper), so a state dict saved from the bare network loads
 into it (plus ``feature_mask``, all ones). It takes inputs as the network does:
-no normalization is added.
+no normalization is added. A buffer registered on the network's top module
+itself (not in a child) is not followed by ``.to(device)`` in the split
+parts; keep such state in a child module (the usual layout).
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ from pathlib import Path
 import datetime as dt
 import hashlib
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -69,6 +70,16 @@ def _public_generator(seed: int, *labels: Any) -> torch.Generator:
     get comes from the home's secret key instead (``arena.core.keys``)."""
     digest = hashlib.sha256(json.dumps([seed, *labels], default=str).encode()).digest()
     return torch.Generator().manual_seed(int.from_bytes(digest[:6], "big"))
+
+
+def draw_label(card: AgentCard) -> str:
+    """An agent's part of the labels its generators are drawn under (``arena.core.keys``). A file agent
+    (or a model file, or an object handed in) is named by its path, which differs between checkouts,
+    folders and test runs; its label is the file's name and its content digest instead, so the same
+    code draws the same in every place. Installed agents keep their name."""
+    if not card.code_digest:
+        return card.name
+    return f"{os.path.basename(card.name)}@{card.code_digest}"
 
 
 def _benign_fields(s: Scenario, seed: int) -> dict[str, Any]:
@@ -446,7 +457,7 @@ class Referee:
                                   check=lambda cmd, p: self._question_problem(seed, cmd, p), seconds=limit)
             host.on_ask = relay
         try:
-            ctx = self._attack_view(seed, rnd, a_card.name, revealed, category, history)
+            ctx = self._attack_view(seed, rnd, draw_label(a_card), revealed, category, history)
             payload: TrojanPayload = host.call("craft", ctx, limit)
             try:
                 model = model_from_payload({"arch": payload.arch, "state": payload.state}, self.device)
@@ -496,7 +507,7 @@ class Referee:
         limit = self.scenario.budgets.deploy_seconds
         host = self._host("defender", defender)
         try:
-            ctx = self._defense_view(seed, d_card.name, label, history)
+            ctx = self._defense_view(seed, draw_label(d_card), label, history)
             torch.manual_seed(seed * 104_729 + len(history))
             t0 = time.perf_counter()
             summary = host.call("deploy", (_model_payload(model), ctx), limit)
@@ -505,7 +516,7 @@ class Referee:
             host.close()
             raise
         return ServedDeployment(host, summary, seconds, limit, self.splits(seed).info.num_classes,
-                                secret_generator(self.key, seed, "queries", d_card.name, label),
+                                secret_generator(self.key, seed, "queries", draw_label(d_card), label),
                                 model=model if summary.model_unchanged else None, say=self.progress)
 
     def _control(self, defender: AgentLike, d_card: AgentCard, seed: int) -> Control:

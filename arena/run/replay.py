@@ -92,6 +92,7 @@ def replay(records: list[MatchRecord], scenario_name: str | None = None, device:
     from arena.core.cache import ArtifactCache
     from arena.engine.referee import Referee
     from arena.config.scenario import load_scenario
+    from arena.config.splits import bind_data
 
     drifts: list[Drift] = []
     referees: dict[str, Referee] = {}
@@ -100,12 +101,13 @@ def replay(records: list[MatchRecord], scenario_name: str | None = None, device:
         for rec in records:
             name = scenario_name or rec.scenario
             if name not in referees:
-                sc = load_scenario(name)
+                sc = bind_data(load_scenario(name))  # the data's content is part of the digest
                 if sc.digest != rec.scenario_digest:
                     raise ArenaError(
                         f"match #{rec.id} was played under scenario digest {rec.scenario_digest}, but "
-                        f"'{name}' now has digest {sc.digest}: its settings changed",
-                        hint="replay with the scenario file the match was played with (-s path/to/file.toml)")
+                        f"'{name}' now has digest {sc.digest}: its settings or its data changed",
+                        hint="replay with the scenario file (-s path/to/file.toml) and the data the match "
+                             "was played with")
                 referees[name] = Referee(sc, device=device, cache=cache, progress=progress, isolation=isolation)
             played = referees[name].play(rec.attacker, rec.defender, seed=rec.seed, rounds=rec.rounds).record
             drifts.append(compare(rec, played))
