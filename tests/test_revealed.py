@@ -128,3 +128,29 @@ def test_bpda_passes_the_gradient_through_a_remote_transform():
     x = torch.rand(3, 1, 4, 4, requires_grad=True)
     remote(x).sum().backward()
     assert torch.equal(x.grad, torch.ones_like(x))
+
+
+def test_an_agent_that_asks_without_end_still_runs_out_of_time(tiny, tmp_path):
+    """Questions do not stop the clock: a craft that only asks the referee is stopped at its limit."""
+    import dataclasses as dc
+
+    plugin = tmp_path / "asker.py"
+    plugin.write_text(textwrap.dedent("""
+        from arena.api import Attacker
+
+        class Asker(Attacker):
+            name = "asker"
+            adaptive = True
+
+            def craft(self, ctx):
+                while True:  # the proxy's handle, asked forever with a question the relay refuses
+                    try:
+                        ctx.defender._call("score", None)
+                    except Exception:
+                        pass
+    """))
+    sc = dc.replace(tiny, threat=dc.replace(tiny.threat, reveal="full"),
+                    budgets=dc.replace(tiny.budgets, craft_seconds=3.0))
+    rec = Referee(sc, device="cpu").play(f"{plugin}:Asker", "strip", seed=0).record
+    forfeit = rec.metrics.get("forfeit") or {}
+    assert forfeit.get("side") == "attacker" and forfeit.get("kind") == "ran out of time", forfeit

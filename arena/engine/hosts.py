@@ -654,9 +654,6 @@ class ProcessHost:
                     self.kill()
                     raise self._fault("returned garbage", f"{what}: {exc}") from None
                 status, value = _answer(message)
-                if status == "ask":
-                    self._reply(value, deadline)
-                    continue
                 if status == "bad":
                     self.kill()
                     raise self._fault("returned garbage", f"{what}: {value}")
@@ -666,7 +663,11 @@ class ProcessHost:
                 if status == "error":
                     self.kill()
                     raise self._fault(f"crashed in {what}", value)
-                return value
+                if status != "ask":
+                    return value
+                # A question (the revealed defender): answered, then the limits below are checked as on any
+                # turn of the loop, so an agent asking without end still runs out of time.
+                self._reply(value, deadline)
             if not self._proc.is_alive():
                 raise self._fault("was killed", f"its process died during {what} (exit code {self._proc.exitcode})")
             if deadline is not None and time.monotonic() > deadline:
