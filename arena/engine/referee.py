@@ -74,10 +74,10 @@ def _public_generator(seed: int, *labels: Any) -> torch.Generator:
 
 def draw_label(card: AgentCard) -> str:
     """An agent's part of the labels its generators are drawn under (``arena.core.keys``). A file agent
-    (or a model file, or an object handed in) is named by its path, which differs between checkouts,
-    folders and test runs; its label is the file's name and its content digest instead, so the same
-    code draws the same in every place. Installed agents keep their name."""
-    if not card.code_digest:
+    (or a model file) is named by its path, which differs between checkouts, folders and test runs; its
+    label is the file's name and its content digest instead, so the same code draws the same in every
+    place. Installed agents and objects handed in keep their name."""
+    if own_file(card.name) is None or not card.code_digest:
         return card.name
     return f"{os.path.basename(card.name)}@{card.code_digest}"
 
