@@ -11,7 +11,8 @@ A dataset is looked for, in order:
 2. the standard torchvision layout under that directory
    (``FashionMNIST/raw``, ``MNIST/raw``, ``cifar-10-batches-py``);
 3. Debian's ``dataset-fashion-mnist`` package (Fashion-MNIST only);
-4. a torchvision download into the data directory.
+4. a torchvision download into the data directory (never with ``ARENA_OFFLINE=1``,
+   for machines without a network, nor from a read-only command).
 
 Offline and absent, one ``DatasetNotFound`` lists every place it looked.
 Decoded datasets are cached as uint8 tensors on disk (under the arena home)
@@ -218,7 +219,9 @@ def _decoded(name: str, split: str, root: str | None = None, write: bool = True)
     base = Path(root) if root else data_dir()
     found, looked = _try_sources(name, split, base, write)
     download_error = ""
-    if found is None and write:  # a read-only command never downloads
+    if found is None and os.environ.get("ARENA_OFFLINE", "") not in ("", "0"):
+        download_error = "downloads are off (ARENA_OFFLINE is set)"
+    elif found is None and write:  # a read-only command never downloads
         try:
             _download(name, base)
             found, _ = _try_sources(name, split, base)
