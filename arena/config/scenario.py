@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from arena.core.errors import ScenarioError
-from arena.config.datasets import DATASET_INFO
+from arena.config.dataset_info import DATASET_INFO
 from arena.config.sources import DatasetSource, parse_source
 from arena.config.specs import canonical_spec, is_file_spec
 
