@@ -43,11 +43,11 @@ def test_a_climbing_import_is_caught_even_inside_a_function(tmp_path):
 
 def test_a_cycle_inside_one_layer_is_caught(tmp_path):
     root = _copy(tmp_path)
-    (root / "config" / "datasets.py").write_text(
-        (root / "config" / "datasets.py").read_text() + "\n\ndef late():\n    import arena.config.scenario\n")
+    (root / "config" / "dataset_info.py").write_text(
+        (root / "config" / "dataset_info.py").read_text() + "\n\ndef late():\n    import arena.config.scenario\n")
     found = check(root)
     assert [v.why for v in found if "cycle" in v.why] == [
-        "closes the cycle arena.config.datasets -> arena.config.scenario -> arena.config.datasets"]
+        "closes the cycle arena.config.dataset_info -> arena.config.scenario -> arena.config.dataset_info"]
 
 
 def test_type_checking_imports_do_not_count(tmp_path):
