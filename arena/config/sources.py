@@ -20,6 +20,7 @@ cache key (``arena.config.splits.bind_data``).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -214,8 +215,9 @@ def read_folder(src: DatasetSource, split: str) -> tuple[np.ndarray, np.ndarray,
             a = _resize(a, src.size)
         batch.append(a)
     x = np.concatenate(batch)
-    return _finish(x, np.asarray(labels), DatasetSource(**{**src.__dict__, "size": None}), str(folder)), \
-        np.asarray(labels, dtype=np.int64), tuple(classes)
+    y = np.asarray(labels, dtype=np.int64)
+    # Each image was resized above (folders may mix sizes): the common checks only, no second resize.
+    return _finish(x, y, dataclasses.replace(src, size=None), str(folder)), y, tuple(classes)
 
 
 def read_torchvision(src: DatasetSource, split: str) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
