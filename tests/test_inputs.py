@@ -89,6 +89,9 @@ def test_wheel_install_finds_builtin_scenarios(tmp_path):
     site = tmp_path / "site"
     subprocess.run(pip + ["install", "--no-deps", "--target", str(site), str(wheel)], check=True, cwd=tmp_path)
     assert time.monotonic() - start < 60
+    # Every subpackage travels: a package missing from pyproject's list would import here and fail elsewhere.
+    subpackages = {p.parent.relative_to(REPO) for p in (REPO / "arena").rglob("__init__.py")}
+    assert subpackages and not {p for p in subpackages if not (site / p / "__init__.py").exists()}
 
     elsewhere = tmp_path / "elsewhere"  # no ./scenarios here
     elsewhere.mkdir()

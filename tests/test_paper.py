@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from arena.cli import main
+from arena.results.intervals import t_quantile
 from arena.results.paper import (
     ATTACKS,
     CLAIMS,
@@ -18,7 +19,6 @@ from arena.results.paper import (
     evaluate,
     kendall_tau_b,
     render,
-    t_quantile,
 )
 from arena.results.io import write_jsonl_gz
 from arena.config.scenario import load_scenario
@@ -53,9 +53,9 @@ def _finding(findings, claim_id: str):
 
 
 def test_t_quantile_and_kendall_tau_match_their_tables():
-    assert t_quantile(0.975, 4) == pytest.approx(2.7764, abs=1e-4)
-    assert t_quantile(0.975, 1) == pytest.approx(12.7062, abs=1e-3)
-    assert t_quantile(0.975, 9) == pytest.approx(2.2622, abs=1e-4)
+    assert t_quantile(0.95, 4) == pytest.approx(2.7764, abs=1e-4)
+    assert t_quantile(0.95, 1) == pytest.approx(12.7062, abs=1e-3)
+    assert t_quantile(0.95, 9) == pytest.approx(2.2622, abs=1e-4)
     assert kendall_tau_b([1, 2, 3], [10, 20, 30]) == pytest.approx(1.0)
     assert kendall_tau_b([1, 2, 3], [30, 20, 10]) == pytest.approx(-1.0)
     # One tie in x: 4 concordant, 1 discordant, tau-b = 3 / sqrt(6 * 5).
