@@ -20,6 +20,7 @@ from click.testing import CliRunner
 
 from arena.cli import main
 from arena.core.errors import ArenaError, ScenarioError
+from arena.engine.sandbox import landlock_abi
 from conftest import TINY_TOML, requires_fmnist
 
 REPO = Path(__file__).resolve().parents[1]
@@ -359,24 +360,33 @@ def test_corrupt_store_is_one_clear_error(home, tiny_path):
     assert db.read_bytes().startswith(b"this is not")  # left as it was
 
 
-def _read_only(monkeypatch) -> None:
-    """Make the store see every folder as read-only (the tests may run as root, where chmod does not bite)."""
-    import arena.results.store
+def _run_read_only(home: Path, scratch: Path, *args: str) -> subprocess.CompletedProcess:
+    """``arena ARGS`` in a process that Landlock lets read everything and write only ``scratch``: the home
+    is read-only even for root, for whom permission bits do not bite."""
+    code = ("import sys; from arena.engine.sandbox import restrict; "
+            f"restrict(['/'], [{str(scratch)!r}, '/dev/null']); "
+            "from arena.cli import main; main(sys.argv[1:])")
+    env = {**os.environ, "ARENA_HOME": str(home), "TMPDIR": str(scratch), "PYTHONDONTWRITEBYTECODE": "1"}
+    return subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, text=True,
+                          timeout=120)
 
-    monkeypatch.setattr(arena.results.store, "_writable", lambda folder: False)
 
-
-def test_read_only_home_reads_and_refuses_to_write(home, tiny_path, tiny, monkeypatch):
+@pytest.mark.skipif(landlock_abi() == 0, reason="needs Landlock to make a folder read-only for root")
+def test_read_only_home_reads_and_refuses_to_write(home, tiny_path, tiny, tmp_path):
     store_matches(tiny.name, tiny.digest, GAMES)
-    _read_only(monkeypatch)
-    r = invoke("matches", "list")
-    assert r.exit_code == 0 and r.output.count(" tiny ") == 4, r.output
-    r = invoke("leaderboard", str(tiny_path), "--bootstrap", "10")
-    assert r.exit_code == 0 and "# Leaderboard: tiny" in r.output, r.output
-    assert invoke("scenarios", "list").exit_code == 0
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    r = _run_read_only(home, scratch, "matches", "list")
+    assert r.returncode == 0 and r.stdout.count(" tiny ") == 4, r.stdout + r.stderr
+    r = _run_read_only(home, scratch, "leaderboard", str(tiny_path), "--bootstrap", "10")
+    assert r.returncode == 0 and "# Leaderboard: tiny" in r.stdout, r.stdout + r.stderr
+    assert _run_read_only(home, scratch, "scenarios", "list").returncode == 0
     for args in (["match", "none", "none", "-s", str(tiny_path), "--no-store"], ["sweep", "none", "-s", str(tiny_path)],
                  ["tournament", "-s", str(tiny_path)]):
-        user_error(invoke(*args), f"the arena home {home} is not writable", "ARENA_HOME")
+        r = _run_read_only(home, scratch, *args)
+        out = r.stdout + r.stderr
+        assert r.returncode == 2 and "Traceback" not in out and out.startswith("error: "), (args, out)
+        assert f"the arena home {home} is not writable" in out and "ARENA_HOME" in out, out
     assert not (home / "cache").exists()
 
 

@@ -251,6 +251,21 @@ def _landlock(pol: Policy, abi: int, devices: Iterable[str] = ()) -> bool:
     return abi >= 6
 
 
+def restrict(read: Iterable[str], write: Iterable[str]) -> None:
+    """Restrict this process (and its children) to reading ``read`` and writing ``write``, for good.
+
+    The agents' lock (``enter``) without the rest; also how the tests make a
+    folder read-only for a process run as root, where permission bits do not bite.
+    Raises OSError where Landlock is unavailable (``landlock_abi() == 0``).
+    """
+    abi = landlock_abi()
+    if not abi:
+        raise OSError("Landlock is not available on this kernel")
+    if _libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
+    _landlock(Policy(tuple(read), tuple(write), ()), abi)
+
+
 def enter(scratch: str, plugin_file: str | None, secret: Iterable[str], allow_processes: bool = False) -> str:
     """Lock this (agent) process in; returns the level reached (``LEVELS``). Call before any plugin code
     is imported. ``allow_processes`` (CUDA with ``torch.compile``, whose compiler runs programs) leaves

@@ -18,6 +18,7 @@ import dataclasses
 import json
 import os
 import sqlite3
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -65,8 +66,22 @@ CREATE TABLE IF NOT EXISTS sweeps (        -- efficacy-specificity curves (arena
 """
 
 
-def _writable(folder: Path) -> bool:
-    return os.access(folder, os.W_OK | os.X_OK)
+def _writable(path: Path) -> bool:
+    """Whether ``path`` (a folder: a new file in it; a file: the file itself) can be written.
+
+    Tried, not inferred from mode bits: ``os.access`` answers yes to root on any
+    folder and knows nothing of Landlock or other security modules, under which
+    the first real write would fail after minutes of training.
+    """
+    try:
+        if path.is_dir():
+            with tempfile.TemporaryFile(dir=path):
+                pass
+        else:
+            os.close(os.open(path, os.O_WRONLY))  # opening for writing changes nothing
+        return True
+    except OSError:
+        return False
 
 
 def require_writable_home(home: Path | None = None) -> Path:
@@ -93,7 +108,7 @@ def _connect_readonly(path: Path) -> sqlite3.Connection:
         conn = sqlite3.connect(":memory:")  # nothing stored yet; create nothing on disk
         conn.executescript(SCHEMA)
         return conn
-    if _writable(path.parent) and os.access(path, os.W_OK):
+    if _writable(path.parent) and _writable(path):
         return sqlite3.connect(path, timeout=60)  # a plain reader sees a concurrent writer's WAL
     uri = path.resolve().as_uri()
     try:
