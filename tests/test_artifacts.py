@@ -24,7 +24,7 @@ from arena.config.scenario import load_scenario
 from arena.results.store import Store
 from conftest import share_key, TINY_TOML, requires_fmnist
 
-pytestmark = pytest.mark.slow  # trains models: not in the fast lane (README, "Tests")
+pytestmark = pytest.mark.slow  # trains models: not in the fast lane (README)
 
 PLUGIN = """
 import os, signal, time

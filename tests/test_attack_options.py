@@ -14,7 +14,7 @@ from arena.config.scenario import TriggerSpec, scenario_from_dict
 from arena.run.sweep import SweepPoint, normalized_auc
 from arena.api.triggers import make_trigger
 
-pytestmark = pytest.mark.slow  # trains models: not in the fast lane (README, "Tests")
+pytestmark = pytest.mark.slow  # trains models: not in the fast lane (README)
 
 
 def test_single_pixel_and_random_shape_triggers():

@@ -21,7 +21,7 @@ from arena_agents.attackers.abe import ABE
 from arena_agents.attackers.badnet import BadNet
 from arena_agents.attackers.latent import LatentBackdoor
 
-pytestmark = pytest.mark.slow  # trains models: not in the fast lane (README, "Tests")
+pytestmark = pytest.mark.slow  # trains models: not in the fast lane (README)
 
 
 

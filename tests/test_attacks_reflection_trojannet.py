@@ -13,7 +13,7 @@ from arena_agents.attackers.reflection import ReflectionBackdoor, reflect, refle
 from arena_agents.attackers.trojannet import TrojanNet, TrojanNetModel, trigger_window
 from arena_agents.defenders.none import NoDefense
 
-pytestmark = pytest.mark.slow  # trains models: not in the fast lane (README, "Tests")
+pytestmark = pytest.mark.slow  # trains models: not in the fast lane (README)
 
 # Reduced selection (paper: 50 candidates, 10 selected, 5 iterations, 5 inner epochs) to keep the test short.
 RB_FAST = dict(candidates=20, selected=5, selection_iters=3, inner_epochs=3)

@@ -12,7 +12,7 @@ from arena_agents.attackers.targeted import TargetedBackdoor
 from arena_agents.attackers.trojannn import TrojanNN
 from arena_agents.defenders.none import NoDefense
 
-pytestmark = pytest.mark.slow  # trains models: not in the fast lane (README, "Tests")
+pytestmark = pytest.mark.slow  # trains models: not in the fast lane (README)
 
 # At the tiny scenario's budget (10% poison, 2 epochs at lr 0.03) a roaming 3x3
 # patch barely takes (ASR ~7%): SmallCNN's dense layer reads the flattened map,

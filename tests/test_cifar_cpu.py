@@ -33,7 +33,7 @@ from arena.config.scenario import Scenario, load_scenario
 
 from conftest import cifar10_dir, requires_cifar10
 
-pytestmark = pytest.mark.slow  # trains models: not in the fast lane (README, "Tests")
+pytestmark = pytest.mark.slow  # trains models: not in the fast lane (README)
 
 
 # Beyond the column of `none`: who else plays whom (names not installed are left out).

@@ -17,7 +17,7 @@ from arena_agents.defenders.deep_inspect import DeepInspect
 from arena_agents.defenders.neural_cleanse import NeuralCleanse
 from arena_agents.defenders.tabor import TABOR
 
-pytestmark = pytest.mark.slow  # trains models: not in the fast lane (README, "Tests")
+pytestmark = pytest.mark.slow  # trains models: not in the fast lane (README)
 
 
 def test_pgd_stays_in_the_ball_and_raises_the_loss(referee):

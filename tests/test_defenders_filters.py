@@ -9,7 +9,7 @@ from arena_agents.defenders.activation_clustering import ActivationClustering, c
 from arena_agents.defenders.neo import NEO, blocker_grid, blocker_masks, dominant_colors
 from arena_agents.defenders.spectral_signature import SpectralSignature, spectral_scores
 
-pytestmark = pytest.mark.slow  # trains models: not in the fast lane (README, "Tests")
+pytestmark = pytest.mark.slow  # trains models: not in the fast lane (README)
 
 # NEO with a smaller search than its defaults (25 positions of an 8 x 8 blocker instead of 81 of a 5 x 5
 # one, one candidate confirmed instead of two) keeps this file fast on a 2-core CPU; AC and SS are cheap.

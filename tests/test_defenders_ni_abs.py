@@ -10,7 +10,7 @@ from arena.api.models import ArchSpec, SmallCNN
 from arena_agents.defenders.abs import ABS, forward_from_conv, select_candidates, stimulate
 from arena_agents.defenders.neuron_inspect import NeuronInspect, saliency_maps
 
-pytestmark = pytest.mark.slow  # trains models: not in the fast lane (README, "Tests")
+pytestmark = pytest.mark.slow  # trains models: not in the fast lane (README)
 
 # Reduced ABS for the tests (defaults: 5 seeds per class, 5 candidates, 300 iterations).
 ABS_TEST = dict(seeds_per_class=3, top_neurons=3, iterations=150)

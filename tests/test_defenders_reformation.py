@@ -20,7 +20,7 @@ from arena_agents.defenders.down_upsampling import DownUpsampling
 from arena_agents.defenders.magnet import MagNet
 from arena_agents.defenders.randomized_smoothing import RandomizedSmoothing, SmoothedClassifier
 
-pytestmark = pytest.mark.slow  # trains models: not in the fast lane (README, "Tests")
+pytestmark = pytest.mark.slow  # trains models: not in the fast lane (README)
 
 
 def _ctx(referee, tiny, seed: int = 0) -> DefenseContext:

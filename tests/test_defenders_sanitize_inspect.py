@@ -9,7 +9,7 @@ import torch
 from arena.api.triggers import make_trigger
 from arena_agents.defenders.neural_cleanse import anomaly_indices
 
-pytestmark = pytest.mark.slow  # trains models: not in the fast lane (README, "Tests")
+pytestmark = pytest.mark.slow  # trains models: not in the fast lane (README)
 
 
 def test_anomaly_index_is_signed_mad_score():

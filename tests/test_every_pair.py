@@ -19,7 +19,7 @@ from arena.results.store import Store
 
 from conftest import requires_fmnist
 
-pytestmark = pytest.mark.slow  # trains models: not in the fast lane (README, "Tests")
+pytestmark = pytest.mark.slow  # trains models: not in the fast lane (README)
 
 MICRO_TOML = """
 name = "micro"

@@ -17,7 +17,7 @@ import pytest
 from arena.engine.referee import Referee
 from conftest import requires_fmnist
 
-pytestmark = [pytest.mark.slow, requires_fmnist]  # plays matches: not in the fast lane (README, "Tests")
+pytestmark = [pytest.mark.slow, requires_fmnist]  # plays matches: not in the fast lane (README)
 
 PLUGINS = '''
 import gc, os, sys, time

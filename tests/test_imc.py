@@ -8,7 +8,7 @@ import pytest
 
 from arena.engine.referee import Referee
 
-pytestmark = pytest.mark.slow  # trains models: not in the fast lane (README, "Tests")
+pytestmark = pytest.mark.slow  # trains models: not in the fast lane (README)
 
 
 @pytest.fixture(scope="module")

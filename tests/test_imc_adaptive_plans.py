@@ -14,7 +14,7 @@ from arena.api.protocol import AttackContext, RoundRecord
 from arena.api.triggers import make_trigger
 from arena_agents.attackers.imc_adaptive import AdaptiveIMC
 
-pytestmark = pytest.mark.slow  # trains models: not in the fast lane (README, "Tests")
+pytestmark = pytest.mark.slow  # trains models: not in the fast lane (README)
 
 
 class Blur(InputReformer):

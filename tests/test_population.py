@@ -14,7 +14,7 @@ from arena.engine.referee import Referee
 from arena.config.scenario import Controls
 from conftest import requires_fmnist
 
-pytestmark = pytest.mark.slow  # trains models: not in the fast lane (README, "Tests")
+pytestmark = pytest.mark.slow  # trains models: not in the fast lane (README)
 
 
 class Paranoid(Defender):

@@ -12,7 +12,7 @@ from arena.run.replay import compare, replay
 from arena.results.store import MatchRecord
 from conftest import requires_fmnist
 
-pytestmark = pytest.mark.slow  # trains models: not in the fast lane (README, "Tests")
+pytestmark = pytest.mark.slow  # trains models: not in the fast lane (README)
 
 
 @requires_fmnist

@@ -27,7 +27,7 @@ from arena.cli import main
 from arena.results.store import Store
 from conftest import TINY_TOML, requires_fmnist
 
-pytestmark = pytest.mark.slow  # trains models: not in the fast lane (README, "Tests")
+pytestmark = pytest.mark.slow  # trains models: not in the fast lane (README)
 
 REPORT_TOML = TINY_TOML.replace('name = "tiny"', 'name = "tiny-report"') + """
 [defenders.neural-cleanse]

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from arena.cli import main
 from conftest import requires_fmnist
 
-pytestmark = pytest.mark.slow  # trains models: not in the fast lane (README, "Tests")
+pytestmark = pytest.mark.slow  # trains models: not in the fast lane (README)
 
 PLUGINS = {
     "wide_scores.py": """

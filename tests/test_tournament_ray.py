@@ -24,7 +24,7 @@ from arena.config.scenario import load_scenario
 from arena.results.store import MatchRecord, Store
 from conftest import TINY_TOML, requires_fmnist
 
-pytestmark = pytest.mark.slow  # trains models: not in the fast lane (README, "Tests")
+pytestmark = pytest.mark.slow  # trains models: not in the fast lane (README)
 
 # An attacker that logs each craft and, by its mode, SIGKILLs the Ray worker playing its match:
 # "once" the first time only (Ray's retry then plays it), "always" every time, "" never.

@@ -15,7 +15,7 @@ import pytest
 from arena.run import tournament
 from arena.results.store import Store
 
-pytestmark = pytest.mark.slow  # trains models: not in the fast lane (README, "Tests")
+pytestmark = pytest.mark.slow  # trains models: not in the fast lane (README)
 
 
 def test_workers_play_every_pair_once(tiny, referee, tmp_path):

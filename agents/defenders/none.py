@@ -1,6 +1,6 @@
 """The no-defense baseline: deploys the model as it is.
 
-Its rating anchors the leaderboard at 1000 (README, "Ratings and leaderboards").
+Its rating anchors the leaderboard at 1000 (docs/statistics.md).
 
 Tuning: nothing to tune.
 

@@ -1,6 +1,6 @@
 """Patch triggers, stamped on whole batches in [0, 1] pixel space.
 
-Convention (README, "Scenarios"): ``alpha`` is transparency, 0 opaque and 1 invisible.
+Convention (docs/scenarios.md): ``alpha`` is transparency, 0 opaque and 1 invisible.
 Inside the mask ``x' = (1 - alpha) * p + alpha * x``; outside it ``x' = x``.
 The mask may be soft (values in [0, 1]), which the blend handles the same way.
 """

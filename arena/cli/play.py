@@ -185,8 +185,7 @@ def tournament(scenario: str, seeds: int | None, development: bool, attackers: t
     """Play all attacker x defender pairs; stored matches are skipped, so a re-run resumes.
 
     With --backend ray each match is a Ray task; this process plans, shows progress and is the
-    only one that writes the store. Every node must see ARENA_HOME at the same path (README:
-    "Tournaments on a Ray cluster").
+    only one that writes the store. Every node must see ARENA_HOME at the same path (docs/cluster.md).
     """
     from arena.run import tournament as tour
     from arena.plugins import resolve

@@ -59,8 +59,8 @@ def leaderboard(scenario: str, write: bool, out: str | None, bootstrap: int, uni
     if write:
         from arena.results.io import write_jsonl_gz
 
-        # Published tables stand on matches whose agents ran under the full sandbox (README, "Agents run
-        # apart"). Matches stored before levels were recorded (0.1.x: built-in agents only) carry none.
+        # Published tables stand on matches whose agents ran under the full sandbox (docs/sandbox.md).
+        # Matches stored before levels were recorded (0.1.x: built-in agents only) carry none.
         published = [r for r in records if (r.metrics or {}).get("sandbox") in (None, "full")]
         if len(published) < len(records):
             levels = sorted({str(r.metrics.get("sandbox")) for r in records} - {"None", "full"})
@@ -69,7 +69,7 @@ def leaderboard(scenario: str, write: bool, out: str | None, bootstrap: int, uni
             records = published
             if not records:
                 raise ArenaError("no match of this scenario was played under the full sandbox: nothing to publish",
-                                 hint="play on a Linux 6.12+ machine with Landlock (README, sandbox levels)")
+                                 hint="play on a Linux 6.12+ machine with Landlock (docs/sandbox.md, sandbox levels)")
         folder = Path(out) if out else arena_home() / "leaderboards"  # never a folder of the checkout by default
         md, csv = write_leaderboard(name, records, folder, bootstrap_rounds=bootstrap, unit=unit,
                                     model_fpr=budget)

@@ -1,7 +1,7 @@
 """Datasets as tensors, and the per-seed splits of a scenario.
 
 Images are kept as one float tensor in [0, 1], N x C x H x W, with int64
-labels: batches are slices, never a DataLoader (README, "Speed and quality").
+labels: batches are slices, never a DataLoader (docs/benchmarks.md).
 
 A dataset is looked for, in order:
 

@@ -16,7 +16,7 @@ MIN_SPLIT = 10  # images: below this a split cannot train, calibrate or score an
 
 @dataclass
 class Splits:
-    """One seed's split of a scenario's data (README, "Who sees what")."""
+    """One seed's split of a scenario's data (docs/match.md, "Who sees what")."""
 
     attacker: Tensors  # attacker's training data
     defender: Tensors  # defender's small clean set, never shown to the attacker

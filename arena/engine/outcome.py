@@ -1,4 +1,4 @@
-"""The outcome rule (README, "How a match is played"): the attacker's score s in [0, 1] and why.
+"""The outcome rule (docs/match.md): the attacker's score s in [0, 1] and why.
 
 1. Attacker gate: a trojan that costs more clean accuracy than the attack
    budget is caught by any user who tests it: s = 0.

@@ -725,7 +725,7 @@ class Referee:
             if served is not None:
                 served.host.close()
         # Only a deployment that judges the model can flag benign ones: the model-level gate, the one
-        # use of a control population in the outcome, does not apply to any other (README, "Controls").
+        # use of a control population in the outcome, does not apply to any other (docs/match.md).
         if served.verdict is not None:
             with self.stages("control"):
                 control = self._control(defender, d_card, seed)

@@ -32,7 +32,7 @@ def verdict(outcome: float) -> str:
 
 
 # What the abbreviations of a match report mean (TrojanZoo paper, sections 4.2 and 4.4), shown on every
-# match page of `arena report` and in the README.
+# match page of `arena report` and in docs/metrics.md.
 GLOSSARY: dict[str, str] = {
     "ASR": "attack success rate: the share of stamped non-target test inputs the model puts in the target class",
     "TMC": "trojan misclassification confidence: the model's mean probability of the target class on them",
@@ -57,8 +57,8 @@ def glossary_markdown() -> str:
     rows = "\n".join(f"| {k} | {v} |" for k, v in GLOSSARY.items())
     return ("# What the metrics of a match mean\n\n"
             "The abbreviations of `arena match`, `arena matches show` and the report's match pages "
-            "(TrojanZoo paper, sections 4.2 and 4.4). How a match's outcome follows from them is in the "
-            "README, \"How a match is played\".\n\n| metric | meaning |\n|---|---|\n" + rows + "\n")
+            "(TrojanZoo paper, sections 4.2 and 4.4). How a match's outcome follows from them is in "
+            "[match.md](match.md).\n\n| metric | meaning |\n|---|---|\n" + rows + "\n")
 
 
 def match_report(rec: MatchRecord) -> str:
@@ -73,7 +73,7 @@ def match_report(rec: MatchRecord) -> str:
         return "\n".join(lines)
     lines += [f"outcome: attacker scores {rec.outcome:.3f}  ->  {verdict(rec.outcome)}", f"reason:  {rec.reason}"]
     if m.get("sandbox"):  # matches stored before 0.2 do not say
-        lines.append(f"sandbox: {m['sandbox']} (agent processes; README 'Who sees what')")
+        lines.append(f"sandbox: {m['sandbox']} (agent processes; docs/sandbox.md)")
     forfeit = m.get("forfeit")
     if forfeit:
         lines.append(f"forfeit: the {forfeit.get('side', '?')} {forfeit.get('kind', 'failed')}: "

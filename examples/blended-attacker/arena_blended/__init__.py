@@ -14,7 +14,7 @@ per scenario seed and reproducible); poison fraction, re-training epochs and
 learning rate are the scenario's (``attack.poison_fraction``,
 ``training.retrain_epochs``, ``training.retrain_lr``), as for BadNet.
 
-It is built the way the arena's README asks of every attacker: the poison is
+It is built the way the arena's guide (docs/writing-an-agent.md) asks of every attacker: the poison is
 mixed by ``ctx.poisoner(stamp)`` (so the scenario's ``attack.mixing`` level
 applies) and the model and its budget come from ``ctx.training_budget()`` (so
 ``attack.from_scratch`` applies).
