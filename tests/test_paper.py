@@ -15,9 +15,11 @@ from arena.results.paper import (
     CLAIMS,
     DEFENSES,
     TABLE8_ARD,
+    cells_of,
     classify_variant,
     evaluate,
     kendall_tau_b,
+    make_setting,
     render,
 )
 from arena.results.io import write_jsonl_gz
@@ -221,3 +223,106 @@ def test_write_commands_default_to_the_arena_home(tmp_path, monkeypatch):
     assert (home / "paper" / "fmnist-cnn.md").is_file() and res.output.strip().endswith("fmnist-cnn.md")
     assert "--out" not in (home / "paper" / "fmnist-cnn.md").read_text()
     assert not (tmp_path / "docs").exists()
+
+
+# --- the stricter rule: sizes of effect, gates, targets, confounds ----------------------------------------
+
+
+def _remark4_records(cad_gap: float) -> list[MatchRecord]:
+    """MP and AR remove the backdoor (ARD 0.9), RS nothing (ARD 0); MP and AR cost ``cad_gap`` more clean
+    accuracy than RS, with a little spread between seeds."""
+    recs = []
+    for s in SEEDS:
+        for a in ATTACKS.values():
+            for d, ard, cad in (("magnet", 0.9, cad_gap), ("adversarial-retraining", 0.9, cad_gap),
+                                ("randomized-smoothing", 0.0, 0.0)):
+                recs.append(_rec(a, d, s, 0.99, defense={"category": "x", "ard": ard + 0.001 * (s % 2),
+                                                          "cad": cad + 0.002 * (s % 3)}))
+    return recs
+
+
+def test_an_effect_on_the_papers_side_but_short_of_its_size_is_inconclusive_not_agreement():
+    ev = _finding(evaluate(_remark4_records(0.12), MAIN.name, MAIN), "Remark 4")
+    assert ev.verdict == "agrees", ev.why  # "over 10 points": 12 is the paper's size
+    ev = _finding(evaluate(_remark4_records(0.03), MAIN.name, MAIN), "Remark 4")
+    assert ev.verdict == "inconclusive", ev.why  # 3 points, clearly above 0, clearly short of 10
+    assert "stops short of the paper's size of effect for: defense CAD of MP, AR - RS" in ev.why
+    assert "covers 0" not in ev.why and "paper's size +10.0 points" in ev.number
+
+
+def _gate_failed(r: MatchRecord) -> MatchRecord:
+    return dataclasses.replace(r, outcome=0.0, reason="attacker gate: the trojan loses 16.1 points of clean accuracy")
+
+
+def test_a_trojan_that_failed_the_attacker_gate_counts_as_a_failed_attack_and_both_are_reported():
+    # At alpha 0.8 every attack works (ASR 0.9+) but TrojanNet's trojan fails the attacker gate each seed.
+    var = [_gate_failed(r) if r.attacker == "trojannet" else r for r in _vs_none(ALPHA08, 0.95)]
+    ev = _finding(evaluate(_vs_none(MAIN, 0.98), MAIN.name, MAIN, [(ALPHA08, var)]), "Table 5 ordering (alpha 0.8)")
+    strict, lenient = ev.stats
+    assert strict.judged and not lenient.judged and "gate-failed trojans at their measured ASR" in lenient.label
+    assert dict(strict.per_seed) != dict(lenient.per_seed) and "[reported, not judged]" in ev.number
+    # Remark 1 likewise: TrojanNet's drop is its full ASR when its gate-failed trojan counts as 0.
+    r1 = _finding(evaluate(_vs_none(MAIN, 0.98), MAIN.name, MAIN, [(ALPHA08, var)]), "Remark 1")
+    assert r1.stats[0].mean > r1.stats[1].mean
+    # Defense statistics leave a gate-failed trojan out: it never met the defence.
+    recs = [_gate_failed(r) if r.attacker == "badnet" else r for r in _ard_records(+1)]
+    cells = cells_of(make_setting(MAIN.name, recs, MAIN), "magnet", lambda m: m["defense"]["ard"], working_only=True)
+    assert set(cells) == set(SEEDS) and all("badnet" not in row and "trojannn" in row for row in cells.values())
+
+
+def _inspections(abs_target: int) -> list[MatchRecord]:
+    """ABS flags every trojan naming class ``abs_target`` as the suspect; NC and TABOR flag none."""
+    target = MAIN.attack.target_class
+    recs = []
+    for s in SEEDS:
+        for a in ATTACKS.values():
+            recs.append(_rec(a, "abs", s, 0.99, defense={"category": "model_inspection", "flagged": True,
+                                                         "suspected_target": abs_target, "mjs": 0.2}))
+            for d in ("neural-cleanse", "tabor"):
+                recs.append(_rec(a, d, s, 0.99, defense={"category": "model_inspection", "flagged": s % 3 == 0,
+                                                         "suspected_target": target, "mjs": 0.6}))
+    return recs
+
+
+def test_a_flag_naming_the_wrong_target_counts_as_a_miss():
+    right = _finding(evaluate(_inspections(MAIN.attack.target_class), MAIN.name, MAIN), "Remark 6")
+    assert right.verdict == "agrees", right.why
+    wrong = _finding(evaluate(_inspections((MAIN.attack.target_class + 1) % 10), MAIN.name, MAIN), "Remark 6")
+    assert wrong.verdict != "agrees", wrong.why
+    assert wrong.stats[0].mean < 0 and wrong.stats[-1].mean > 0  # judged: misses; reported: any-target flags
+    assert not wrong.stats[-1].judged
+
+
+def test_a_confounded_comparison_is_held_at_inconclusive():
+    scratch = load_scenario(str(ROOT / "benchmarks" / "scenarios" / "fmnist-cnn-scratch.toml"))
+    tr = scratch.training
+    assert (tr.epochs, tr.lr) != (tr.retrain_epochs, tr.retrain_lr)  # the shipped variant is confounded
+    ev = _finding(evaluate(_vs_none(MAIN, 0.6), MAIN.name, MAIN, [(scratch, _vs_none(scratch, 0.95))]), "Remark 11")
+    assert ev.verdict == "inconclusive" and "training budget" in ev.why and "'agrees' on the numbers" in ev.why
+    # A main setting that re-trains with the from-scratch budget, and its from-scratch variant: no confound.
+    fair = dataclasses.replace(MAIN, training=dataclasses.replace(MAIN.training, retrain_epochs=MAIN.training.epochs,
+                                                                  retrain_lr=MAIN.training.lr))
+    var = dataclasses.replace(fair, name="fair-scratch", attack=dataclasses.replace(fair.attack, from_scratch=True))
+    ev = _finding(evaluate(_vs_none(fair, 0.6), fair.name, fair, [(var, _vs_none(var, 0.95))]), "Remark 11")
+    assert ev.verdict == "agrees", ev.why
+
+
+def test_remark_15_must_hold_against_every_defence():
+    def recs(gain_vs_abs: float) -> list[MatchRecord]:
+        out = []
+        for s in SEEDS:
+            for d in ("magnet", "adversarial-retraining", "strip", "abs"):
+                gain = gain_vs_abs if d == "abs" else 0.4
+                for a, eff in (("imc", 0.3), ("imc-adaptive", 0.3 + gain + 0.01 * (s % 3))):
+                    out.append(_rec(a, d, s, 0.99, defense={"category": "x", "effective_asr": eff}))
+        return out
+
+    assert _finding(evaluate(recs(0.4), MAIN.name, MAIN), "Remark 15").verdict == "agrees"
+    ev = _finding(evaluate(recs(-0.2), MAIN.name, MAIN), "Remark 15")  # a mean over four would still be +0.25
+    assert ev.verdict == "contradicts" and "vs ABS" in ev.why
+
+
+def test_claims_the_arena_cannot_judge_show_their_numbers_without_a_verdict():
+    findings = evaluate(_full_tournament(MAIN), MAIN.name, MAIN)
+    r7 = _finding(findings, "Remark 7")
+    assert r7.verdict == "not comparable" and "tau-b vs Table 13" in r7.number and "marginal" in r7.why

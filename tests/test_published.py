@@ -62,3 +62,22 @@ def test_leaderboard_and_matches_speak_json(tmp_path, monkeypatch):
     assert board["interval_unit"] == "match" and board["orderings"] == []  # one seed: nothing claimed
     assert [u["defender"] for u in board["usability"] if not u["usable"]] == ["neuron-inspect"]
     assert {r["name"] for r in board["ratings"]} >= {"none", "badnet", "strip"}
+
+
+def test_the_paper_page_is_what_its_shipped_matches_give(tmp_path, monkeypatch):
+    """docs/paper.md regenerates byte for byte from the shipped match files, with the command it names."""
+    import shlex
+
+    from click.testing import CliRunner
+
+    from arena.cli import main
+
+    page = (ROOT / "docs" / "paper.md").read_text()
+    command = re.search(r": `(arena paper [^`]+ --out docs/paper\.md)`", page).group(1)
+    out = tmp_path / "paper.md"
+    monkeypatch.chdir(ROOT)  # the command's paths are the checkout's
+    monkeypatch.setenv("ARENA_HOME", str(tmp_path / "home"))
+    args = shlex.split(command)[1:-1] + [str(out)]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 0, res.output
+    assert out.read_text().replace(f"--out {out}", "--out docs/paper.md") == page

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from arena.results.paper.evidence import Evidence, SeedStat, judge, kendall_tau_b
+from arena.results.paper.evidence import Evidence, SeedStat, judge, kendall_tau_b, not_comparable
 from arena.results.paper.numbers import (ATTACKS, DEFENSES, PAPER_ORDER, TABLE5_CIFAR10_ALPHA08,
                                          TABLE5_IMAGENET_ALPHA0, TABLE8_ARD, TABLE11_AIV, TABLE13_SECONDS)
 from arena.results.paper.settings import (VARIANT_HOWTO, Context, Setting, cells_of, group_mean, missing_pairs,
@@ -20,14 +20,38 @@ def _no_variant(kind: str, condition: str, ctx: Context) -> Evidence:
 
 
 def _paired(label: str, a: Mapping[int, Mapping[str, float]], b: Mapping[int, Mapping[str, float]],
-            attackers: Sequence[str], missing: tuple[str, ...], direction: int = 1) -> SeedStat:
+            attackers: Sequence[str], missing: tuple[str, ...], direction: int = 1, size: float | None = None,
+            size_note: str = "") -> SeedStat:
     """Per seed: mean over ``attackers`` present in both of a[attacker] - b[attacker] (ASR in points)."""
     per = {}
     for seed in sorted(set(a) & set(b)):
         diffs = [a[seed][x] - b[seed][x] for x in attackers if x in a[seed] and x in b[seed]]
         if diffs:
             per[seed] = sum(diffs) / len(diffs)
-    return SeedStat(label, per, direction, 100.0, "points", missing)
+    return SeedStat(label, per, direction, 100.0, "points", missing, size, size_note)
+
+
+AsrCells = Callable[[Setting], dict[int, dict[str, float]]]
+
+
+def _strict_asr(s: Setting) -> dict[int, dict[str, float]]:
+    """ASR against `none`, a trojan that failed the attacker gate counted as a failed attack (0)."""
+    return cells_of(s, "none", _asr, gate_failed=0.0)
+
+
+def _lenient_asr(s: Setting) -> dict[int, dict[str, float]]:
+    """ASR against `none` as measured, gate or no gate."""
+    return cells_of(s, "none", _asr)
+
+
+def _both(build: Callable[[AsrCells], SeedStat]) -> list[SeedStat]:
+    """The statistic with gate-failed trojans counted as failed (judged), and, where that changes any
+    number, the same statistic at their measured ASR beside it (reported, not judged)."""
+    strict, lenient = build(_strict_asr), build(_lenient_asr)
+    if dict(strict.per_seed) == dict(lenient.per_seed):
+        return [strict]
+    return [strict, replace(lenient, label=f"{lenient.label}, gate-failed trojans at their measured ASR",
+                            judged=False)]
 
 
 def _alpha(s: Setting) -> str:
@@ -41,15 +65,18 @@ def _asr(m: dict[str, Any]) -> Any:
 def _remark1(ctx: Context) -> Evidence:
     abbrevs = ["BN", "TNN", "TB", "LB", "ESB", "ABE", "IMC"]
     cond = (f"ASR against `none` of {short(abbrevs)} at alpha {_alpha(ctx.main)} ({ctx.main.name}) minus at alpha 0.8 "
-            "(the transparent variant), per seed the mean over attackers; RB left out (its reflection "
-            "trigger keeps its own transparency, 0.7, whatever the scenario says)")
+            "(the transparent variant), per seed the mean over attackers, a trojan that failed the attacker gate "
+            "counted as ASR 0; RB left out (its reflection trigger keeps its own transparency, 0.7, whatever the "
+            "scenario says)")
     v = ctx.variant("transparent")
     if v is None:
         return _no_variant("transparent", cond, ctx)
     names = names_of(abbrevs)
     miss = missing_pairs(ctx.main, names, ["none"]) + missing_pairs(v, names, ["none"])
-    stat = _paired("ASR alpha 0 - alpha 0.8", cells_of(ctx.main, "none", _asr), cells_of(v, "none", _asr), names, miss)
-    return judge([stat], cond, "One dataset only: 'especially evident for complex data' is not tested.")
+    stats = _both(lambda asr: _paired("ASR alpha 0 - alpha 0.8", asr(ctx.main), asr(v), names, miss, size=0.10,
+                                      size_note="a sharp loss, 10 points or more on average (Table 5 against "
+                                                "Table 8: 21-90 points for BN, ABE, TB, ESB)"))
+    return judge(stats, cond, "One dataset only: 'especially evident for complex data' is not tested.")
 
 
 def _remark4(ctx: Context) -> Evidence:
@@ -72,8 +99,10 @@ def _remark4(ctx: Context) -> Evidence:
                 per[seed] = sum(hi) / len(hi) - lo
         return per
 
-    stats = [SeedStat("ARD of MP, AR - RS", contrast(ard), 1, 100.0, "points", miss),
-             SeedStat("defense CAD of MP, AR - RS", contrast(cad), 1, 100.0, "points", miss)]
+    stats = [SeedStat("ARD of MP, AR - RS", contrast(ard), 1, 100.0, "points", miss, 0.10,
+                      "removes clearly more, 10 points or more (Table 8: about 50)"),
+             SeedStat("defense CAD of MP, AR - RS", contrast(cad), 1, 100.0, "points", miss, 0.10,
+                      "over 10 points (Table 9: MP 10.8-11.9, AR 10.4-11.4 against RS 0.3-0.6)")]
     return judge(stats, cond, "Agreement needs both: the robust defenses remove more backdoor and cost "
                                "more clean accuracy. Our CAD is against the trojan model; Table 9's against "
                                "the clean model.")
@@ -96,21 +125,31 @@ def _remark5(ctx: Context) -> Evidence:
         return per
 
     stats = [SeedStat("STRIP TPR on LB, IMC - on BN, TNN, ABE", contrast(strip, hi_s, lo_s), 1, 100.0, "points",
-                      missing_pairs(ctx.main, hi_s + lo_s, ["strip"])),
+                      missing_pairs(ctx.main, hi_s + lo_s, ["strip"]), 0.30,
+                      "'catches' against 'hardly', 30 points or more (Table 10: 86)"),
              SeedStat("NEO TPR on ESB - on the others", contrast(neo, hi_n, lo_n), 1, 100.0, "points",
-                      missing_pairs(ctx.main, hi_n + lo_n, ["neo"]))]
+                      missing_pairs(ctx.main, hi_n + lo_n, ["neo"]), 0.10,
+                      "'best', 10 points or more (Table 10: 28-41)")]
     return judge(stats, cond, "Agreement needs both: each filter is good against different attacks.")
 
 
 def _remark6(ctx: Context) -> Evidence:
-    cond = ("per seed over working attacks: share of trojan models ABS flags minus the mean share of NC "
-            "and TABOR (detection); mean MJS of NC and TABOR minus ABS's (recovery)")
+    cond = ("per seed over working attacks: share of trojan models ABS flags *with the true target as its suspect* "
+            "minus the mean share of NC and TABOR (detection; a flag naming another class counts as a miss); mean "
+            "MJS of NC and TABOR minus ABS's (recovery)")
     att = names_of(PAPER_ORDER)
-    flag = {d: cells_of(ctx.main, DEFENSES[d], lambda m: m["defense"]["flagged"], working_only=True)
-            for d in ("ABS", "NC", "TABOR")}
-    mjs = {d: cells_of(ctx.main, DEFENSES[d], lambda m: m["defense"]["mjs"], working_only=True)
-           for d in ("ABS", "NC", "TABOR")}
-    miss = missing_pairs(ctx.main, att, [DEFENSES[d] for d in ("ABS", "NC", "TABOR")])
+    target = ctx.main.target_class
+
+    def right_flag(m: dict[str, Any]) -> Any:
+        d = m["defense"]
+        return bool(d["flagged"]) and (target is None or d.get("suspected_target") == target)
+
+    defs = ("ABS", "NC", "TABOR")
+    flag = {d: cells_of(ctx.main, DEFENSES[d], right_flag, working_only=True) for d in defs}
+    any_flag = {d: cells_of(ctx.main, DEFENSES[d], lambda m: m["defense"]["flagged"], working_only=True)
+                for d in defs}
+    mjs = {d: cells_of(ctx.main, DEFENSES[d], lambda m: m["defense"]["mjs"], working_only=True) for d in defs}
+    miss = missing_pairs(ctx.main, att, [DEFENSES[d] for d in defs])
 
     def contrast(cells: dict[str, dict[int, dict[str, float]]], sign: int) -> dict[int, float]:
         per = {}
@@ -121,10 +160,15 @@ def _remark6(ctx: Context) -> Evidence:
                 per[seed] = sign * (a - sum(others) / len(others))
         return per
 
-    stats = [SeedStat("flag rate ABS - NC, TABOR", contrast(flag, 1), 1, 100.0, "points", miss),
+    stats = [SeedStat("right-target flag rate ABS - NC, TABOR", contrast(flag, 1), 1, 100.0, "points", miss),
              SeedStat("MJS NC, TABOR - ABS", contrast(mjs, -1), 1, 1.0, "", miss)]
+    lenient = SeedStat("flag rate ABS - NC, TABOR, any suspected target", contrast(any_flag, 1), 1, 100.0,
+                       "points", miss, judged=False)
+    if dict(lenient.per_seed) != dict(stats[0].per_seed):
+        stats.append(lenient)
     return judge(stats, cond, "Detection is compared by verdicts, not AIV: our ABS reports its best REASR "
-                               "per label (0-1), not a MAD index on NC's scale.")
+                              "per label (0-1), not a MAD index on NC's scale. The paper states no size for "
+                              "either trade, so only the signs are tested.")
 
 
 def _remark7(ctx: Context) -> Evidence:
@@ -141,8 +185,12 @@ def _remark7(ctx: Context) -> Evidence:
             per[seed] = tau
     miss = missing_pairs(ctx.main, None, [DEFENSES[d] for d in TABLE13_SECONDS])
     stat = SeedStat("tau-b vs Table 13", per, 1, 1.0, "", miss)
-    return judge([stat], cond, "'Marginal' has no threshold in the paper; only Table 13's ordering is tested "
-                                "(times here are on another machine and dataset, so only their order compares).")
+    if stat.n == 0:
+        return judge([stat], cond)
+    return not_comparable([stat], cond, "the claim is that the overhead is marginal, and 'marginal' has no "
+                                        "threshold in the paper; the order of the run times against Table 13 is "
+                                        "shown, but agreeing on an order is not agreeing that the cost is small "
+                                        "(times here are on another machine and dataset).")
 
 
 def _remark8(ctx: Context) -> Evidence:
@@ -154,27 +202,31 @@ def _remark8(ctx: Context) -> Evidence:
     if v is None:
         return _no_variant("single-pixel", cond, ctx)
     names = names_of(abbrevs)
-    asr = cells_of(v, "none", _asr)
+    asr = _strict_asr(v)
     base = cells_of(v, "none", lambda m: m["attack"]["base_rate"])
-    stat = _paired("ASR - base rate, 1x1 trigger", asr, base, names, missing_pairs(v, names, ["none"]))
+    stat = _paired("ASR - base rate, 1x1 trigger", asr, base, names, missing_pairs(v, names, ["none"]), size=0.5,
+                   size_note="a response close to larger triggers', 50 points or more above the base rate "
+                             "(Table 14: 77.7-100% ASR)")
     return judge([stat], cond)
 
 
-def _variant_gain(ctx: Context, kind: str, abbrevs: list[str], label: str, cond: str) -> Evidence:
+def _variant_gain(ctx: Context, kind: str, abbrevs: list[str], label: str, cond: str, size: float | None = None,
+                  size_note: str = "", confounded: str = "") -> Evidence:
     """Per seed: the mean ASR gain (against `none`) of ``abbrevs`` in the ``kind`` variant over the main setting."""
     v = ctx.variant(kind)
     if v is None:
         return _no_variant(kind, cond, ctx)
     names = names_of(abbrevs)
     miss = missing_pairs(ctx.main, names, ["none"]) + missing_pairs(v, names, ["none"])
-    return judge([_paired(label, cells_of(v, "none", _asr), cells_of(ctx.main, "none", _asr), names, miss)], cond)
+    stats = _both(lambda asr: _paired(label, asr(v), asr(ctx.main), names, miss, size=size, size_note=size_note))
+    return judge(stats, cond, confounded=confounded)
 
 
 def _remark9(ctx: Context) -> Evidence:
     return _variant_gain(ctx, "random-shape", ["BN", "TNN"], "ASR random - square trigger",
                          "ASR against `none` of BN and TNN with the trigger's pixels at random places (same count) "
                          "minus with the square patch, per seed (RB keeps its own trigger; LB and IMC are at the "
-                         "ceiling in Table 15)")
+                         "ceiling in Table 15)", 0.07, "more effective, 7 points or more (Table 15: +7.0 to +25.2)")
 
 
 def _remark10(ctx: Context) -> Evidence:
@@ -193,16 +245,25 @@ def _remark10(ctx: Context) -> Evidence:
         if tau is not None:
             per_tau[seed] = tau
     stats = [SeedStat("NSR trojan - benign", per_gap, 1, 1.0, "",
-                      missing_pairs(ctx.main, names_of(sep) + ["none"], ["none"])),
+                      missing_pairs(ctx.main, names_of(sep) + ["none"], ["none"]), 0.3,
+                      "far higher, 0.3 or more (Table 16: 0.51-0.62)"),
              SeedStat("tau-b(NSR, ASR)", per_tau, 1, 1.0, "", missing_pairs(ctx.main, names_of(PAPER_ORDER), ["none"]))]
     return judge(stats, cond, "NSR after fine-pruning (Table 16's second row) is not stored, so that part is "
                                "not tested.")
 
 
 def _remark11(ctx: Context) -> Evidence:
+    v = ctx.variant("from-scratch")
+    confound = ""
+    if v is not None and v.scenario is not None:
+        tr = v.scenario.training
+        if (tr.epochs, tr.lr) != (tr.retrain_epochs, tr.retrain_lr):
+            confound = (f"training budget (from scratch: {tr.epochs} epoch(s) at lr {tr.lr:g}; re-trained: "
+                        f"{tr.retrain_epochs} epoch(s) at lr {tr.retrain_lr:g})")
     return _variant_gain(ctx, "from-scratch", ["BN", "TNN", "RB"], "ASR from scratch - re-trained",
                          "ASR against `none` of BN, TNN, RB trained from scratch (the variant) minus re-trained from "
-                         "the benign model, per seed (LB and IMC reach 100% both ways in Table 17)")
+                         "the benign model, per seed (LB and IMC reach 100% both ways in Table 17)", 0.02,
+                         "'tends to' be higher, 2 points or more (Table 17: +2.0 to +7.4)", confound)
 
 
 def _remark13(ctx: Context) -> Evidence:
@@ -218,8 +279,14 @@ def _remark13(ctx: Context) -> Evidence:
                                                       "--variant)",)))
             continue
         miss = missing_pairs(ctx.main, names, ["none"]) + missing_pairs(v, names, ["none"])
-        stats.append(_paired(label, cells_of(ctx.main, "none", _asr), cells_of(v, "none", _asr), names, miss))
-    return judge(stats, cond)
+        stats += _both(lambda asr: _paired(label, asr(ctx.main), asr(v), names, miss))
+    if any(s.n == 0 for s in stats):
+        return judge(stats, cond)
+    return not_comparable(stats, cond, "the paper's loss-level mixing weighs the trigger loss by lambda = 0.01 "
+                                       "(Table 18), which the arena's loss mixing (stamped copies appended to the "
+                                       "clean batch) does not reproduce, and where every mixing level puts these "
+                                       "attacks near the ASR ceiling no ordering of the levels can show; the "
+                                       "differences are shown for what they are.")
 
 
 def _remark14(ctx: Context) -> Evidence:
@@ -228,28 +295,28 @@ def _remark14(ctx: Context) -> Evidence:
     v = ctx.variant("transparent")
     if v is None:
         return _no_variant("transparent", cond, ctx)
-    asr = cells_of(v, "none", _asr)
+    asr = _strict_asr(v)
     per = {s: row["imc"] - row["badnet"] for s, row in asr.items() if "imc" in row and "badnet" in row}
     stat = SeedStat("ASR IMC - BN at alpha 0.8", per, 1, 100.0, "points", missing_pairs(v, ["imc", "badnet"], ["none"]))
     return judge([stat], cond, "The paper compares three BN variants at alpha 0.9; IMC against BN is our "
-                                "nearest pair.")
+                                "nearest pair. The paper's size (over 60%, relative, at alpha 0.9) does not "
+                                "carry to points at alpha 0.8, so only the sign is tested.")
 
 
 def _remark15(ctx: Context) -> Evidence:
     defs = ["MP", "AR", "STRIP", "ABS"]
     cond = ("effective ASR (trigger inputs that pass the whole deployment and hit the target) of imc-adaptive "
-            "minus imc, mean over MP, AR, STRIP, ABS per seed")
-    eff = {d: cells_of(ctx.main, DEFENSES[d], lambda m: m["defense"]["effective_asr"]) for d in defs}
-    per: dict[int, float] = {}
-    seeds = sorted({s for c in eff.values() for s in c})
-    for seed in seeds:
-        diffs = [c[seed]["imc-adaptive"] - c[seed]["imc"] for c in eff.values()
-                 if "imc-adaptive" in c.get(seed, {}) and "imc" in c.get(seed, {})]
-        if diffs:
-            per[seed] = sum(diffs) / len(diffs)
-    miss = missing_pairs(ctx.main, ["imc", "imc-adaptive"], [DEFENSES[d] for d in defs])
-    return judge([SeedStat("effective ASR imc-adaptive - imc", per, 1, 100.0, "points", miss)], cond,
-                  "Our adaptive IMC uses the scenario's 3x3 trigger; Figure 10's largest gains are at 6x6.")
+            "minus imc, per seed, against each of MP, AR, STRIP and ABS (the paper says 'across all the cases': "
+            "each must agree)")
+    stats = []
+    for d in defs:
+        eff = cells_of(ctx.main, DEFENSES[d], lambda m: m["defense"]["effective_asr"])
+        per = {seed: row["imc-adaptive"] - row["imc"] for seed, row in eff.items()
+               if "imc-adaptive" in row and "imc" in row}
+        stats.append(SeedStat(f"effective ASR imc-adaptive - imc vs {d}", per, 1, 100.0, "points",
+                              missing_pairs(ctx.main, ["imc", "imc-adaptive"], [DEFENSES[d]])))
+    return judge(stats, cond, "Our adaptive IMC uses the scenario's 3x3 trigger; Figure 10's largest gains are at "
+                              "6x6, so only the signs are tested.")
 
 
 def _ordering(label: str, paper: Mapping[str, float], cells: dict[int, dict[str, float]],
@@ -270,17 +337,19 @@ def _table5_alpha08(ctx: Context) -> Evidence:
     v = ctx.variant("transparent")
     if v is None:
         return _no_variant("transparent", cond, ctx)
-    stat = _ordering("tau-b vs Table 5 (alpha 0.8)", paper, cells_of(v, "none", _asr),
-                     missing_pairs(v, names_of(paper), ["none"]))
-    return judge([stat], cond)
+    stats = _both(lambda asr: _ordering("tau-b vs Table 5 (alpha 0.8)", paper, asr(v),
+                                        missing_pairs(v, names_of(paper), ["none"])))
+    return judge(stats, cond, "A trojan that failed the attacker gate counts as ASR 0 (TrojanNet's, where it fails "
+                              "it, as the paper's ESB fails at this alpha).")
 
 
 def _table5_alpha0(ctx: Context) -> Evidence:
     cond = (f"ASR against `none` in {ctx.main.name} of the paper's eight attacks; per seed Kendall tau-b against "
             "Table 5's ImageNet column at |m| = 3, alpha 0 (its only alpha-0 column)")
-    stat = _ordering("tau-b vs Table 5 (alpha 0)", TABLE5_IMAGENET_ALPHA0, cells_of(ctx.main, "none", _asr),
-                     missing_pairs(ctx.main, names_of(PAPER_ORDER), ["none"]))
-    return judge([stat], cond, "The paper's column is ImageNet; ours is one small dataset.")
+    stats = _both(lambda asr: _ordering("tau-b vs Table 5 (alpha 0)", TABLE5_IMAGENET_ALPHA0, asr(ctx.main),
+                                        missing_pairs(ctx.main, names_of(PAPER_ORDER), ["none"])))
+    return judge(stats, cond, "The paper's column is ImageNet; ours is one small dataset. An ordering claim is a "
+                              "claim of sign: the order agrees with the paper's more than chance would.")
 
 
 def _table8(ctx: Context) -> Evidence:

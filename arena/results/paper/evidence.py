@@ -26,9 +26,14 @@ class SeedStat:
     """One statistic, one value per seed; its mean and 95% t-interval over seeds.
 
     ``direction`` is the paper's side: +1 when the paper says the statistic
-    is above 0. ``scale``/``unit`` only change how it is printed (ASR
-    fractions as percentage points). ``missing`` names the matches it needed
-    and did not find.
+    is above 0. ``size`` is the paper's size of effect on the statistic's own
+    scale (before ``scale``), counted on the paper's side: the least the
+    paper's words or numbers claim (``size_note`` says where it comes from);
+    None where the claim is about a sign or an order only. ``scale``/``unit``
+    only change how it is printed (ASR fractions as percentage points).
+    ``missing`` names the matches it needed and did not find. A statistic with
+    ``judged`` False is reported beside the others (e.g. the same number
+    counted the lenient way) and does not enter the verdict.
     """
 
     label: str
@@ -37,6 +42,9 @@ class SeedStat:
     scale: float = 1.0
     unit: str = ""
     missing: tuple[str, ...] = ()
+    size: float | None = None
+    size_note: str = ""
+    judged: bool = True
 
     @property
     def n(self) -> int:
@@ -56,31 +64,50 @@ class SeedStat:
         half = t_quantile(0.95, self.n - 1) * sd / math.sqrt(self.n)
         return self.mean - half, self.mean + half
 
-    def verdict(self) -> str:
-        if self.n == 0:
-            return "untested"
+    def oriented(self) -> tuple[float, float] | None:
+        """The interval turned to the paper's side (the paper's claim is then 'above 0')."""
         ci = self.interval
         if ci is None:
+            return None
+        return (ci[0], ci[1]) if self.direction > 0 else (-ci[1], -ci[0])
+
+    def too_small(self) -> bool:
+        """Whether the interval excludes the paper's size of effect (its upper end falls short of it)."""
+        side = self.oriented()
+        return side is not None and self.size is not None and side[1] < self.size
+
+    def verdict(self) -> str:
+        """The module docstring's rule: agrees only when the interval excludes 0 *and* still reaches the
+        paper's size of effect; contradicts when it lies on the opposite side of 0; else inconclusive."""
+        if self.n == 0:
+            return "untested"
+        side = self.oriented()
+        if side is None:
             return "inconclusive"
-        lo, hi = (ci[0], ci[1]) if self.direction > 0 else (-ci[1], -ci[0])
-        if lo > 0:
-            return "agrees"
-        if hi < 0:
+        if side[1] < 0:
             return "contradicts"
+        if side[0] > 0 and not self.too_small():
+            return "agrees"
         return "inconclusive"
+
+    def _fmt(self, v: float) -> str:
+        return f"{v * self.scale:+.1f}" if self.scale != 1.0 else f"{v:+.2f}"
 
     def text(self) -> str:
         if self.n == 0:
             return f"{self.label}: no data"
-        f = (lambda v: f"{v * self.scale:+.1f}") if self.scale != 1.0 else (lambda v: f"{v:+.2f}")
         unit = f" {self.unit}" if self.unit else ""
         ci = self.interval
         side = sum(1 for v in self.per_seed.values() if v * self.direction > 0)
         where = "above" if self.direction > 0 else "below"
+        lenient = "" if self.judged else " [reported, not judged]"
         if ci is None:
-            return f"{self.label}: {f(self.mean)}{unit} (1 seed, no interval)"
-        return (f"{self.label}: {f(self.mean)}{unit}, 95% CI [{f(ci[0])}, {f(ci[1])}], n={self.n} seeds "
-                f"({side}/{self.n} {where} 0)")
+            return f"{self.label}: {self._fmt(self.mean)}{unit} (1 seed, no interval){lenient}"
+        size = ""
+        if self.size is not None:
+            size = f"; paper's size {self._fmt(self.size * self.direction)}{unit}"
+        return (f"{self.label}: {self._fmt(self.mean)}{unit}, 95% CI [{self._fmt(ci[0])}, {self._fmt(ci[1])}], "
+                f"n={self.n} seeds ({side}/{self.n} {where} 0{size}){lenient}")
 
 
 @dataclass(frozen=True)
@@ -94,27 +121,56 @@ class Evidence:
     stats: tuple[SeedStat, ...] = ()
 
 
-def judge(stats: Sequence[SeedStat], condition: str, notes: str = "") -> Evidence:
-    """The verdict of a claim from its statistics (module docstring: the verdict rule)."""
+def judge(stats: Sequence[SeedStat], condition: str, notes: str = "", confounded: str = "") -> Evidence:
+    """The verdict of a claim from its statistics (module docstring: the verdict rule).
+
+    ``confounded`` names a difference between the compared conditions other
+    than the one the claim is about: the statistics are still shown, but the
+    verdict can be no more than inconclusive, since either way the difference
+    could come from the confound.
+    """
     number = "; ".join(s.text() for s in stats if s.n) or "-"
-    missing = [m for s in stats for m in s.missing]
-    untested = [s for s in stats if s.n == 0]
+    judged = [s for s in stats if s.judged]
+    missing = [m for s in judged for m in s.missing]
+    untested = [s for s in judged if s.n == 0]
     tail = f" {notes}" if notes else ""
     if untested:
         need = "; ".join(dict.fromkeys(missing)) or "the matches it needs"
         return Evidence("untested", condition, number, f"missing: {need}.{tail}", tuple(stats))
-    verdicts = [s.verdict() for s in stats]
+    verdicts = [s.verdict() for s in judged]
     partial = f" Left out where absent: {'; '.join(dict.fromkeys(missing))}." if missing else ""
-    if "contradicts" in verdicts:
-        bad = [s.label for s, v in zip(stats, verdicts) if v == "contradicts"]
-        why = f"the 95% interval lies on the opposite side of 0 from the paper's for: {'; '.join(bad)}."
-        return Evidence("contradicts", condition, number, why + partial + tail, tuple(stats))
-    if all(v == "agrees" for v in verdicts):
-        why = "the 95% interval of every statistic lies on the paper's side of 0."
-        return Evidence("agrees", condition, number, why + partial + tail, tuple(stats))
-    open_ = [s for s, v in zip(stats, verdicts) if v == "inconclusive"]
-    one = [s.label for s in open_ if s.n < 2]
-    why = (f"one seed only for {'; '.join(one)}: no interval." if one else
-           f"the 95% interval covers 0 for: {'; '.join(s.label for s in open_)}.")
-    return Evidence("inconclusive", condition, number, why + partial + tail, tuple(stats))
+    reasons = []
+    bad = [s.label for s, v in zip(judged, verdicts) if v == "contradicts"]
+    if bad:
+        reasons.append(f"the 95% interval lies on the opposite side of 0 from the paper's for: {'; '.join(bad)}.")
+    one = [s.label for s in judged if s.n < 2]
+    if one:
+        reasons.append(f"one seed only for {'; '.join(one)}: no interval.")
+    covers = [s.label for s, v in zip(judged, verdicts)
+              if v == "inconclusive" and s.n >= 2 and s.oriented()[0] <= 0]
+    if covers:
+        reasons.append(f"the 95% interval covers 0 for: {'; '.join(covers)}.")
+    small = [f"{s.label} (the paper's: {s.size_note or s._fmt(s.size * s.direction) + ' ' + s.unit})"
+             for s, v in zip(judged, verdicts) if v == "inconclusive" and s.too_small()]
+    if small:
+        reasons.append(f"the 95% interval stops short of the paper's size of effect for: {'; '.join(small)}.")
+    if bad:
+        verdict = "contradicts"
+    elif all(v == "agrees" for v in verdicts):
+        verdict = "agrees"
+        reasons.append("the 95% interval of every statistic lies on the paper's side of 0 and reaches the "
+                       "paper's size of effect where it states one.")
+    else:
+        verdict = "inconclusive"
+    if confounded and verdict in ("agrees", "contradicts"):
+        reasons.append(f"But the compared settings also differ in {confounded}, so the verdict is held at "
+                       f"inconclusive (it would be '{verdict}' on the numbers alone).")
+        verdict = "inconclusive"
+    why = " ".join(r[:1].upper() + r[1:] for r in reasons)
+    return Evidence(verdict, condition, number, why + partial + tail, tuple(stats))
 
+
+def not_comparable(stats: Sequence[SeedStat], condition: str, why: str) -> Evidence:
+    """Evidence shown for what it is, but on a question other than the paper's claim: no verdict."""
+    number = "; ".join(s.text() for s in stats if s.n) or "-"
+    return Evidence("not comparable", condition, number, why, tuple(stats))

@@ -117,11 +117,16 @@ def render(records: Iterable[MatchRecord], scenario_name: str, scenario: Scenari
                   f"epoch(s) at {a.poison_fraction:.0%} poison against 50 epochs at 1% (Table 20); a "
                   f"{t.size}x{t.size} {t.pattern} trigger at alpha {t.alpha:g}; and our seeds against the paper's "
                   "10 trojan models per setting (5.1).", ""]
-    lines += ["Verdicts: **agrees** where the 95% interval over seeds (Student t) of every statistic lies on the "
-              "paper's side of 0, **contradicts** where one lies on the other side, **inconclusive** where an "
-              "interval covers 0 (or one seed gives none), **untested** where the needed matches are not stored, "
-              "**not comparable** where the arena cannot create the paper's condition. Defense statistics leave "
-              f"out matches of attacks that did not work (undefended ASR under {WORKING_ASR:.0%}). Paper names: "
+    lines += ["Verdicts: **agrees** where the 95% interval over seeds (Student t) of every judged statistic lies on "
+              "the paper's side of 0 *and* reaches the paper's size of effect where the paper states one (shown as "
+              "\"paper's size\"), **contradicts** where one lies on the other side of 0, **inconclusive** where an "
+              "interval covers 0, one seed gives none, an interval on the paper's side stops short of the paper's "
+              "size, or the compared settings differ in more than the claim's knob; **untested** where the needed "
+              "matches are not stored, **not comparable** where the arena cannot create the paper's condition "
+              "(numbers we have are still shown). A trojan that failed the attacker gate counts as a failed attack "
+              "(ASR 0; its measured ASR is shown beside, not judged); an inspector's flag counts only with the true "
+              "target as its suspect. Defense statistics leave out trojans that failed the attacker gate and "
+              f"attacks that did not work (undefended ASR under {WORKING_ASR:.0%}). Paper names: "
               + ", ".join(f"{k} `{v}`" for k, v in {**ATTACKS, **DEFENSES}.items()) + ".", ""]
     counts = {v: sum(f.evidence.verdict == v for f in findings) for v in VERDICTS}
     lines += ["**Summary:** " + ", ".join(f"{n} {v}" for v, n in counts.items()) + f" (of {len(findings)} claims).",

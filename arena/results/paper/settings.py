@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from arena.config.scenario import Scenario
+from arena.results.endings import ending
 from arena.results.paper.numbers import ATTACKS, WORKING_ASR
 from arena.results.record import MatchRecord
 
@@ -154,14 +155,24 @@ class Context:
 
 
 def cells_of(setting: Setting, defender: str, value: Callable[[dict[str, Any]], Any],
-           working_only: bool = False) -> dict[int, dict[str, float]]:
-    """{seed: {attacker: value}} of ``setting``'s matches against ``defender``; unusable values left out."""
+             working_only: bool = False, gate_failed: float | None = None) -> dict[int, dict[str, float]]:
+    """{seed: {attacker: value}} of ``setting``'s matches against ``defender``; unusable values left out.
+
+    A trojan that failed the attacker gate never reached a defender: with
+    ``working_only`` its matches are left out (a defence cannot act on it),
+    and with ``gate_failed`` set its value is that number (ASR 0: the attack
+    failed, however well its trigger works on a model nobody would deploy).
+    """
     out: dict[int, dict[str, float]] = defaultdict(dict)
     for r in setting.records:
         if r.defender != defender:
             continue
         m = r.metrics or {}
-        if working_only and not works(m):
+        failed_gate = ending(r) == "attacker_gate"
+        if working_only and (failed_gate or not works(m)):
+            continue
+        if failed_gate and gate_failed is not None:
+            out[r.seed][r.attacker] = float(gate_failed)
             continue
         try:
             v = value(m)
