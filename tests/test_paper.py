@@ -174,6 +174,11 @@ def test_the_command_writes_the_page_from_published_matches(tmp_path):
     assert res.exit_code == 2 and "does not exist" in res.output
 
 
+def _member(k: int, aiv_max: float, flagged: bool = False) -> dict:
+    """One benign model of a control population, as an inspector's match stores it."""
+    return {"member": k, "verdict": True, "flagged": flagged, "aiv_max": aiv_max}
+
+
 def _full_tournament(sc, rng_seed: int = 0) -> list[MatchRecord]:
     """Every attacker against every defender on the test seeds, with plausible random metrics."""
     import random
@@ -187,11 +192,13 @@ def _full_tournament(sc, rng_seed: int = 0) -> list[MatchRecord]:
                              base_rate=0.01))
             for d in DEFENSES.values():
                 per_class = [rng.uniform(0, 4) for _ in range(10)]
-                recs.append(_rec(a, d, s, asr, sc, defense={
+                rec = _rec(a, d, s, asr, sc, defense={
                     "category": "x", "ard": rng.uniform(0, asr), "cad": rng.uniform(0, 0.05),
                     "tpr": rng.uniform(0, 1), "flagged": rng.random() < 0.5, "mjs": rng.uniform(0, 1),
                     "aiv": per_class[0], "aiv_per_class": per_class, "art_model_s": rng.uniform(0.1, 100),
-                    "effective_asr": rng.uniform(0, asr)}))
+                    "effective_asr": rng.uniform(0, asr)})
+                rec.metrics["control"] = {"members": [_member(k, rng.uniform(0, 4)) for k in range(5)]}
+                recs.append(rec)
     return recs
 
 
@@ -271,16 +278,22 @@ def test_a_trojan_that_failed_the_attacker_gate_counts_as_a_failed_attack_and_bo
 
 
 def _inspections(abs_target: int) -> list[MatchRecord]:
-    """ABS flags every trojan naming class ``abs_target`` as the suspect; NC and TABOR flag none."""
+    """ABS flags every trojan naming class ``abs_target`` as the suspect and ranks every trojan above the
+    benign models (AUROC 1); NC and TABOR flag trojans at one seed in three and rank them among the benign
+    models (AUROC below 1)."""
     target = MAIN.attack.target_class
     recs = []
     for s in SEEDS:
-        for a in ATTACKS.values():
+        for i, a in enumerate(ATTACKS.values()):
             recs.append(_rec(a, "abs", s, 0.99, defense={"category": "model_inspection", "flagged": True,
-                                                         "suspected_target": abs_target, "mjs": 0.2}))
+                                                         "suspected_target": abs_target, "mjs": 0.2,
+                                                         "aiv_per_class": [3.0 + 0.01 * s]}))
+            recs[-1].metrics["control"] = {"members": [_member(k, 1.0 + 0.1 * k) for k in range(5)]}
             for d in ("neural-cleanse", "tabor"):
                 recs.append(_rec(a, d, s, 0.99, defense={"category": "model_inspection", "flagged": s % 3 == 0,
-                                                         "suspected_target": target, "mjs": 0.6}))
+                                                         "suspected_target": target, "mjs": 0.6,
+                                                         "aiv_per_class": [0.9 + 0.1 * i + 0.01 * s]}))
+                recs[-1].metrics["control"] = {"members": [_member(k, 1.0 + 0.1 * k) for k in range(5)]}
     return recs
 
 
@@ -289,8 +302,9 @@ def test_a_flag_naming_the_wrong_target_counts_as_a_miss():
     assert right.verdict == "agrees", right.why
     wrong = _finding(evaluate(_inspections((MAIN.attack.target_class + 1) % 10), MAIN.name, MAIN), "Remark 6")
     assert wrong.verdict != "agrees", wrong.why
-    assert wrong.stats[0].mean < 0 and wrong.stats[-1].mean > 0  # judged: misses; reported: any-target flags
-    assert not wrong.stats[-1].judged
+    auroc, flags, _, lenient = wrong.stats
+    assert auroc.mean > 0 and auroc.judged  # ABS ranks the trojans better whatever class it names
+    assert flags.mean < 0 and flags.judged and lenient.mean > 0 and not lenient.judged  # misses; any-target flags
 
 
 def test_a_confounded_comparison_is_held_at_inconclusive():

@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from arena.results.detection import model_scores, roc
 from arena.results.paper.evidence import Evidence, SeedStat, judge, kendall_tau_b, not_comparable
 from arena.results.paper.numbers import (ATTACKS, DEFENSES, PAPER_ORDER, TABLE5_CIFAR10_ALPHA08,
                                          TABLE5_IMAGENET_ALPHA0, TABLE8_ARD, TABLE11_AIV, TABLE13_SECONDS)
@@ -133,10 +134,27 @@ def _remark5(ctx: Context) -> Evidence:
     return judge(stats, cond, "Agreement needs both: each filter is good against different attacks.")
 
 
+def _auroc_contrast(setting: Setting, defs: Sequence[str]) -> dict[int, float]:
+    """Per seed: the first defence's model-level AUROC (trojans against the benign control models, by the
+    largest per-class anomaly score) minus the mean of the others'."""
+    scores = model_scores(setting.records)
+    per = {}
+    for seed in setting.seeds:
+        auc = {}
+        for d in defs:
+            models = [m for m in scores.get(DEFENSES[d], []) if m.seed == seed]
+            auc[d] = roc(DEFENSES[d], models).auroc
+        others = [auc[d] for d in defs[1:] if auc[d] is not None]
+        if auc[defs[0]] is not None and others:
+            per[seed] = auc[defs[0]] - sum(others) / len(others)
+    return per
+
+
 def _remark6(ctx: Context) -> Evidence:
-    cond = ("per seed over working attacks: share of trojan models ABS flags *with the true target as its suspect* "
-            "minus the mean share of NC and TABOR (detection; a flag naming another class counts as a miss); mean "
-            "MJS of NC and TABOR minus ABS's (recovery)")
+    cond = ("per seed: the AUROC with which ABS tells the seed's trojans from its benign control models (by its "
+            "largest anomaly score, as Table 11 ranks by AIV) minus the mean of NC's and TABOR's; over working "
+            "attacks, the share of trojan models ABS flags *with the true target as its suspect* minus NC's and "
+            "TABOR's (a flag naming another class counts as a miss); mean MJS of NC and TABOR minus ABS's (recovery)")
     att = names_of(PAPER_ORDER)
     target = ctx.main.target_class
 
@@ -160,7 +178,8 @@ def _remark6(ctx: Context) -> Evidence:
                 per[seed] = sign * (a - sum(others) / len(others))
         return per
 
-    stats = [SeedStat("right-target flag rate ABS - NC, TABOR", contrast(flag, 1), 1, 100.0, "points", miss),
+    stats = [SeedStat("model-level AUROC ABS - NC, TABOR", _auroc_contrast(ctx.main, defs), 1, 1.0, "", miss),
+             SeedStat("right-target flag rate ABS - NC, TABOR", contrast(flag, 1), 1, 100.0, "points", miss),
              SeedStat("MJS NC, TABOR - ABS", contrast(mjs, -1), 1, 1.0, "", miss)]
     lenient = SeedStat("flag rate ABS - NC, TABOR, any suspected target", contrast(any_flag, 1), 1, 100.0,
                        "points", miss, judged=False)
