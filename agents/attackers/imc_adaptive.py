@@ -30,7 +30,7 @@ the one used, and why, lands in the match record (``notes["countermeasure"]``):
   inputs with their true labels at the defender's ``eps`` and step, so the
   trojan model is already robust and AR's fine-tuning has little left to
   change. ``ar_iters`` (3, not AR's 7) PGD steps per batch keep the CPU cost
-  near 3x plain IMC.
+  a small multiple of plain IMC's (docs/measurements.md).
 - ABS (neuron stimulation), paper 6.3 "integrate ABS's cost function in the
   loss": ABS looks for one inner neuron whose elevation alone flips every
   input to the target. The extra loss (weight ``abs_weight``) penalizes,

@@ -58,11 +58,12 @@ Implementation notes and departures:
   weight (in the PCA, the split and the mixture) as the window's inputs of
   that class. AC assumes poison is a minority of a label; when trigger inputs
   dominate the class, plain 2-means cuts their (widely spread) cluster in two
-  and leaves the clean inputs with half of it (BadNet, test scenario: the
-  "clean" cluster held 369 of 585 trigger inputs, TPR 0.35). With the weights
-  the clean mode is at least half of the mass and the split falls between
-  clean and trigger inputs (20 of 585 left, TPR 0.94). Suspicion counts
-  inputs, not weights.
+  and leaves the clean inputs with a large part of it (on BadNet's test
+  scenario window most trigger inputs ended in the "clean" cluster). With the
+  weights the clean mode is at least half of the mass and the split falls
+  between clean and trigger inputs (few trigger inputs left with the clean
+  ones; the figures are in docs/measurements.md). Suspicion counts inputs,
+  not weights.
 - k-means is initialized deterministically (the best split along the first
   principal component, an exact 1-D 2-means) and run to convergence (at most
   ``iterations`` Lloyd steps), so the same window gets the same scores.
@@ -75,7 +76,8 @@ Implementation notes and departures:
 
 Tuning: 10 components and k = 2 from AC's paper; the reference-based suspicion
 and the weighting were designed on the tiny test scenario, seed 0 (the BadNet
-window above). The record shows no default here chosen on fmnist-cnn matches.
+window above, docs/measurements.md). The record shows no default here chosen on
+fmnist-cnn matches.
 
 Assumes: the data of any scenario (``arena_agents``); reads the penultimate
 layer (``features``).

@@ -16,8 +16,9 @@ Defaults (paper Table 21): PGD step alpha = 2/255, eps = 8/255, 7 iterations
 
 Implementation notes and departures:
 - Epochs: Table 21 says 50; each epoch costs 1 + 7 forward/backward passes
-  per image, so on the 2-core CPU the default is ``epochs`` = 5 (about 20 s on
-  the CPU scenario's 2,400 fine-tuning images). ``epochs`` lifts it.
+  per image, so on the 2-core CPU the default is ``epochs`` = 5, which keeps
+  adversarial re-training affordable within a match (the timing is in
+  docs/measurements.md). ``epochs`` lifts it.
 - Budget: the repair must keep the clean accuracy inside the scenario's
   ``budgets.defense_cad``. The base class holds back 20% of the clean set
   (never trained on); if accuracy there falls more than

@@ -26,7 +26,8 @@ Implementation notes and departures:
   samples only stand in for such data. DI uses ``sample_ratio`` (0.1) of the
   defender's clean set (at least ``min_samples`` = 64), drawn by the base
   class, at most ``samples`` = 256: 256 images on the CPU scenario (ratio 0.1
-  would give 300; the cap keeps a run near 15 s on 2 CPU cores).
+  would give 300; the cap keeps a model's inspection affordable on a CPU, see
+  docs/measurements.md).
 - One conditional generator for all classes, trained on all of them at once:
   each step stamps a batch of B clean images with a perturbation for every
   class (K x B generator samples, one noise vector each) and evaluates the
@@ -39,21 +40,21 @@ Implementation notes and departures:
   perturbations lie in [-1, 1]; ``x + G`` is clipped to [0, 1]. DI's paper
   does not fix the architecture; this one is sized for the CPU.
 - Per-class gamma, adapted (NC's schedule, not DI's fixed weight): with one
-  fixed gamma, a class the generator finds hard settles at a small
-  perturbation that only half works, and its magnitude then looks like a
-  backdoor's (on the tiny test scenario a benign model was flagged that
-  way, class 0 at L1 61 with 60% success against 70-127 elsewhere).
-  Magnitudes are only comparable at equal success, so after ``warmup`` (5)
-  epochs at DI's gamma, each class's gamma is multiplied by
-  ``gamma_multiplier`` (1.2) after an epoch in which its perturbations
-  reached ``succ_threshold`` (0.9) attack success on other classes' inputs,
-  and divided by ``1.2 ** 1.5`` otherwise.
+  fixed gamma, a class the generator finds hard settles at a small perturbation
+  that only half works, and its magnitude then looks like a backdoor's (on the
+  tiny test scenario a benign model was flagged that way:
+  docs/measurements.md). Magnitudes are only comparable at equal success, so
+  after ``warmup`` (5) epochs at DI's gamma, each class's gamma is multiplied
+  by ``gamma_multiplier`` (1.2) after an epoch in which its perturbations
+  reached ``succ_threshold`` (0.9) attack success on other classes' inputs, and
+  divided by ``1.2 ** 1.5`` otherwise.
 - Second condition (``max_norm_ratio`` = 0.5, not in DI; the arena's NC
   uses it too): the suspect's magnitude must also be below half the median
   magnitude. The MAD index is scale-free: on a benign tiny-scenario model
-  the classes clustered at L1 160-250 and the trouser class, at 140 (ratio
-  0.8), reached index 2.8. BadNet's target sits at ratio ~0.1.
-  ``max_norm_ratio=None`` restores the MAD rule alone.
+  the classes clustered tightly and a class only somewhat below them reached
+  an index above the threshold, while BadNet's target sits far below half
+  the median (docs/measurements.md). ``max_norm_ratio=None`` restores the MAD
+  rule alone.
 - The MAD index is taken of the log magnitudes (``log_scale`` = True, the
   arena's NC does the same; see ``neural_cleanse.py`` for why).
 - Norms (NC's bookkeeping): a class's norm is the smallest epoch-mean L1
@@ -66,17 +67,17 @@ Implementation notes and departures:
 - No mitigation (DI's patching by retraining on generated triggers): the
   arena's inspectors only flag, a flagged model is rejected.
 
-Measured on the tiny test scenario (seed 0, 100 images): BadNet's target
-needs L1 ~7-8 against 60-240 for the other classes (ratio 0.10 to the
-median); on raw magnitudes its anomaly index was 5.3, 1.9 and 2.3 at three
-defender seeds (the spread of the clean classes' magnitudes limits the raw
-index, as for NC); on log magnitudes 4.7 at the referee's seed (raw 2.0).
-Benign models: log index 0.8 in the match, 2.0 in the control run at ratio
-0.84 (not flagged thanks to the ratio condition). About 8 s a model on the
-tiny scenario (2 cores).
+On the tiny test scenario BadNet's target needs a far smaller perturbation
+than the other classes, yet on raw magnitudes its anomaly index did not clear
+the threshold at every defender seed (the spread of the clean classes'
+magnitudes limits the raw index, as for NC); on log magnitudes it cleared it
+with room at the referee's seed. A benign model's borderline log index in a control run is not
+flagged thanks to the ratio condition. These figures and the time per model
+are in docs/measurements.md.
 
 Tuning: Table 21's values where it gives them. The per-class gamma schedule
-and ``max_norm_ratio`` were chosen on the tiny test scenario, seed 0 (above).
+and ``max_norm_ratio`` were chosen on the tiny test scenario, seed 0 (above;
+docs/measurements.md).
 The log-norm MAD rule (``log_scale``) was chosen after looking at the
 fmnist-cnn seed-0 tournament (development seeds 0-2); its test seeds (10-14)
 played no part.

@@ -52,10 +52,10 @@ Implementation notes and departures:
   confirmation score, so the score is continuous for every input.
 - Dominant color: k-means with k = 3 per image, batched over images, on a
   regular subsample of at most ~256 of its pixels (every 2nd row and column
-  of a 28 x 28 image: profiling showed k-means on all pixels taking a third
-  of NEO's time), initialized at the pixels at the 1/6, 1/2 and 5/6
-  brightness quantiles and run for ``kmeans_iterations`` (10) Lloyd steps:
-  deterministic.
+  of a 28 x 28 image: profiling showed k-means on all pixels taking a large
+  share of NEO's time, docs/measurements.md), initialized at the pixels at
+  the 1/6, 1/2 and 5/6 brightness quantiles and run for
+  ``kmeans_iterations`` (10) Lloyd steps: deterministic.
 - Vectorized: the B x P blocked images (and then the B x K x M confirmation
   images) of a chunk of inputs go through the model as one tensor, in chunks
   of at most ``chunk`` images; on the CPU through a channels-last copy of the

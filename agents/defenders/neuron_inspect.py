@@ -49,11 +49,11 @@ Departures:
   scales (L1 and total-variation sums of raw gradients against a persistence
   count). Here every feature is first turned into a scale-free MAD index, where
   the paper's weights would let persistence alone decide; the defaults are
-  equal weights instead. Measured on the tiny test scenario (BadNet seed 0, 40
-  to 300 explained inputs, 4 random subsets each): equal weights give the
-  target an index of 4.0-6.7 and the benign model at most 1.5; persistence
-  alone (the paper's weights) 5.4-12.7 and at most 2.0 on the benign model,
-  where the MAD of a single feature sometimes collapses. Pass
+  equal weights instead. On the tiny test scenario equal weights put BadNet's
+  target well above the threshold and the benign model well below it, while
+  persistence alone (the paper's weights) let the benign model reach the
+  threshold, where the MAD of a single feature sometimes collapses (the
+  figures are in docs/measurements.md). Pass
   ``lambda_sp=1e-5, lambda_sm=1e-5, lambda_pe=1`` for the paper's.
 - Table 21's "threshold 0" reads as the saliency binarization threshold of the
   persistence feature; nearly every pixel of a raw gradient heatmap is above
@@ -61,21 +61,20 @@ Departures:
 - At least ``min_samples`` (200) inputs are explained when 10% of the clean
   set is fewer (the CPU scenario's 3,000-image set gives 300, the tiny test
   scenario's 400-image set would give 40): the benign model's largest index
-  has a noisy tail on few inputs. Over 20 random subsets of the tiny set, the
-  benign model's largest combined index reached 2.0 once at 100 and 40 inputs
-  (mean 1.35), never at 200 (mean 1.17, max 1.63; BadNet's target 3.9-6).
+  has a noisy tail on few inputs. Over random subsets of the tiny set it
+  reached the threshold with fewer inputs, never with 200, while BadNet's
+  target stayed well above it (docs/measurements.md).
 - Vanilla gradients (the paper's saliency map); no smoothing of heatmaps.
 
 Cost: one forward/backward pass over K x n images (n = 10% of the clean set):
-3,000 images on the CPU scenario. Measured on the tiny test scenario, seed 0
-(referee.play, 200 explained inputs): BadNet's target gets a combined index
-of 6.45 (flagged; next class 0.86), MLN 35, MJS 0.22; the benign model's
-largest index is 1.52 (not flagged); ART ~2 s per model on the shared 2-core
-machine (load average ~9, one torch thread).
+3,000 images on the CPU scenario, cheap next to the inspectors that optimize
+triggers. On the tiny test scenario it flags BadNet's target with a wide
+margin and leaves the benign model unflagged; the figures and the timing are
+in docs/measurements.md.
 
 Tuning: equal weights and ``min_samples`` (200) were chosen on the tiny test
-scenario, seed 0 (above); the threshold 2 is NC's. The record shows no default
-here chosen on fmnist-cnn matches.
+scenario, seed 0 (above; docs/measurements.md); the threshold 2 is NC's. The
+record shows no default here chosen on fmnist-cnn matches.
 
 Assumes: the data of any scenario (``arena_agents``); reads the penultimate
 layer (``features``).

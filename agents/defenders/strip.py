@@ -10,11 +10,12 @@ Defaults (paper Table 21): mixing weight 0.5 (equal), 64 samples per input.
 
 Implementation notes and departures:
 - Vectorized: a batch of B inputs is mixed with its N overlays as one
-  B*N-image tensor and evaluated in chunks, so an input costs a fraction of a
-  millisecond on the CPU scenario (ART in the match record).
+  B*N-image tensor and evaluated in chunks, so an input is cheap to score on
+  the CPU scenario (ART in the match record).
 - On the CPU the mixtures run through a channels-last copy of the model:
-  profiling the small CNN showed NCHW max-pooling taking over half of the
-  forward time, and channels-last makes STRIP ~1.5x faster per input.
+  profiling the small CNN showed NCHW max-pooling taking most of the forward
+  time, and channels-last makes STRIP faster per input. The timings are in
+  docs/measurements.md.
 - The threshold is calibrated on the defender's clean set at the scenario's
   FPR budget (the original paper fixes the FRR the same way), on at most
   ``calibration_inputs`` (500) inputs disjoint from the overlay pool (the

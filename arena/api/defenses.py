@@ -63,8 +63,8 @@ def frozen(model: nn.Module) -> Iterator[nn.Module]:
 
 
 def inference_copy(model: nn.Module, device: torch.device) -> nn.Module:
-    """The model for a filter's many scoring passes: a channels-last copy on the CPU (NCHW max-pooling
-    took over half the small CNN's forward time; ~1.5x faster per input), the model itself elsewhere."""
+    """The model for a filter's many scoring passes: a channels-last copy on the CPU (faster per input
+    than the small CNN's slow NCHW max-pooling; docs/measurements.md), the model itself elsewhere."""
     if device.type == "cpu":
         return copy.deepcopy(model).to(memory_format=torch.channels_last)
     return model
@@ -199,11 +199,11 @@ class ModelInspector(Defender):
     # is merely somewhat easier to reach scores above 2 on a clean model (see NeuralCleanse).
     max_norm_ratio: float | None = None
     # Take the MAD index of log(norms) rather than of the norms (not in NC). Norms are positive
-    # sizes whose spread across clean classes is multiplicative: on fmnist-cnn clean classes need
-    # masks of L1 33 to 140, and those few large norms inflate the MAD on the raw scale until a
-    # backdoor's mask of 5-13 scores only 1.3-1.9. On the log scale the same targets score 2.8-5.6
-    # and benign models stay at or below 2.1 (recomputed from the
-    # norms stored by the seed-0 tournament of 2026-11-28; see docs/defenses.md).
+    # sizes whose spread across clean classes is multiplicative: the few large norms of clean
+    # classes inflate the MAD on the raw scale until a backdoor's far smaller mask no longer scores
+    # above the threshold. On the log scale the same targets clear it and benign models stay about
+    # at it or below (the figures, from a seed-0 fmnist-cnn tournament, are in
+    # docs/measurements.md; see docs/defenses.md).
     log_scale: bool = False
 
     def inspect(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,

@@ -85,9 +85,8 @@ def match_threads() -> int:
     The thread count changes a CPU training's bytes (the tiny scenario's benign small-cnn differs
     at 1 and 2 threads), and the cache must hold the same model for a seed whether it was made by
     ``arena match``, ``--workers 1`` or ``--workers 4``. One thread is what each worker gets anyway
-    when workers fill the cores; a lone match on an idle 2-core machine pays 1.1x to 1.4x for it
-    (the tiny scenario's benign training: 5.9 to 7.3 s at 1 thread, 5.0 to 5.6 s at 2) and gains
-    when another process holds a core (2 threads then took 19 to 33 s, 1 thread 7.3 s).
+    when workers fill the cores; a lone match on an idle machine pays a little for it and gains
+    when another process holds a core (the timings are in docs/measurements.md).
     """
     raw = os.environ.get("ARENA_THREADS", "")
     if not raw:
@@ -181,8 +180,8 @@ def fit(
     """
     device = x.device
     model.train()
-    # Channels-last: on the CPU convolutions and max-pooling are ~15% faster per training step for
-    # the arena's CNNs (measured on the 2-core machine); on CUDA, bf16 convolutions run on tensor
+    # Channels-last: on the CPU convolutions and max-pooling are faster per training step for the
+    # arena's CNNs (docs/measurements.md); on CUDA, bf16 convolutions run on tensor
     # cores in NHWC, and NCHW inputs pay a layout transpose around every conv.
     channels_last = x.dim() == 4
     if channels_last:
@@ -239,9 +238,9 @@ def fit(
 
 
 def _fast_inference_copy(model: nn.Module, x: torch.Tensor) -> nn.Module:
-    """A channels-last copy: on the CPU NCHW max-pooling took over half of the small CNN's
-    forward time in profiles, and channels-last evaluates ~1.5x faster; on CUDA bf16
-    convolutions want NHWC. The copy keeps the caller's model (and its layout) untouched."""
+    """A channels-last copy: on the CPU NCHW max-pooling took most of the small CNN's
+    forward time in profiles, and channels-last evaluates faster (docs/measurements.md); on CUDA
+    bf16 convolutions want NHWC. The copy keeps the caller's model (and its layout) untouched."""
     if x.ndim != 4:
         return model
     try:

@@ -1,8 +1,8 @@
 """Imported once by the agent processes' forkserver, before it forks any agent.
 
 A fresh process pays for lazy imports on first use: the first optimizer an
-agent builds imports ``torch._dynamo`` (about 3 s on the 2-core machine),
-and scikit-learn costs about 1.5 s. Importing them here, once, makes every
+agent builds imports ``torch._dynamo``, and scikit-learn is slow to import as
+well (the costs are in docs/measurements.md). Importing them here, once, makes every
 forked agent process start warm. Only the arena's own code is imported:
 third-party plugins are never loaded into the forkserver, where their import
 could reach every agent process forked after it.

@@ -29,11 +29,9 @@ or ``ARENA_THREADS``), whatever ``workers`` is: the thread count changes a CPU
 training's bytes (the tiny scenario's benign small-cnn differs at 1 and 2
 threads), and the cache must hold the same model for a seed whether it was
 made by ``--workers 1`` or ``--workers 4``. One thread is what each worker gets
-anyway when workers fill the cores. A sequential tournament pays for it when
-the cores are idle (the tiny scenario's benign training on the 2-core machine:
-5.9 to 7.3 s at 1 thread, 5.0 to 5.6 s at 2, so 1.1x to 1.4x) and gains when
-another process holds a core (2 threads then took 19 to 33 s, 1 thread still
-7.3 s); ``--workers`` wins it back.
+anyway when workers fill the cores. A sequential tournament pays a little for
+it when the cores are idle and gains when another process holds a core (the
+timings are in docs/measurements.md); ``--workers`` wins it back.
 
 Where matches run is a ``Backend`` (``arena.run.backends``): here or in a local
 process pool (``LocalBackend``), or on a Ray cluster (``RayBackend``); each is
