@@ -16,7 +16,9 @@ def _spec(name: str, channels: int = 3, size: int = 32, classes: int = 7) -> Arc
     return ArchSpec(f"torchvision:{name}", channels, size, classes, (0.5,) * channels, (0.25,) * channels)
 
 
-@pytest.mark.parametrize("name", sorted(FAMILIES))
+# ViT-B/16 is 86M parameters: a forward pass of it costs seconds on the CPU, so it is not in the fast lane.
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n.startswith("vit") else n
+                                  for n in sorted(FAMILIES)])
 def test_every_offered_architecture_keeps_the_contract(name):
     m = build_model(_spec(name)).eval()
     x = torch.rand(2, 3, 32, 32)
@@ -52,9 +54,23 @@ def test_grayscale_inputs_and_a_rebuild_from_the_spec():
     assert torch.equal(m(x), again(x))
 
 
+@pytest.mark.slow
+def test_vit_on_small_images_uses_small_patches_and_the_class_token():
+    m = build_model(_spec("vit_b_16", channels=1, size=28, classes=10)).eval()
+    vit = m.backbone.vit
+    assert vit.patch_size == 4 and vit.conv_proj.in_channels == 1
+    x = torch.rand(2, 1, 28, 28)
+    with torch.no_grad():
+        fmap = m.conv_features(x)
+        assert fmap.shape == (2, 768, 7 * 7 + 1, 1)  # hidden units as channels, 49 patches and the class token
+        assert torch.equal(m.pool_features(fmap), fmap[:, :, 0, 0])
+    with pytest.raises(ValueError, match="multiple of 16"):
+        build_model(_spec("vit_b_16", size=72))
+
+
 def test_unoffered_names_are_clear_errors():
-    with pytest.raises(ValueError, match="vision transformers"):
-        build_model(_spec("vit_b_16"))
+    with pytest.raises(ValueError, match="not offered"):
+        build_model(_spec("vit_l_16"))
     with pytest.raises(ScenarioError, match="torchvision:resnet18"):
         scenario_from_dict({"name": "x", "architecture": "torchvision:resnet1800"}, where="x.toml")
     assert "torchvision:resnet18" in offered()

@@ -42,7 +42,7 @@ from arena.config.specs import canonical_spec, is_file_spec
 DATASETS = ("fashion-mnist", "mnist", "cifar10")
 # torchvision classifiers offered by name (arena.api.tv_models, which splits each into the arena's model contract).
 TORCHVISION_NAMES = ("resnet18", "resnet34", "resnet50", "vgg11_bn", "vgg13_bn", "vgg16_bn", "densenet121",
-                     "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0")
+                     "mobilenet_v2", "mobilenet_v3_small", "mobilenet_v3_large", "efficientnet_b0", "vit_b_16")
 ARCHITECTURES = ("small-cnn", "small-resnet", "resnet18", *(f"torchvision:{n}" for n in TORCHVISION_NAMES))
 REVEALS = ("full", "category", "none")
 POSITIONS = ("bottom-right", "bottom-left", "top-right", "top-left", "center", "random")
