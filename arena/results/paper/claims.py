@@ -183,11 +183,12 @@ def _remark6(ctx: Context) -> Evidence:
              SeedStat("MJS NC, TABOR - ABS", contrast(mjs, -1), 1, 1.0, "", miss)]
     lenient = SeedStat("flag rate ABS - NC, TABOR, any suspected target", contrast(any_flag, 1), 1, 100.0,
                        "points", miss, judged=False)
-    if dict(lenient.per_seed) != dict(stats[0].per_seed):
+    if dict(lenient.per_seed) != dict(stats[1].per_seed):
         stats.append(lenient)
-    return judge(stats, cond, "Detection is compared by verdicts, not AIV: our ABS reports its best REASR "
-                              "per label (0-1), not a MAD index on NC's scale. The paper states no size for "
-                              "either trade, so only the signs are tested.")
+    return judge(stats, cond, "Detection is compared by AUROC and by verdicts, not by AIV itself: our ABS "
+                              "reports its best REASR per label (0-1), not a MAD index on NC's scale, and an "
+                              "AUROC does not depend on the scale. The paper states no size for either trade, "
+                              "so only the signs are tested.")
 
 
 def _remark7(ctx: Context) -> Evidence:
