@@ -30,6 +30,7 @@ from torch import nn
 from arena.core.errors import PluginError, ScenarioError
 from arena.config.scenario import Scenario, validate_agent_params
 from arena.config.specs import canonical_spec, is_file_spec, is_model_spec, own_file
+from arena.api.exported import EXPORTED, exported_model
 from arena.api.models import ArchSpec, build_model, known_architectures, register_architecture
 from arena.api.protocol import CATEGORIES, Agent, Attacker, Defender
 
@@ -193,7 +194,8 @@ def _given_model(role: str, spec: str, params: dict[str, Any] | None) -> LoadedA
                           hint="arena match model:PATH DEFENDER, or arena scan PATH")
     path = Path(own_file(spec) or "").resolve()
     if not path.is_file():
-        raise PluginError(f"model file not found: {path}", hint="model:PATH names a torch.save'd state dict")
+        raise PluginError(f"model file not found: {path}",
+                          hint="model:PATH names a torch.save'd state dict or a torch.export.save'd program")
     from arena_agents.attackers.given_model import GivenModel  # the one built-in agent reached by spec, not name
 
     try:
@@ -253,3 +255,20 @@ def build_architecture(spec: ArchSpec) -> nn.Module:
                                       f"{type(exc).__name__}: {exc}") from exc
                 break
     return build_model(spec)
+
+
+def rebuild_model(arch: dict[str, Any], state: dict[str, Any]) -> nn.Module:
+    """A model from what crosses processes (``arena.engine.wire``) and the cache: its architecture spec
+    and its state dict. An exported program (``arch`` ``exported``) is rebuilt from the file's bytes in
+    its state (``state["program"]``, read by ``arena.api.exported``, which runs nothing of the file);
+    any other from the architecture registry (``build_architecture``). Then the state is loaded."""
+    spec = ArchSpec.from_dict(arch)
+    if spec.arch == EXPORTED:
+        program = state.get("program")
+        if program is None:
+            raise ValueError("an exported program's state holds no 'program' bytes")
+        model = exported_model(program, spec)
+    else:
+        model = build_architecture(spec)
+    model.load_state_dict(state)
+    return model

@@ -3,6 +3,7 @@ inspectors and calibrated against benign models, and the calibration of the comb
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -13,9 +14,10 @@ from click.testing import CliRunner
 
 from arena.cli import main
 from arena.config.scenario import load_scenario
+from arena.core.errors import ArenaError
 from arena.results.io import read_jsonl_gz
 from arena.results.store import MatchRecord
-from arena.run.scan import calibrate, calibration_rows, fisher, rank_p_value, scan
+from arena.run.scan import Reading, ScanReport, _cast, calibrate, calibration_rows, fisher, rank_p_value, scan
 
 from conftest import have_fashion_mnist
 
@@ -26,7 +28,8 @@ INSPECTORS = ["neural-cleanse", "tabor", "neuron-inspect"]
 @pytest.fixture(scope="module")
 def scan_setting(tiny_path, tmp_path_factory):
     """The tiny scenario with three benign models per control and cheap inspectors, a badnet trojan
-    of it and its benign model, saved as state dicts the way a user would hand them over."""
+    of it and its benign model, saved as state dicts the way a user would hand them over; the trojan
+    also as an exported program (trojan.pt2) and its trigger as an .npz (trigger.npz)."""
     if not have_fashion_mnist():
         pytest.skip("Fashion-MNIST not installed")
     from arena.engine.referee import Referee
@@ -48,7 +51,10 @@ min_samples = 64
 ''')
     sc = load_scenario(str(toml))
     referee = Referee(sc, device="cpu")
-    torch.save(referee.craft("badnet", 0).model.state_dict(), d / "trojan.pt")
+    trojan = referee.craft("badnet", 0)
+    torch.save(trojan.model.state_dict(), d / "trojan.pt")
+    torch.export.save(torch.export.export(trojan.model.eval(), (torch.zeros(1, 1, 28, 28),)), d / "trojan.pt2")
+    np.savez(d / "trigger.npz", mask=trojan.trigger.mask.cpu().numpy(), pattern=trojan.trigger.pattern.cpu().numpy())
     torch.save(referee.benign(0)[0].state_dict(), d / "benign.pt")
     return sc, toml, d
 
@@ -67,6 +73,13 @@ def test_scan_tells_a_trojan_from_a_benign_model(scan_setting):
     assert targets.count(sc.attack.target_class) >= 2, targets
     assert sum(f.anomaly_index for f in trojan.findings) > sum(f.anomaly_index for f in benign.findings)
     json.dumps(trojan.to_dict())
+    # The same trojan handed over as an exported program: rebuilt from its graph in every process, it
+    # reads the same to every inspector (the same operators, so the same numbers).
+    exported = scan(sc, d / "trojan.pt2", defenders=INSPECTORS)
+    assert [(f.defender, f.flagged, f.suspected_target, f.anomaly_index, f.p_value, f.fault)
+            for f in exported.findings] == [(f.defender, f.flagged, f.suspected_target, f.anomaly_index, f.p_value,
+                                             f.fault) for f in trojan.findings]
+    assert exported.verdict == trojan.verdict and exported.fisher_p == trojan.fisher_p
 
 
 @pytest.mark.slow
@@ -93,8 +106,77 @@ def test_scan_cli_json_and_a_match_against_the_given_model(scan_setting):
 
 
 @pytest.mark.slow
+def test_with_the_trigger_a_filter_and_a_mitigation_read_the_model(scan_setting):
+    """Given the suspected trigger, STRIP's TPR on inputs stamped with it and Fine-Pruning's share of its
+    ASR removed, as their matches with the model store them; JSON and the page carry them."""
+    from arena.engine.referee import Referee
+
+    sc, toml, d = scan_setting
+    page = d / "page-trigger"
+    r = CliRunner().invoke(main, ["scan", str(d / "trojan.pt2"), "-s", str(toml), "-d", "strip,fine-pruning",
+                                  "--trigger", str(d / "trigger.npz"), "--target", "0", "--json", "--html", str(page)])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert out["findings"] == [] and out["verdict"] == "undecided" and out["trigger"].endswith("trigger.npz")
+    assert out["target_class"] == 0 and out["would_run"] == []
+    strip, fp = (Reading(**x) for x in out["readings"])
+    assert (strip.defender, strip.category, strip.metric) == ("strip", "input_filtering", "TPR")
+    assert (fp.defender, fp.category, fp.metric) == ("fine-pruning", "model_sanitization", "ARD")
+    assert not strip.fault and not fp.fault
+    assert strip.value > strip.fpr + 0.5  # the trigger dominates the trojan: STRIP flags what it stamps
+    assert fp.asr > 0.8 and fp.benign_asr < 0.2 and fp.asr_after < fp.asr and fp.value == fp.asr - fp.asr_after
+    # The numbers are those of the match itself: played directly (from the state dict this time,
+    # which the exported program computes the same), Fine-Pruning's match stores them.
+    model = (d / "trojan.pt").resolve()
+    played = dataclasses.replace(sc, attackers={f"model:{model}": {"trigger": str((d / "trigger.npz").resolve())}})
+    rec = Referee(played, device="cpu").play(f"model:{model}", "fine-pruning", seed=0).record
+    assert (rec.metrics["defense"]["ard"], rec.metrics["defense"]["cad"], rec.metrics["attack"]["base_rate"]) == (
+        fp.value, fp.cad, fp.benign_asr)
+    html = (page / "index.html").read_text()
+    assert "Other defenders" in html and "fine-pruning" in html and "No inspector played the model" in html
+    with pytest.raises(ArenaError, match="target class 10 is not one of the scenario's 10 classes"):
+        scan(sc, d / "trojan.pt2", defenders=["strip"], trigger=d / "trigger.npz", target=10)
+
+
+def test_the_report_says_what_a_trigger_would_add(tmp_path):
+    from arena.present.scan_page import write_scan_page
+    from arena.present.scan_text import scan_text
+
+    tiny = load_scenario(str(_tiny_toml(tmp_path)))
+    inspectors, others, would_run, skipped = _cast(tiny, None, False, "process")
+    assert "neural-cleanse" in inspectors and others == [] and skipped == []
+    assert {"input_filtering: strip", "model_sanitization: fine-pruning", "input_reformation: magnet"} <= set(would_run)
+    assert not any(w.endswith(": none") or w.endswith(": abs") for w in would_run)
+    # Given a trigger they play; named, a defender of category none is left out.
+    _, others, would_run, _ = _cast(tiny, None, True, "process")
+    assert ("strip", "input_filtering") in others and would_run == []
+    assert _cast(tiny, ["abs", "strip", "none"], False, "process") == (["abs"], [("strip", "input_filtering")], [],
+                                                                      ["none"])
+    report = ScanReport(model="m.pt", sha256="0" * 64, scenario="tiny", digest="d", seed=0, findings=[],
+                        fisher_p=None, would_run=["input_filtering: strip", "model_sanitization: fine-pruning"],
+                        readings=[Reading("neo", "input_filtering", "TPR", 0.9, asr=0.97, asr_after=0.97, fpr=0.05,
+                                          auroc=0.98, effective_asr=0.07),
+                                  Reading("magnet", "input_reformation", "ARD", None, fault="defender: it broke")])
+    text = scan_text(report)
+    assert "With --trigger T.npz (a trigger you suspect the model answers to) 2 more defenders would play it: " \
+           "input filters strip" in text and "mitigations fine-pruning" in text
+    assert "Other defenders, with the scenario's trigger" in text and "FPR 0.05, AUROC 0.98" in text
+    assert "defender: it broke" in text and "No inspector played the model" in text
+    html = write_scan_page(report, tmp_path / "page").read_text()
+    assert "2 more defenders would play it" in html and "neo" in html
+
+
+def _tiny_toml(tmp_path: Path) -> Path:
+    from conftest import TINY_TOML
+
+    p = tmp_path / "tiny.toml"
+    p.write_text(TINY_TOML)
+    return p
+
+
+@pytest.mark.slow
 def test_a_file_that_is_no_model_forfeits_with_what_to_do(scan_setting, tmp_path):
-    sc, _, _ = scan_setting
+    sc, _, d = scan_setting
     from arena.engine.referee import Referee
 
     torch.save({"not": "weights"}, tmp_path / "junk.pt")
@@ -104,6 +186,17 @@ def test_a_file_that_is_no_model_forfeits_with_what_to_do(scan_setting, tmp_path
     torch.save(small.state_dict(), tmp_path / "other.pt")
     rec = Referee(sc, device="cpu").play(f"model:{tmp_path / 'other.pt'}", "none", seed=0).record
     assert "does not fit the scenario's architecture" in rec.reason
+    # Exported programs: one of another task, and one whose weight is a pickle that would run code.
+    five = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(28 * 28, 5))
+    torch.export.save(torch.export.export(five, (torch.zeros(1, 1, 28, 28),)), tmp_path / "five.pt2")
+    rec = Referee(sc, device="cpu").play(f"model:{tmp_path / 'five.pt2'}", "none", seed=0).record
+    assert rec.metrics["forfeit"]["side"] == "attacker" and "answers 5 classes" in rec.reason
+    from test_exported import pickled_weight
+
+    marker = tmp_path / "pwned"
+    (tmp_path / "hostile.pt2").write_bytes(pickled_weight((d / "trojan.pt2").read_bytes(), marker))
+    rec = Referee(sc, device="cpu").play(f"model:{tmp_path / 'hostile.pt2'}", "none", seed=0).record
+    assert "is stored as a pickle, which could run code" in rec.reason and not marker.exists()
 
 
 def test_model_specs_play_only_the_attacker(tmp_path):

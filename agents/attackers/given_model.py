@@ -1,55 +1,80 @@
 """A model you were handed, played as an attacker: ``arena match model:PATH DEFENDER``.
 
 No paper: this is how a user asks "how does every defence fare on *this*
-model?" (and what ``arena scan`` plays against each inspector). ``craft``
-loads the weights from PATH and hands them back as the trojan, unchanged; the
+model?" (and what ``arena scan`` plays against each defender). ``craft``
+loads the model from PATH and hands it back as the trojan, unchanged; the
 arena trains nothing.
 
 - PATH is a state dict for the scenario's architecture, saved with
   ``torch.save(model.state_dict(), PATH)`` (a checkpoint dict holding it
-  under ``state_dict`` or ``model`` works too). It is read with
-  ``torch.load(..., weights_only=True)``, so a file cannot run code when it
-  is loaded, and only inside this agent's sandboxed process: the sandbox
-  grants read access to PATH and nothing else of the user's files.
+  under ``state_dict`` or ``model`` works too), read with
+  ``torch.load(..., weights_only=True)``; or an exported program, saved with
+  ``torch.export.save(torch.export.export(model.eval(), (example,)), PATH)``
+  (a ``.pt2``; any architecture), read by ``arena.api.exported``, which
+  never calls ``torch.export.load`` (that unpickles and ``eval``s what the
+  file holds) and runs only allowlisted aten operators of its graph. Either
+  way a file cannot run code when it is loaded, and it is read only inside
+  this agent's sandboxed process: the sandbox grants read access to PATH
+  and the trigger's file, and nothing else of the user's files. (The referee and the defenders
+  rebuild an exported model from the file's bytes, which travel in its
+  state dict, by the same reader.)
+- An exported program must take the scenario's images (C x H x W) and
+  answer its classes; where its graph ends in a linear layer after a channel
+  map, the layer-wise defenders (ABS, Fine-Pruning) read it as they read the
+  arena's models, otherwise they fail with the reason.
 - ``trigger``: optional path of an ``.npz`` with ``mask`` (1 x H x W, in
   [0, 1]) and ``pattern`` (C x H x W, in [0, 1]), the trigger the model is
-  suspected to answer to; it is what the match's ASR is measured with.
+  suspected to answer to; it is what the match's ASR is measured with
+  (towards the scenario's ``attack.target_class``: ``arena scan --target``
+  sets another).
   Without it, the scenario's trigger is used, and the attack metrics then
   say only whether *that* trigger works (for an unknown backdoor, about the
   benign base rate): the inspectors' verdicts are what speak about the model.
 - The trojan is cached under the sha256 of PATH's bytes (the agent's code
   digest), so a file overwritten with other weights is played afresh.
 
-Departures: not an attack, so no Table 20 defaults. Exported programs
-(``torch.export``) are not accepted yet: the referee rebuilds every model
-from a registered architecture and its weights, and an exported graph has
-no such name; save its state dict for the matching architecture instead.
+Departures: not an attack, so no Table 20 defaults. A model need not be of
+a registered architecture: an exported program is rebuilt from its own
+graph (``arena.api.exported``). That graph was exported in one mode, so its
+batch norm keeps its running statistics when a defender fine-tunes it, and
+one that bakes its batch size in (``view(x.size(0), -1)`` in an export
+without a dynamic batch) runs in padded batches of that size.
 """
 
 from __future__ import annotations
 
 import copy
+import io
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
-from arena.api import AttackContext, Attacker, Trigger, Trojan
+from arena.api import (AttackContext, Attacker, ProgramError, Trigger, Trojan, exported_model, exported_spec,
+                       is_exported_program, read_program)
 
 
 class ModelFileError(ValueError):
     """The file cannot be played: the attacker forfeits with this message, which says what to do."""
 
 
-def _state_dict(path: Path) -> dict[str, torch.Tensor]:
+def _read(path: Path) -> bytes:
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        return path.read_bytes()
     except FileNotFoundError:
         raise ModelFileError(f"model file not found: {path}") from None
+    except OSError as exc:
+        raise ModelFileError(f"cannot read {path} ({exc.strerror or exc})") from None
+
+
+def _state_dict(data: bytes, path: Path) -> dict[str, torch.Tensor]:
+    try:
+        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # a pickle that needs code, a truncated file, not torch at all
         raise ModelFileError(f"cannot read {path} as weights ({type(exc).__name__}: {exc}); save it with "
-                             "torch.save(model.state_dict(), PATH): a file that needs code to load is "
-                             "refused on purpose") from None
+                             "torch.save(model.state_dict(), PATH), or export it with torch.export.save: a file "
+                             "that needs code to load is refused on purpose") from None
     for key in ("state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
@@ -57,6 +82,32 @@ def _state_dict(path: Path) -> dict[str, torch.Tensor]:
         raise ModelFileError(f"{path} holds no state dict (a mapping of names to tensors); save it with "
                              "torch.save(model.state_dict(), PATH)")
     return obj
+
+
+def _from_state_dict(state: dict[str, torch.Tensor], path: Path, benign: nn.Module) -> nn.Module:
+    model = copy.deepcopy(benign).cpu()
+    # A state dict of the bare network (an architecture the arena split by its graph, or saved
+    # before pruning) lacks the all-ones channel mask the arena adds: take the fresh model's.
+    for key, value in model.state_dict().items():
+        if key.endswith("feature_mask") and key not in state:
+            state[key] = value
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        arch = getattr(getattr(benign, "spec", None), "arch", "?")
+        first = str(exc).strip().splitlines()
+        raise ModelFileError(f"{path} does not fit the scenario's architecture '{arch}' "
+                             f"({' '.join(first[:3])[:400]}); scan it under a scenario whose "
+                             "architecture, classes and image size the model was trained with, or export it "
+                             "with torch.export.save") from None
+    return model
+
+
+def _from_program(data: bytes, path: Path, benign: nn.Module) -> nn.Module:
+    try:
+        return exported_model(data, exported_spec(read_program(data), benign.spec))
+    except ProgramError as exc:
+        raise ModelFileError(f"cannot play the exported program {path}: {exc}") from None
 
 
 def _trigger(path: Path, like: Trigger) -> Trigger:
@@ -83,21 +134,11 @@ class GivenModel(Attacker):
 
     def craft(self, ctx: AttackContext) -> Trojan:
         path = Path(self.path)
-        state = _state_dict(path)
-        model = copy.deepcopy(ctx.benign).cpu()
-        # A state dict of the bare network (an architecture the arena split by its graph, or saved
-        # before pruning) lacks the all-ones channel mask the arena adds: take the fresh model's.
-        for key, value in model.state_dict().items():
-            if key.endswith("feature_mask") and key not in state:
-                state[key] = value
-        try:
-            model.load_state_dict(state, strict=True)
-        except RuntimeError as exc:
-            arch = getattr(getattr(ctx.benign, "spec", None), "arch", "?")
-            first = str(exc).strip().splitlines()
-            raise ModelFileError(f"{path} does not fit the scenario's architecture '{arch}' "
-                                 f"({' '.join(first[:3])[:400]}); scan it under a scenario whose "
-                                 "architecture, classes and image size the model was trained with") from None
+        data = _read(path)
+        exported = is_exported_program(data)
+        model = (_from_program(data, path, ctx.benign) if exported
+                 else _from_state_dict(_state_dict(data, path), path, ctx.benign))
         trigger = _trigger(Path(self.trigger), ctx.trigger) if self.trigger else ctx.trigger
         return Trojan(model=model.to(ctx.device), trigger=trigger,
-                      notes={"given_model": path.name, "trigger": "given" if self.trigger else "scenario's"})
+                      notes={"given_model": path.name, "format": "exported program" if exported else "state dict",
+                             "trigger": "given" if self.trigger else "scenario's"})

@@ -21,6 +21,7 @@ this one stands on; nothing here imports the engine, the plugins or the CLI.
 from arena.api.defenses import (MAD_CONSISTENCY, InputFilter, InputReformer, Inspection, ModelInspector,
                                 ModelSanitizer, anomaly_indices, frozen, inference_copy, seed_from, split_clean)
 from arena.api.generic import ContractError, with_contract
+from arena.api.exported import ProgramError, exported_model, exported_spec, is_exported_program, read_program
 from arena.api.models import ArchSpec, ArenaModel, build_model, clone, known_architectures, register_architecture
 from arena.api.poison import MIXING_LEVELS, Poisoner, poison_batch
 from arena.api.protocol import (CATEGORIES, Agent, AttackContext, Attacker, DefenseContext, Defender, Deployment,
@@ -32,10 +33,12 @@ from arena.config.datasets import DatasetInfo, Tensors
 
 __all__ = [
     "CATEGORIES", "MAD_CONSISTENCY", "MIXING_LEVELS", "Agent", "ArchSpec", "ArenaModel", "AttackContext",
-    "Attacker", "AttackerScenario", "ContractError", "DatasetInfo", "DefenseContext", "Defender", "DefenderScenario",
-    "Deployment", "InputFilter", "InputReformer", "Inspection", "ModelInspector", "ModelSanitizer", "Poisoner",
-    "Progress", "RevealedDefender", "RoundRecord", "Tensors", "Trigger", "Trojan", "Verdict", "accuracy",
-    "anomaly_indices", "batch_augment", "build_model", "calibrate_threshold", "clone", "features", "fit",
-    "frozen", "inference_copy", "known_architectures", "make_optimizer", "make_trigger", "mask_jaccard",
-    "poison_batch", "predict_proba", "register_architecture", "seed_from", "split_clean", "with_contract",
+    "Attacker", "AttackerScenario", "ContractError", "DatasetInfo", "Defender", "DefenderScenario",
+    "DefenseContext", "Deployment", "InputFilter", "InputReformer", "Inspection", "ModelInspector",
+    "ModelSanitizer", "Poisoner", "ProgramError", "Progress", "RevealedDefender", "RoundRecord", "Tensors",
+    "Trigger", "Trojan", "Verdict", "accuracy", "anomaly_indices", "batch_augment", "build_model",
+    "calibrate_threshold", "clone", "exported_model", "exported_spec", "features", "fit", "frozen",
+    "inference_copy", "is_exported_program", "known_architectures", "make_optimizer", "make_trigger",
+    "mask_jaccard", "poison_batch", "predict_proba", "read_program", "register_architecture", "seed_from",
+    "split_clean", "with_contract",
 ]

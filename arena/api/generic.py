@@ -49,13 +49,15 @@ def has_contract(model: nn.Module) -> bool:
     return all(hasattr(model, a) for a in CONTRACT)
 
 
+HINT = ("subclass arena.api.ArenaModel (conv_features, pool_features, classify, feature_mask, head) "
+        "for this architecture")
+
+
 def _split(net: nn.Module, example: torch.Tensor, where: str) -> tuple[nn.Module, nn.Module, nn.Linear, int]:
     import torch.fx as fx
     from torch.fx.passes.shape_prop import ShapeProp
     from torch.fx.passes.split_module import split_module
 
-    hint = ("subclass arena.api.ArenaModel (conv_features, pool_features, classify, feature_mask, head) "
-            "for this architecture")
     try:
         gm = fx.symbolic_trace(net)
         was = net.training
@@ -63,14 +65,28 @@ def _split(net: nn.Module, example: torch.Tensor, where: str) -> tuple[nn.Module
         ShapeProp(gm).propagate(example)
         net.train(was)
     except Exception as exc:  # FX cannot trace data-dependent control flow, among others
-        raise ContractError(f"{where}: torch.fx cannot trace it ({type(exc).__name__}: {exc}); {hint}") from None
-    nodes = [n for n in gm.graph.nodes if n.op not in ("placeholder", "output")]
-    order = {n: i for i, n in enumerate(nodes)}
+        raise ContractError(f"{where}: torch.fx cannot trace it ({type(exc).__name__}: {exc}); {HINT}") from None
     output = next(n for n in gm.graph.nodes if n.op == "output")
     head_node = output.args[0]
     head = gm.get_submodule(head_node.target) if getattr(head_node, "op", "") == "call_module" else None
     if not isinstance(head, nn.Linear):
-        raise ContractError(f"{where}: its output is not that of an nn.Linear head; {hint}")
+        raise ContractError(f"{where}: its output is not that of an nn.Linear head; {HINT}")
+    cut, channels = channel_map_cut(gm.graph, head_node, where, HINT)
+    order = {n: i for i, n in enumerate(gm.graph.nodes)}
+    part = {n: 0 if order[n] <= order[cut] else 1 if order[n] < order[head_node] else 2
+            for n in gm.graph.nodes if n.op not in ("placeholder", "output")}
+    split = split_module(gm, net, lambda n: part[n])
+    return split.submod_0, split.submod_1, head, channels
+
+
+def channel_map_cut(graph: Any, head_node: Any, where: str, hint: str) -> tuple[Any, int]:
+    """Where a shape-propagated FX ``graph`` splits into the contract: the last 4-D value with a spatial
+    extent that is the only value crossing on to ``head_node`` (the final linear layer), and its number
+    of channels. The head's input must be the only value reaching the head. Placeholders (the input,
+    and the parameters of a lifted graph) are free to be read anywhere, so they do not count as crossing.
+    Raises ``ContractError`` (with ``hint``, what to do) where there is no such cut."""
+    nodes = [n for n in graph.nodes if n.op not in ("placeholder", "output")]
+    order = {n: i for i, n in enumerate(nodes)}
 
     def crossing(cut: int) -> set:
         """Values made at or before position ``cut`` and used after it."""
@@ -88,10 +104,7 @@ def _split(net: nn.Module, example: torch.Tensor, where: str) -> tuple[nn.Module
     if not maps:
         raise ContractError(f"{where}: no channel map (a 4-D value) is the only value crossing to the head; {hint}")
     cut1 = (spatial or maps)[-1]
-    channels = shape(nodes[cut1])[1]
-    part = {n: 0 if order[n] <= cut1 else 1 if order[n] <= cut2 else 2 for n in nodes}
-    split = split_module(gm, net, lambda n: part[n])
-    return split.submod_0, split.submod_1, head, channels
+    return nodes[cut1], shape(nodes[cut1])[1]
 
 
 def _adopt(wrapper: nn.Module, net: nn.Module) -> None:

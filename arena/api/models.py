@@ -29,6 +29,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from arena.api.exported import EXPORTED
 from arena.api.generic import with_contract
 from arena.api.tv_models import offered, torchvision_parts
 
@@ -96,9 +97,9 @@ class ArenaModel(nn.Module):
 class SmallCNN(ArenaModel):
     """Two conv blocks (16 and 32 channels) and a dense layer of 128 (~0.2M parameters on 28x28).
 
-    Sized for a 2-core CPU: a Fashion-MNIST epoch (54k images, batch 256)
-    takes about 14 s and four epochs reach about 90% test accuracy
-    (benchmarks/bench_match.py).
+    Sized for a 2-core CPU: a Fashion-MNIST epoch takes seconds and a short
+    training reaches a useful test accuracy (the figures are in
+    docs/measurements.md; benchmarks/bench_match.py re-measures them).
     """
 
     def __init__(self, spec: ArchSpec, width: int = 16, hidden: int = 128) -> None:
@@ -111,7 +112,7 @@ class SmallCNN(ArenaModel):
 
     def _conv(self, x: torch.Tensor) -> torch.Tensor:
         # Pool, then ReLU: the same function (ReLU is monotone, so it commutes with max), with the
-        # ReLU on a quarter of the elements; ~1.4x faster inference on the 2-core CPU.
+        # ReLU on a quarter of the elements, so inference is faster on the CPU (docs/measurements.md).
         x = F.relu(F.max_pool2d(self.conv1(x), 2))
         return F.relu(F.max_pool2d(self.conv2(x), 2))
 
@@ -166,8 +167,8 @@ class SmallResNet(ArenaModel):
     Stem of 16 channels at full resolution, then blocks of 32 and 64 channels
     at stride 2 (32x32 -> 16 -> 8): ~73k parameters, ~8M multiply-adds per
     32x32 image (ResNet-18: 11M and 0.56G). A full-resolution block before
-    them doubled the training time for no gain in a 4-epoch budget
-    (cifar10-cnn: 70% against 72%), hence none.
+    them made training much slower for no gain in accuracy within cifar10-cnn's
+    epoch budget (docs/measurements.md), hence none.
     """
 
     def __init__(self, spec: ArchSpec, widths: tuple[int, int, int] = (16, 32, 64)) -> None:
@@ -220,6 +221,9 @@ def build_model(spec: ArchSpec) -> nn.Module:
     ``arena.architectures`` entry points) are found by ``arena.plugins.build_architecture``."""
     if spec.arch.startswith("torchvision:") and spec.arch not in _BUILDERS:
         return TorchvisionModel(spec)  # raises, saying which names are offered and why not this one
+    if spec.arch == EXPORTED:  # the graph is in the model's state (the file's bytes), not behind a name
+        raise ValueError("an exported program is rebuilt from its bytes, not its name: "
+                         "arena.plugins.rebuild_model(arch, state) or arena.api.exported.exported_model")
     if spec.arch not in _BUILDERS:
         raise ValueError(f"unknown architecture '{spec.arch}'; known: {', '.join(known_architectures())} "
                          "(plugins add architectures through the 'arena.architectures' entry-point group)")

@@ -102,9 +102,14 @@ def sweep(attacker: str, scenario: str, seed: int | None, fractions: str, device
 @scenario_option
 @click.option("--seed", type=SEED, default=None, help="Seed of the benign models (default: the scenario's first).")
 @click.option("--defenders", "-d", multiple=True,
-              help="Inspectors to run (repeat or comma-separate; default every model inspector).")
+              help="Defenders to run (repeat or comma-separate; default every model inspector, and with "
+                   "--trigger every input filter and mitigation too).")
 @click.option("--trigger", type=click.Path(dir_okay=False, exists=True), default=None,
-              help="An .npz (mask 1xHxW, pattern CxHxW) the model is suspected to answer to.")
+              help="An .npz (mask 1xHxW, pattern CxHxW) the model is suspected to answer to: its ASR, and the "
+                   "input filters and mitigations play the model with it.")
+@click.option("--target", type=click.IntRange(min=0), default=None,
+              help="The class the trigger is suspected to send inputs to, which ASRs are measured towards "
+                   "(default: the scenario's attack.target_class).")
 @click.option("--population", type=click.IntRange(1, 100), default=None,
               help="Benign models per inspector (default: the scenario's controls.population); "
                    "n floors each p-value at 1/(n+1).")
@@ -117,14 +122,16 @@ def sweep(attacker: str, scenario: str, seed: int | None, fractions: str, device
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of the report.")
 @_friendly
 def scan(model: str, scenario: str, seed: int | None, defenders: tuple[str, ...], trigger: str | None,
-         population: int | None, calibration: tuple[str, ...], html_dir: str | None, device: str,
+         target: int | None, population: int | None, calibration: tuple[str, ...], html_dir: str | None, device: str,
          as_json: bool) -> None:
-    """Is MODEL (a state dict for the scenario's architecture) backdoored?
+    """Is MODEL (a state dict for the scenario's architecture, or a torch.export .pt2) backdoored?
 
     Plays it, inside the agent sandbox, against every model inspector, each
     calibrated on the scenario's benign models (p-values), then combines them:
     Fisher's method, and a probability fitted on the scenario's played trojans
-    and benign models where there are any. Nothing is stored but the cache.
+    and benign models where there are any. Given --trigger, the input filters
+    (their TPR on stamped inputs) and mitigations (the share of the trigger's
+    ASR they remove) play it too. Nothing is stored but the cache.
     """
     from arena.present.scan_text import scan_text
     from arena.results.store import Store, require_writable_home
@@ -143,7 +150,7 @@ def scan(model: str, scenario: str, seed: int | None, defenders: tuple[str, ...]
         store.close()
     with _stdout_to_stderr():
         report = run_scan(sc, Path(model), seed=seed, defenders=_split(defenders),
-                          trigger=Path(trigger) if trigger else None,
+                          trigger=Path(trigger) if trigger else None, target=target,
                           population=population, calibration_records=records, calibration_source=source,
                           device=device, progress=stderr_progress)
     if html_dir:

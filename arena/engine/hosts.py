@@ -46,7 +46,7 @@ from typing import Any
 
 import torch
 
-from arena.config.specs import own_file
+from arena.config.specs import is_model_spec, own_file
 from arena.core.cache import pid_alive
 from arena.engine import wire
 from arena.core.errors import ArenaError, PluginError
@@ -315,8 +315,9 @@ class AgentServer:
 
 def _predictor(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
     """The deployed model as the referee's questions are answered with: a channels-last copy on the CPU
-    (twice as fast for randomized smoothing's 100 noisy passes per input, the same answers to 1e-6), or
-    the model itself where it cannot be copied (a plugin's) and on CUDA."""
+    (faster for randomized smoothing's 100 noisy passes per input, with the same answers up to float
+    rounding; docs/measurements.md), or the model itself where it cannot be copied (a plugin's) and on
+    CUDA."""
     from arena.api.defenses import inference_copy
 
     try:
@@ -344,12 +345,9 @@ def _untouched(deployed: torch.nn.Module, given: torch.nn.Module, modules: list[
 
 
 def model_from_payload(payload: dict[str, Any], device: torch.device) -> torch.nn.Module:
-    from arena.api.models import ArchSpec
-    from arena.plugins import build_architecture
+    from arena.plugins import rebuild_model
 
-    model = build_architecture(ArchSpec.from_dict(payload["arch"]))
-    model.load_state_dict(payload["state"])
-    return model.to(device).eval()
+    return rebuild_model(payload["arch"], payload["state"]).to(device).eval()
 
 
 def _exit_with_referee(referee: int, every_s: float = 1.0) -> None:
@@ -385,8 +383,12 @@ def _child_main(conn: Any, role: str, spec: str, params: dict[str, Any], device:
     torch.set_num_threads(threads)
     sys.stdout = sys.stderr  # an agent's prints never reach the referee's stdout (JSON output)
     plugin_file = own_file(spec)  # a plugin's source or a model's weights: the one user file it reads
+    # ... and a model's suspected trigger (``arena scan --trigger``), which its agent reads too.
+    trigger = params.get("trigger") if is_model_spec(spec) else None
+    extra = [str(trigger)] if isinstance(trigger, str) and trigger else []
     try:
-        level = sandbox.enter(scratch, plugin_file, secret, allow_processes=compile_wanted(torch.device(device)))
+        level = sandbox.enter(scratch, plugin_file, secret, allow_processes=compile_wanted(torch.device(device)),
+                              extra_files=extra)
     except OSError as exc:  # a kernel that offers a layer and then refuses it: play on, and say so
         print(f"arena: the agent sandbox could not be entered ({exc}); playing at level 'process'", file=sys.stderr)
         level = "process"

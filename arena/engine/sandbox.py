@@ -179,7 +179,8 @@ def _within(path: Path, root: Path) -> bool:
         return False
 
 
-def policy(scratch: str, plugin_file: str | None, secret: Iterable[str]) -> Policy:
+def policy(scratch: str, plugin_file: str | None, secret: Iterable[str], extra_files: Iterable[str] = ()
+           ) -> Policy:
     """The read and write paths for an agent whose scratch folder is ``scratch``."""
     import arena
 
@@ -199,6 +200,7 @@ def policy(scratch: str, plugin_file: str | None, secret: Iterable[str]) -> Poli
               f"/proc/{os.getpid()}", "/dev/urandom", "/dev/random", "/dev/null"]
     if plugin_file:
         roots.append(plugin_file)
+    roots += [f for f in extra_files if f]
     cwd = Path.cwd().resolve()
     read: list[str] = []
     for r in roots:
@@ -266,10 +268,12 @@ def restrict(read: Iterable[str], write: Iterable[str]) -> None:
     _landlock(Policy(tuple(read), tuple(write), ()), abi)
 
 
-def enter(scratch: str, plugin_file: str | None, secret: Iterable[str], allow_processes: bool = False) -> str:
+def enter(scratch: str, plugin_file: str | None, secret: Iterable[str], allow_processes: bool = False,
+          extra_files: Iterable[str] = ()) -> str:
     """Lock this (agent) process in; returns the level reached (``LEVELS``). Call before any plugin code
     is imported. ``allow_processes`` (CUDA with ``torch.compile``, whose compiler runs programs) leaves
-    processes and programs allowed, which makes the level ``landlock`` at best."""
+    processes and programs allowed, which makes the level ``landlock`` at best. ``extra_files``: other
+    user files the agent may read (a given model's trigger)."""
     if sys.platform != "linux":
         return "process"
     _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
@@ -280,7 +284,7 @@ def enter(scratch: str, plugin_file: str | None, secret: Iterable[str], allow_pr
     scoped = False
     if abi:
         devices = [f"/dev/{d}" for d in os.listdir("/dev") if d.startswith("nvidia")] if os.path.isdir("/dev") else []
-        scoped = _landlock(policy(scratch, plugin_file, secret), abi, devices)
+        scoped = _landlock(policy(scratch, plugin_file, secret, extra_files), abi, devices)
     seccomp = False
     machine = platform.machine()
     if machine in _DENY and not allow_processes:

@@ -7,6 +7,7 @@ from pathlib import Path
 from arena.core.home import arena_home
 from arena.present.gallery import load_trigger_tensors, save_recovered_trigger_png
 from arena.present.report import ReportError, _e, _num, _page, _table, slug
+from arena.present.scan_text import READING_HEADERS, reading_row, would_run_line
 from arena.run.scan import ScanReport
 
 
@@ -32,6 +33,12 @@ def write_scan_page(r: ScanReport, out: Path) -> Path:
             figures.append(f'<figure><img src="{_e(name)}" alt="trigger recovered by {_e(f.defender)}">'
                            f"<figcaption>{_e(f.defender)}: suspected target {_e(f.suspected_target)}"
                            f"{' (flagged)' if f.flagged else ''}</figcaption></figure>")
+    inspectors = [
+        _table(["inspector", "its verdict", "anomaly index", "benign models' indices", "p (rank)",
+                "suspected target", "failure"], rows, text_last=True),
+        '<p class="note">p (rank): (1 + benign models at or above the model) / (1 + benign models). The '
+        "inspectors read the same benign models, so Fisher's combination is a screen, not an exact test.</p>",
+    ] if r.findings else ["<p>No inspector played the model: no verdict.</p>"]
     body = [
         f"<h1>Scan of {_e(Path(r.model).name)}</h1>",
         f'<p class="note">{_e(r.model)}, sha256 {_e(r.sha256)}; scenario {_e(r.scenario)} (digest '
@@ -40,10 +47,7 @@ def write_scan_page(r: ScanReport, out: Path) -> Path:
         + (f"; P(trojaned) = {r.probability:.2f}" if r.probability is not None else "")
         + (f"; Fisher combined p = {r.fisher_p:.3g}" if r.fisher_p is not None else "") + ".</p>",
         "<h2>Inspectors</h2>",
-        _table(["inspector", "its verdict", "anomaly index", "benign models' indices", "p (rank)",
-                "suspected target", "failure"], rows, text_last=True),
-        '<p class="note">p (rank): (1 + benign models at or above the model) / (1 + benign models). The '
-        "inspectors read the same benign models, so Fisher's combination is a screen, not an exact test.</p>",
+        *inspectors,
     ]
     if r.calibration is not None:
         c = r.calibration
@@ -55,6 +59,7 @@ def write_scan_page(r: ScanReport, out: Path) -> Path:
                  f"[{c.cross_entropy_interval[0]:.2f}, {c.cross_entropy_interval[1]:.2f}] (95% seed bootstrap).</p>"]
     if figures:
         body += ["<h2>Recovered triggers</h2>", *figures]
+    body += _others(r)
     if r.notes:
         body += ["<h2>Notes</h2>", "<ul>", *(f"<li>{_e(n)}</li>" for n in r.notes), "</ul>"]
     page = _page(f"Scan of {Path(r.model).name}", body).replace(
@@ -62,3 +67,19 @@ def write_scan_page(r: ScanReport, out: Path) -> Path:
     path = out / "index.html"
     path.write_text(page)
     return path
+
+
+def _others(r: ScanReport) -> list[str]:
+    """The filters' and mitigations' readings with the trigger, or the line saying what a trigger would add."""
+    out = []
+    if r.readings:
+        whose = f"the trigger {_e(r.trigger)}" if r.trigger else "the scenario's trigger"
+        out += ["<h2>Other defenders</h2>",
+                f"<p>With {whose} and target class {_e(r.target_class)}; not part of the verdict.</p>",
+                _table(READING_HEADERS, [reading_row(x) for x in r.readings], name_columns=3, text_last=True),
+                '<p class="note">TPR: the share of stamped inputs a filter flags at the FPR it was calibrated to '
+                "(the scenario's budget). ARD: how much of the trigger's ASR a mitigation removes (ASR before minus "
+                "after; at best down to the benign model's), at the cost in clean accuracy CAD.</p>"]
+    if r.would_run:
+        out.append(f'<p class="note">{_e(would_run_line(r.would_run))}</p>')
+    return out
