@@ -360,15 +360,19 @@ def test_corrupt_store_is_one_clear_error(home, tiny_path):
     assert db.read_bytes().startswith(b"this is not")  # left as it was
 
 
-def _run_read_only(home: Path, scratch: Path, *args: str) -> subprocess.CompletedProcess:
-    """``arena ARGS`` in a process that Landlock lets read everything and write only ``scratch``: the home
-    is read-only even for root, for whom permission bits do not bite."""
-    code = ("import sys; from arena.engine.sandbox import restrict; "
+def _run_read_only(home: Path, scratch: Path, *commands: list[str]) -> list[tuple[int, str]]:
+    """Each ``arena COMMAND`` (exit code, output) in one process that Landlock lets read everything and
+    write only ``scratch``: the home is read-only even for root, for whom permission bits do not bite."""
+    code = ("import json, sys; from arena.engine.sandbox import restrict; "
             f"restrict(['/'], [{str(scratch)!r}, '/dev/null']); "
-            "from arena.cli import main; main(sys.argv[1:])")
+            "from click.testing import CliRunner; from arena.cli import main; "
+            "runs = [CliRunner().invoke(main, args) for args in json.loads(sys.argv[1])]; "
+            "print(json.dumps([(r.exit_code, r.output) for r in runs]))")
     env = {**os.environ, "ARENA_HOME": str(home), "TMPDIR": str(scratch), "PYTHONDONTWRITEBYTECODE": "1"}
-    return subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, text=True,
-                          timeout=120)
+    out = subprocess.run([sys.executable, "-c", code, json.dumps(commands)], env=env, capture_output=True,
+                         text=True, timeout=180)
+    assert out.returncode == 0, out.stderr
+    return [tuple(r) for r in json.loads(out.stdout.splitlines()[-1])]
 
 
 @pytest.mark.skipif(landlock_abi() == 0, reason="needs Landlock to make a folder read-only for root")
@@ -376,16 +380,16 @@ def test_read_only_home_reads_and_refuses_to_write(home, tiny_path, tiny, tmp_pa
     store_matches(tiny.name, tiny.digest, GAMES)
     scratch = tmp_path / "scratch"
     scratch.mkdir()
-    r = _run_read_only(home, scratch, "matches", "list")
-    assert r.returncode == 0 and r.stdout.count(" tiny ") == 4, r.stdout + r.stderr
-    r = _run_read_only(home, scratch, "leaderboard", str(tiny_path), "--bootstrap", "10")
-    assert r.returncode == 0 and "# Leaderboard: tiny" in r.stdout, r.stdout + r.stderr
-    assert _run_read_only(home, scratch, "scenarios", "list").returncode == 0
-    for args in (["match", "none", "none", "-s", str(tiny_path), "--no-store"], ["sweep", "none", "-s", str(tiny_path)],
-                 ["tournament", "-s", str(tiny_path)]):
-        r = _run_read_only(home, scratch, *args)
-        out = r.stdout + r.stderr
-        assert r.returncode == 2 and "Traceback" not in out and out.startswith("error: "), (args, out)
+    writes = [["match", "none", "none", "-s", str(tiny_path), "--no-store"], ["sweep", "none", "-s", str(tiny_path)],
+              ["tournament", "-s", str(tiny_path)]]
+    listed, board, scenarios, *refused = _run_read_only(
+        home, scratch, ["matches", "list"], ["leaderboard", str(tiny_path), "--bootstrap", "10"], ["scenarios", "list"],
+        *writes)
+    assert listed[0] == 0 and listed[1].count(" tiny ") == 4, listed
+    assert board[0] == 0 and "# Leaderboard: tiny" in board[1], board
+    assert scenarios[0] == 0, scenarios
+    for args, (code, out) in zip(writes, refused):
+        assert code == 2 and "Traceback" not in out and out.startswith("error: "), (args, out)
         assert f"the arena home {home} is not writable" in out and "ARENA_HOME" in out, out
     assert not (home / "cache").exists()
 
