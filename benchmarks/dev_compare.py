@@ -30,10 +30,14 @@ from typing import Any
 
 
 def _params(pairs: list[str]) -> dict[str, Any]:
+    """KEY=VALUE pairs; a VALUE that is JSON (a number, true, a list) is read as such, else as a string."""
     out: dict[str, Any] = {}
     for pair in pairs:
         key, _, value = pair.partition("=")
-        out[key] = json.loads(value) if value[:1] in "-0123456789[{tf\"n" else value
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
     return out
 
 
