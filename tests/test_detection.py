@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from arena.results.detection import detection_rocs, model_scores
@@ -72,3 +73,19 @@ def test_the_leaderboard_shows_the_detection_table():
     row = next(line for line in section.splitlines() if line.startswith("| nc"))
     assert "0.556" in row and "0.333" in row and "2/3" in row and "1/3" in row
     assert "| strip" not in section
+
+
+def test_the_auroc_gets_an_interval_over_seeds():
+    from arena.results.detection import ModelScore, roc
+    from arena.results.intervals import t_interval
+
+    # Seed 0 ranks both trojans above both benign models (AUROC 1), seed 1 three of its four pairs
+    # (0.75), seed 2 none (0): the interval is Student's t over those three values.
+    def seed(s: int, trojans: list[float], benign: list[float]) -> list[ModelScore]:
+        return ([ModelScore(True, v, False, s, "a") for v in trojans]
+                + [ModelScore(False, v, False, s, f"benign/{i}") for i, v in enumerate(benign)])
+
+    models = seed(0, [3, 4], [1, 2]) + seed(1, [3, 1.5], [1, 2]) + seed(2, [0.5, 0.6], [1, 2])
+    r = roc("nc", models)
+    assert r.auroc_seeds == pytest.approx(t_interval(np.array([1.0, 0.75, 0.0])))
+    assert roc("nc", seed(0, [3], [1])).auroc_seeds is None  # one seed: no interval

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.metrics import roc_auc_score, roc_curve
 
+from arena.results.intervals import t_interval
 from arena.results.record import MatchRecord
 
 MAX_MODEL_FPR = 0.05
@@ -60,6 +61,10 @@ class DetectionROC:
     tpr_at_max_fpr: float | None
     cross_entropy: float | None
     max_fpr: float = MAX_MODEL_FPR
+    # 95% interval of the AUROC over seeds (the seed is the independent unit: one seed's trojans and control
+    # models share its benign training): mean and Student-t interval of the per-seed AUROCs. None with
+    # fewer than two seeds holding both trojans and benign models.
+    auroc_seeds: tuple[float, float, float] | None = None
 
 
 def _model_score(per_class: list[float] | None, flagged: bool) -> float:
@@ -104,7 +109,21 @@ def roc(defender: str, models: list[ModelScore], max_fpr: float = MAX_MODEL_FPR)
         p = np.where(flags, 1 - VERDICT_CLIP, VERDICT_CLIP)
         ce = float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
     return DetectionROC(defender, pos, neg, int((flags & (y == 1)).sum()), int((flags & (y == 0)).sum()),
-                        auroc, tpr, ce, max_fpr)
+                        auroc, tpr, ce, max_fpr, _auroc_over_seeds(models))
+
+
+def _auroc_over_seeds(models: list[ModelScore]) -> tuple[float, float, float] | None:
+    """(mean, low, high) of the per-seed AUROCs, Student-t over the seeds with both classes."""
+    per_seed = []
+    for seed in sorted({m.seed for m in models}):
+        mine = [m for m in models if m.seed == seed]
+        y = [m.trojan for m in mine]
+        if any(y) and not all(y):
+            per_seed.append(float(roc_auc_score(y, [m.score for m in mine])))
+    if len(per_seed) < 2:
+        return None
+    mean, low, high = t_interval(np.array(per_seed))
+    return mean, low, high
 
 
 def detection_rocs(records: Iterable[MatchRecord], max_fpr: float = MAX_MODEL_FPR) -> list[DetectionROC]:

@@ -267,9 +267,16 @@ def _category_sections(ratings: RatingTable, categories: Mapping[str, str]) -> l
     return lines
 
 
+def _seed_interval(d: DetectionROC) -> str:
+    if d.auroc_seeds is None:
+        return "-"
+    mean, low, high = d.auroc_seeds
+    return f"{mean:.3f} [{low:.3f}, {high:.3f}]"
+
+
 def _detection_section(rocs: Sequence[DetectionROC]) -> list[str]:
     rows = [(d.defender, d.trojans, d.benign, f"{d.flagged_trojans}/{d.trojans}", f"{d.flagged_benign}/{d.benign}",
-             _num(d.auroc if d.auroc is not None else math.nan, ".3f"),
+             _num(d.auroc if d.auroc is not None else math.nan, ".3f"), _seed_interval(d),
              _num(d.tpr_at_max_fpr if d.tpr_at_max_fpr is not None else math.nan, ".3f"),
              _num(d.cross_entropy if d.cross_entropy is not None else math.nan, ".3f")) for d in rocs]
     fpr = f"{rocs[0].max_fpr:.0%}" if rocs else "5%"
@@ -279,13 +286,15 @@ def _detection_section(rocs: Sequence[DetectionROC]) -> list[str]:
         "Defenders that give a model-level verdict, judged as detectors over every model they saw: the trojans "
         "of every attacker and seed that passed the attacker gate (positives) and the benign models of their "
         "control populations (negatives). A model's score is the defender's largest per-class anomaly index "
-        "(its verdict where it has none). AUROC counts ties as a half; TPR is at a model-level FPR of at most "
+        "(its verdict where it has none). AUROC counts ties as a half, over all models pooled; per seed, the "
+        "mean of the seeds' own AUROCs and its 95% Student-t interval over seeds (the seed is the independent "
+        "unit; '-' with fewer than two seeds). TPR is at a model-level FPR of at most "
         f"{fpr}; CE is the cross-entropy of the verdicts read as probabilities 0.99/0.01 (`arena.results.detection`).",
         "",
         tabulate(rows, headers=["defender", "trojans", "benign", "flagged trojans", "flagged benign", "AUROC",
-                                f"TPR @ FPR {fpr}", "CE"],
+                                "AUROC per seed (95% CI)", f"TPR @ FPR {fpr}", "CE"],
                  tablefmt="github", disable_numparse=True,
-                 colalign=("left",) + ("right",) * 7),
+                 colalign=("left",) + ("right",) * 8),
         "",
     ]
 
