@@ -302,3 +302,39 @@ def test_malformed_records_are_refused(cnn):
         read_program(_edit_json(data, "models/model.json", mutate))
     with pytest.raises(ProgramError, match="no exported program"):
         read_program(_rewrite(data, lambda n, raw: raw, lambda n: n.replace("models/model.json", "models/x.json")))
+
+
+EXPORTING_ATTACKER = '''
+import io
+import torch
+from arena.api import Attacker, Trojan, exported_model, exported_spec, read_program
+
+
+class Exporting(Attacker):
+    """Hands the benign model back as an exported program: only a model file may bring one."""
+
+    name = "exporting"
+
+    def craft(self, ctx):
+        buf = io.BytesIO()
+        model = ctx.benign.cpu().eval()
+        torch.export.save(torch.export.export(model, (torch.zeros(1, 1, 28, 28),)), buf)
+        data = buf.getvalue()
+        return Trojan(model=exported_model(data, exported_spec(read_program(data), model.spec)), trigger=ctx.trigger)
+'''
+
+
+@pytest.mark.slow
+def test_an_agent_that_hands_over_an_exported_program_forfeits(tmp_path, tiny):
+    """A program's graph runs in the referee, so only a model file the user handed over may be one: an
+    agent could otherwise make the referee build whatever allow-listed operators allocate."""
+    from conftest import have_fashion_mnist
+    from arena.engine.referee import Referee
+
+    if not have_fashion_mnist():
+        pytest.skip("Fashion-MNIST not installed")
+    plugin = tmp_path / "exporting.py"
+    plugin.write_text(EXPORTING_ATTACKER)
+    rec = Referee(tiny, device="cpu").play(f"{plugin}:Exporting", "none", seed=0).record
+    forfeit = rec.metrics["forfeit"]
+    assert forfeit["side"] == "attacker" and "only a model file (model:PATH)" in rec.reason, rec.reason

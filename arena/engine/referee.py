@@ -42,11 +42,12 @@ from arena.engine.hosts import (AgentCard, AgentFault, DeploymentSummary, InProc
                              gpu_peak_mb, model_from_payload, open_host)
 from arena.engine.metrics import (AttackMetrics, DefenseMetrics, defense_metrics, measure_attack, scored_prefix,
                                   stream_scores)
+from arena.api.exported import EXPORTED
 from arena.api.models import ArchSpec, build_model
 from arena.engine.outcome import Control, attack_gate, decide, forfeit
 from arena.core.progress import Eta, Ticker
 from arena.core.stages import Stages
-from arena.config.specs import absolute_spec, canonical_spec, own_file
+from arena.config.specs import absolute_spec, canonical_spec, is_model_spec, own_file
 from arena.api.protocol import AttackContext, Agent, DefenseContext, RoundRecord
 from arena.engine.environment import environment
 from arena.engine.sandbox import weakest
@@ -459,6 +460,11 @@ class Referee:
         try:
             ctx = self._attack_view(seed, rnd, draw_label(a_card), revealed, category, history)
             payload: TrojanPayload = host.call("craft", ctx, limit)
+            if (payload.arch or {}).get("arch") == EXPORTED and not is_model_spec(a_card.name):
+                # A program's graph is run here, by the referee: only a model file the user handed over
+                # (model:PATH) may bring one; from an agent it would be a way to spend the referee's memory.
+                raise AgentFault("attacker", a_card.name, "returned garbage",
+                                 "an exported program as its trojan: only a model file (model:PATH) may be one")
             try:
                 model = model_from_payload({"arch": payload.arch, "state": payload.state}, self.device)
             except Exception as exc:
