@@ -90,7 +90,8 @@ class SeedStat:
             return "agrees"
         return "inconclusive"
 
-    def _fmt(self, v: float) -> str:
+    def fmt(self, v: float) -> str:
+        """A value of this statistic as the page prints it (points for scaled statistics)."""
         return f"{v * self.scale:+.1f}" if self.scale != 1.0 else f"{v:+.2f}"
 
     def text(self) -> str:
@@ -102,11 +103,11 @@ class SeedStat:
         where = "above" if self.direction > 0 else "below"
         lenient = "" if self.judged else " [reported, not judged]"
         if ci is None:
-            return f"{self.label}: {self._fmt(self.mean)}{unit} (1 seed, no interval){lenient}"
+            return f"{self.label}: {self.fmt(self.mean)}{unit} (1 seed, no interval){lenient}"
         size = ""
         if self.size is not None:
-            size = f"; paper's size {self._fmt(self.size * self.direction)}{unit}"
-        return (f"{self.label}: {self._fmt(self.mean)}{unit}, 95% CI [{self._fmt(ci[0])}, {self._fmt(ci[1])}], "
+            size = f"; paper's size {self.fmt(self.size * self.direction)}{unit}"
+        return (f"{self.label}: {self.fmt(self.mean)}{unit}, 95% CI [{self.fmt(ci[0])}, {self.fmt(ci[1])}], "
                 f"n={self.n} seeds ({side}/{self.n} {where} 0{size}){lenient}")
 
 
@@ -150,7 +151,7 @@ def judge(stats: Sequence[SeedStat], condition: str, notes: str = "", confounded
               if v == "inconclusive" and s.n >= 2 and s.oriented()[0] <= 0]
     if covers:
         reasons.append(f"the 95% interval covers 0 for: {'; '.join(covers)}.")
-    small = [f"{s.label} (the paper's: {s.size_note or s._fmt(s.size * s.direction) + ' ' + s.unit})"
+    small = [f"{s.label} (the paper's: {s.size_note or s.fmt(s.size * s.direction) + ' ' + s.unit})"
              for s, v in zip(judged, verdicts) if v == "inconclusive" and s.too_small()]
     if small:
         reasons.append(f"the 95% interval stops short of the paper's size of effect for: {'; '.join(small)}.")
