@@ -120,7 +120,7 @@ def paper(scenario: str, variants: tuple[str, ...], sources: tuple[str, ...], de
     if sources:
         from arena.results.io import read_jsonl_gz
 
-        pool = [r for src in sources for r in read_jsonl_gz(Path(src))]
+        pool = [r for src in sources for r in read_jsonl_gz(Path(src), known=var_sc)]
         try:
             sc: Scenario | None = load_scenario(scenario)
             name = sc.name

@@ -3,8 +3,8 @@
 A scenario fixes everything that determines a match except the agents and the
 seed: dataset, architecture, training budget, trigger, target class, poison
 fraction, threat model, budgets and scoring size. Its ``digest`` keys the
-artifact cache and the match store, so editing a scenario file never mixes
-results of two settings.
+match store, so editing a scenario file never mixes results of two settings
+(the artifact cache is keyed by the settings each artifact depends on).
 
 Validation is strict (unknown keys are errors, not silently ignored): a typo
 in a scenario file must not quietly play a different game.
@@ -15,8 +15,9 @@ first). ``development_seeds`` (default none) are the seeds on which agent
 defaults, decision rules and scenario settings may be tuned, for instance with
 ``benchmarks/tune_reformers.py``. The two lists may not share a seed: a rule
 chosen by looking at a seed's results says nothing fresh about that seed.
-``development_seeds`` records where tuning happened; it does not change what a
-match plays, so it is not part of the scenario's ``digest``.
+Neither list changes what a match plays (a match record carries its seed), so
+neither is part of the scenario's ``digest``: seeds can be added to a
+scenario without re-keying the matches already played.
 """
 
 from __future__ import annotations
@@ -197,8 +198,8 @@ class Scenario:
 
     ``seeds``: the test seeds, played by tournaments and published tables.
     ``development_seeds``: the seeds agent defaults and decision rules may be
-    tuned on; disjoint from ``seeds`` and left out of ``digest`` (they change
-    no match).
+    tuned on; disjoint from ``seeds``. Both lists are left out of ``digest``
+    (they change no match).
     """
 
     name: str
@@ -246,12 +247,29 @@ class Scenario:
         """Content hash of every setting (not the file's path or comments) and, once bound to data
         other than the standard copy of its dataset, of that data (``bind_data``).
 
-        ``development_seeds`` is left out: it records where agents were tuned and
-        changes no match, so declaring it keeps the digest (and the stored matches
-        it keys) of a scenario that did not have it.
+        The seed lists are left out: ``seeds`` says which matches a tournament
+        plays, ``development_seeds`` where agents were tuned, and neither changes
+        any one match (a match record carries its own seed). So adding test seeds
+        keeps the digest, and the stored matches it keys, of the seeds already
+        played. Digests written before this rule (``legacy_digests``) are mapped
+        on reading (``arena.results.digests``).
         """
+        return self._hash(seeds=None)
+
+    @property
+    def legacy_digests(self) -> tuple[str, ...]:
+        """The digests this scenario had until 2026-12-06, when the ``seeds`` list was part of it: one for
+        each prefix of today's list, since seeds are added at the end (fmnist-cnn's 10-14 grew to 10-29).
+        Stores and match files written before then carry one of these."""
+        return tuple(self._hash(seeds=self.seeds[:k]) for k in range(1, len(self.seeds) + 1))
+
+    def _hash(self, seeds: tuple[int, ...] | None) -> str:
         d = self.to_dict()
         d.pop("development_seeds")
+        if seeds is None:
+            d.pop("seeds")
+        else:
+            d["seeds"] = list(seeds)
         if self.dataset_source is not None:  # where the files lie is no setting: their content hash is
             d["dataset_source"] = self.dataset_source.identity()
         blob = json.dumps(d, sort_keys=True, default=str)

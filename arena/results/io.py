@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import gzip
 import json
+from collections.abc import Iterable
 from pathlib import Path
 
+from arena.config.scenario import Scenario
 from arena.core.errors import ArenaError
+from arena.results.digests import upgrade_records
 from arena.results.record import MatchRecord
 
 
@@ -24,14 +27,20 @@ def write_gz_text(text: str, path: Path) -> Path:
     return path
 
 
-def read_jsonl_gz(path: Path) -> list[MatchRecord]:
-    """Matches from a published file: gzip'd JSON lines, or the plain JSON lines of `arena matches export`."""
+def read_jsonl_gz(path: Path, known: Iterable[Scenario] = ()) -> list[MatchRecord]:
+    """Matches from a published file: gzip'd JSON lines, or the plain JSON lines of `arena matches export`.
+
+    A file written before the seed lists left the scenario digest gets its
+    digests mapped to today's, for scenarios found by name or ``known``
+    (``arena.results.digests``).
+    """
     try:
         with open(path, "rb") as raw:
             gzipped = raw.read(2) == b"\x1f\x8b"
         with (gzip.open(path, "rt") if gzipped else open(path)) as f:
-            return [MatchRecord(**json.loads(line)) for line in f if line.strip()]
+            records = [MatchRecord(**json.loads(line)) for line in f if line.strip()]
     except (OSError, json.JSONDecodeError, TypeError, UnicodeDecodeError) as exc:
         raise ArenaError(f"{path}: not a file of published matches ({type(exc).__name__}: {exc})",
                          hint="pass a leaderboards/NAME.matches.jsonl.gz written by `arena leaderboard --write` "
                               "or a file written by `arena matches export`")
+    return upgrade_records(records, known)

@@ -66,6 +66,11 @@ CREATE TABLE IF NOT EXISTS sweeps (        -- efficacy-specificity curves (arena
 """
 
 
+# The layout of the rows (PRAGMA user_version); ``Store._migrate`` upgrades an older store when it is opened
+# for writing. 1: scenario digests without the seed lists.
+STORE_VERSION = 1
+
+
 def _writable(path: Path) -> bool:
     """Whether ``path`` (a folder: a new file in it; a file: the file itself) can be written.
 
@@ -136,6 +141,7 @@ class Store:
                 self._conn.execute("PRAGMA journal_mode=WAL")
                 self._conn.execute("PRAGMA synchronous=NORMAL")
                 self._conn.executescript(SCHEMA)
+                self._migrate()
         except sqlite3.OperationalError as exc:  # locked, or no permission: the file may be fine
             raise ArenaError(f"cannot open the match store {self.path}: {exc}",
                              hint=f"check that {self.path.parent} is writable and no other process holds the store"
@@ -144,6 +150,26 @@ class Store:
             raise ArenaError(f"the match store {self.path} is not a usable SQLite database ({exc})",
                              hint=f"move it aside (mv {self.path} {self.path}.broken); the next run starts a "
                                   "fresh, empty store") from None
+
+    def _migrate(self) -> None:
+        """Bring a store written by an older arena up to ``STORE_VERSION`` (SQLite's ``user_version``).
+
+        Version 1 (2026-12-06): scenario digests no longer hash the seed lists
+        (``arena.results.digests``); rows keyed by a scenario's legacy digest are
+        re-keyed to its current one, so the seeds already played stay played.
+        """
+        (version,) = self._conn.execute("PRAGMA user_version").fetchone()
+        if version >= STORE_VERSION:
+            return
+        from arena.results.digests import legacy_map
+        with self._conn:
+            for table in ("matches", "sweeps"):
+                names = [n for (n,) in self._conn.execute(f"SELECT DISTINCT scenario FROM {table}")]
+                for (name, old), new in legacy_map(names).items():
+                    # OR IGNORE: a row already stored under the new key wins over its legacy twin
+                    self._conn.execute(f"UPDATE OR IGNORE {table} SET scenario_digest=? "
+                                       "WHERE scenario=? AND scenario_digest=?", (new, name, old))
+            self._conn.execute(f"PRAGMA user_version={STORE_VERSION}")
 
     def close(self) -> None:
         self._conn.close()
