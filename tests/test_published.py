@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from arena.results.io import read_jsonl_gz
+from arena.results.io import read_controls_gz, read_jsonl_gz
 from arena.config.scenario import load_scenario
 from arena.results.leaderboard import games_from_records, rated_records, render_leaderboard
 from arena.results.ratings import pair_claims, rate
@@ -21,9 +21,16 @@ def shipped(name: str) -> list[MatchRecord]:
     return read_jsonl_gz(ROOT / "leaderboards" / f"{name}.matches.jsonl.gz")
 
 
+def shipped_controls(name: str) -> list:
+    """The extra control runs published beside the matches (`arena controls`), if any."""
+    f = ROOT / "leaderboards" / f"{name}.controls.jsonl.gz"
+    return read_controls_gz(f) if f.exists() else []
+
+
 @pytest.mark.parametrize("name", ["fmnist-cnn", "cifar10-cnn"])
 def test_the_shipped_leaderboard_is_what_its_matches_give(name):
-    md, csv = render_leaderboard(name, shipped(name), model_fpr=load_scenario(name).budgets.model_fpr)
+    md, csv = render_leaderboard(name, shipped(name), model_fpr=load_scenario(name).budgets.model_fpr,
+                                 controls=shipped_controls(name))
     assert (ROOT / "leaderboards" / f"{name}.md").read_text() == md
     assert (ROOT / "leaderboards" / f"{name}.csv").read_text() == csv
     # No ordering sentence without its interval and its corrected p-value.
@@ -35,7 +42,8 @@ def test_the_shipped_leaderboard_is_what_its_matches_give(name):
 def test_the_readme_counts_the_orderings_that_the_computation_finds():
     readme = (ROOT / "README.md").read_text()
     assert "ranks above" not in readme  # orderings live in the generated leaderboards only
-    rated, _ = rated_records(shipped("fmnist-cnn"), load_scenario("fmnist-cnn").budgets.model_fpr)
+    rated, _ = rated_records(shipped("fmnist-cnn"), load_scenario("fmnist-cnn").budgets.model_fpr,
+                             shipped_controls("fmnist-cnn"))
     claims = pair_claims(rate(games_from_records(rated)))
     counted = {role: (sum(c.ordered for c in cs), sum(not math.isnan(c.p) for c in cs)) for role, cs in claims.items()}
     stated = re.search(r"(\d+) of (\d+) attacker pairs and (\d+) of the (\d+) defender pairs that can be tested",

@@ -1,4 +1,4 @@
-"""Commands that play: match, sweep, scan, tournament."""
+"""Commands that play: match, sweep, scan, tournament, controls."""
 
 from __future__ import annotations
 
@@ -242,3 +242,48 @@ def tournament(scenario: str, seeds: int | None, development: bool, attackers: t
     for a, d, seed, err in report.failed:
         click.echo(f"  FAILED {a} vs {d} seed {seed}: {_error_line(err)}")
     sys.exit(1 if report.failed else 0)
+
+
+@main.command()
+@scenario_option
+@click.option("--population", type=click.IntRange(min=1), required=True,
+              help="Benign models per seed to run each defender on (members 0 .. N-1; the matches ran the "
+                   "scenario's `controls.population` of them, which come from the cache).")
+@click.option("--seeds", type=click.IntRange(min=1), default=None,
+              help="The scenario's first N test seeds (default: all of them).")
+@click.option("--defenders", "-d", multiple=True, help="Defenders to include (repeat or comma-separate; default all).")
+@device_option
+@_friendly
+def controls(scenario: str, population: int, seeds: int | None, defenders: tuple[str, ...], device: str) -> None:
+    """Run defenders on more benign models, for the usability gate's power; stored runs are skipped.
+
+    A defender is judged usable on every benign model it was run on, pooled over seeds (docs/match.md);
+    this adds models without replaying any match. `arena leaderboard` counts them.
+    """
+    from arena.plugins import resolve
+    from arena.results.store import Store
+    from arena.results.usability import power
+    from arena.run.controls import extend
+
+    sc = _load(scenario)
+    dfn = _split(defenders)
+    for n in dfn or []:
+        resolve("defender", n)  # unknown names fail here, before any training
+    store = Store()
+    seed_list = list(sc.seeds)[:seeds] if seeds else list(sc.seeds)
+    try:
+        report = extend(sc, population, defenders=dfn, seeds=seed_list, device=device, store=store,
+                        progress=stderr_progress)
+    except KeyboardInterrupt:
+        _say(f"interrupted: every finished run is stored in {_shown(store.path)}; run the same command again "
+             "to resume")
+        sys.exit(130)
+    finally:
+        store.close()
+    n = population * len(seed_list)
+    click.echo(f"ran {report.played}, skipped {report.skipped} (already stored), faults {len(report.faults)}; "
+               f"{n} benign models per defender: {power(n, sc.budgets.model_fpr):.0%} power to fail a defender "
+               f"that flags at twice the {sc.budgets.model_fpr:.0%} budget")
+    for d, seed, member, err in report.faults:
+        click.echo(f"  FAULT {d} seed {seed} benign model {member}: {_error_line(err)}")
+    sys.exit(1 if report.faults else 0)

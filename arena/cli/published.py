@@ -23,7 +23,8 @@ from arena.cli.group import main
 @main.command()
 @click.argument("scenario", default=DEFAULT_SCENARIO)
 @click.option("--write", is_flag=True,
-              help="Write SCENARIO.md, .csv and .matches.jsonl.gz (SCENARIO: the scenario's name) into --out.")
+              help="Write SCENARIO.md, .csv and .matches.jsonl.gz (SCENARIO: the scenario's name) into --out, "
+                   "and .controls.jsonl.gz when `arena controls` stored extra control runs.")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Folder for --write (default: <arena home>/leaderboards; a checkout publishes to leaderboards).")
 @click.option("--bootstrap", type=click.IntRange(min=10), default=200, show_default=True,
@@ -48,6 +49,7 @@ def leaderboard(scenario: str, write: bool, out: str | None, bootstrap: int, uni
     store = Store(readonly=True)
     name, digest, _ = _setting(store, scenario, "rating")
     records = store.matches(digest=digest, status="ok")
+    controls = store.controls(digest)  # extra benign models for the usability gate (`arena controls`)
     store.close()
     if not records:
         raise ArenaError(f"no stored matches for scenario '{name}' (digest {digest})",
@@ -72,16 +74,23 @@ def leaderboard(scenario: str, write: bool, out: str | None, bootstrap: int, uni
                                  hint="play on a Linux 6.12+ machine with Landlock (docs/sandbox.md, sandbox levels)")
         folder = Path(out) if out else arena_home() / "leaderboards"  # never a folder of the checkout by default
         md, csv = write_leaderboard(name, records, folder, bootstrap_rounds=bootstrap, unit=unit,
-                                    model_fpr=budget)
+                                    model_fpr=budget, controls=controls)
         # The matches behind it, so anyone can refit it or replay a sample (`arena matches replay --from`).
         jsonl = write_jsonl_gz(records, Path(md).with_name(f"{name}.matches.jsonl.gz"))
         _say(f"wrote {_shown(Path(md))}, {_shown(Path(csv))} and {_shown(jsonl)}")
+        if controls:
+            from arena.results.io import write_controls_gz
+
+            extra = write_controls_gz(controls, Path(md).with_name(f"{name}.controls.jsonl.gz"))
+            _say(f"wrote {_shown(extra)} ({len(controls)} extra control run(s))")
     if as_json:
         from arena.results.leaderboard import leaderboard_data
 
-        click.echo(_json(leaderboard_data(name, records, bootstrap_rounds=bootstrap, unit=unit, model_fpr=budget)))
+        click.echo(_json(leaderboard_data(name, records, bootstrap_rounds=bootstrap, unit=unit, model_fpr=budget,
+                                          controls=controls)))
         return
-    md_text, _ = render_leaderboard(name, records, bootstrap_rounds=bootstrap, unit=unit, model_fpr=budget)
+    md_text, _ = render_leaderboard(name, records, bootstrap_rounds=bootstrap, unit=unit, model_fpr=budget,
+                                    controls=controls)
     click.echo(md_text)
 
 

@@ -127,19 +127,24 @@ def matches_replay(match_ids: tuple[int, ...], source: str | None, sample: int |
                    "rounds); by default those are kept and the file's copy skipped.")
 @_friendly
 def matches_import(files: tuple[str, ...], replace: bool) -> None:
-    """Add published matches (leaderboards/NAME.matches.jsonl.gz, or `arena matches export` output) to the store.
+    """Add published matches (leaderboards/NAME.matches.jsonl.gz, or `arena matches export` output) to the store,
+    and the extra control runs beside them (NAME.controls.jsonl.gz).
 
     A tournament then skips the imported matches and plays only what is missing, for example
     more seeds beside a published leaderboard's, and `arena leaderboard --write` refits all of them.
     Seeds are independent, so matches of new seeds need none of the imported matches' models.
     """
-    from arena.results.io import read_jsonl_gz
+    from arena.results.io import read_controls_gz, read_jsonl_gz
     from arena.results.store import Store
 
-    records = [r for f in files for r in read_jsonl_gz(Path(f))]
+    is_controls = [f.endswith(".controls.jsonl.gz") for f in files]
+    records = [r for f, c in zip(files, is_controls) if not c for r in read_jsonl_gz(Path(f))]
+    controls = [r for f, c in zip(files, is_controls) if c for r in read_controls_gz(Path(f))]
     store = Store()
     added = kept = 0
     try:
+        for c in controls:  # extra control runs (`arena controls`): the file's copy is the run
+            store.save_control(c)
         for r in records:
             if not replace and store.stored_id(r) is not None:
                 kept += 1
@@ -150,7 +155,8 @@ def matches_import(files: tuple[str, ...], replace: bool) -> None:
         store.close()
     _say(f"stored in {_shown(store.path)}")
     click.echo(f"imported {added} match(es)" + (f", kept {kept} already stored (--replace overwrites them)"
-                                                  if kept else ""))
+                                                  if kept else "")
+               + (f", {len(controls)} extra control run(s)" if controls else ""))
 
 
 @matches.command("rescore")

@@ -549,6 +549,16 @@ class Referee:
             members=members,
         )
 
+    def control_member(self, defender: AgentLike, seed: int, member: int) -> dict[str, Any]:
+        """The defender on benign model ``member`` of ``seed``, as a match's control run records it
+        (member 0 is the model attackers start from). Members past the scenario's population enlarge
+        the pooled usability gate's sample (``arena.run.controls``); each is cached like a match's."""
+        d_card = self.card("defender", defender)
+        with self.stages("control"):
+            out = self._control_member(defender, d_card, seed, member)
+        out.pop("cached")
+        return out
+
     def _control_member(self, defender: AgentLike, d_card: AgentCard, seed: int, member: int) -> dict[str, Any]:
         """The defender on one benign model of the population (cached per defender, model and scoring)."""
         benign, benign_key = self.benign(seed, member)

@@ -10,7 +10,7 @@ from pathlib import Path
 from arena.config.scenario import Scenario
 from arena.core.errors import ArenaError
 from arena.results.digests import upgrade_records
-from arena.results.record import MatchRecord
+from arena.results.record import ControlRecord, MatchRecord
 
 
 def write_jsonl_gz(records: list[MatchRecord], path: Path) -> Path:
@@ -44,3 +44,20 @@ def read_jsonl_gz(path: Path, known: Iterable[Scenario] = ()) -> list[MatchRecor
                          hint="pass a leaderboards/NAME.matches.jsonl.gz written by `arena leaderboard --write` "
                               "or a file written by `arena matches export`")
     return upgrade_records(records, known)
+
+
+def write_controls_gz(controls: list[ControlRecord], path: Path) -> Path:
+    """The extra control runs behind a leaderboard's usability verdicts (``arena controls``), as for matches."""
+    lines = "".join(json.dumps(c.to_dict(), sort_keys=True, default=str) + "\n"
+                    for c in sorted(controls, key=lambda c: (c.defender, c.seed, c.member)))
+    return write_gz_text(lines, path)
+
+
+def read_controls_gz(path: Path) -> list[ControlRecord]:
+    """Extra control runs from a file written by ``write_controls_gz`` (NAME.controls.jsonl.gz)."""
+    try:
+        with gzip.open(path, "rt") as f:
+            return [ControlRecord(**json.loads(line)) for line in f if line.strip()]
+    except (OSError, json.JSONDecodeError, TypeError, UnicodeDecodeError) as exc:
+        raise ArenaError(f"{path}: not a file of control runs ({type(exc).__name__}: {exc})",
+                         hint="pass a leaderboards/NAME.controls.jsonl.gz written by `arena leaderboard --write`")

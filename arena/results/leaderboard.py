@@ -27,7 +27,7 @@ from arena.api.protocol import CATEGORIES
 from arena.results.ratings import (ATTACKER, BASE_RATING, DEFAULT_ANCHOR, DEFENDER, SEED, Game, PairClaim,
                                    Rating, RatingTable, pair_claims, rate)
 from arena.config.scenario import is_safe_name
-from arena.results.record import MatchRecord
+from arena.results.record import ControlRecord, MatchRecord
 from arena.results.roster import leave_one_out, nash
 from arena.results.usability import Usability, models_needed, power, usability
 
@@ -211,8 +211,11 @@ def _usability_section(judged: Sequence[Usability]) -> list[str]:
         tabulate(rows, headers=["defender", "flagged", "rate", "95% CI", "p", "verdict"], tablefmt="github",
                  disable_numparse=True, colalign=("left", "right", "right", "right", "right", "left")), "",
         f"With {n} benign models the test fails a defender whose true rate is twice the budget with probability "
-        f"{power(n, budget):.2f}; 80% would take {models_needed(budget)} benign models. A defender listed as "
-        "usable has not been shown to be within the budget, only not shown to be over it.", "",
+        f"{power(n, budget):.2f}; 80% would take {models_needed(budget)} benign models"
+        + (" (`arena controls --population N` adds them without replaying a match)" if power(n, budget) < 0.8
+           else "")
+        + ". A defender listed as usable has not been shown to be within the budget, only not shown to be over it.",
+        "",
     ]
 
 
@@ -437,19 +440,21 @@ def render_csv(ratings: Sequence[Rating], categories: Mapping[str, str] | None =
     return buf.getvalue()
 
 
-def rated_records(records: Iterable[MatchRecord], model_fpr: float = DEFAULT_MODEL_FPR
-                  ) -> tuple[list[MatchRecord], list[Usability]]:
-    """The matches the ratings rest on (those of defenders usable at ``model_fpr``), and every judged defender."""
+def rated_records(records: Iterable[MatchRecord], model_fpr: float = DEFAULT_MODEL_FPR,
+                  controls: Iterable[ControlRecord] = ()) -> tuple[list[MatchRecord], list[Usability]]:
+    """The matches the ratings rest on (those of defenders usable at ``model_fpr``), and every judged defender
+    (on the matches' control populations and the extra runs ``controls``)."""
     records = list(records)
-    judged = usability(records, model_fpr)
+    judged = usability(records, model_fpr, controls)
     unusable = {u.defender for u in judged if not u.usable}
     return [r for r in records if r.defender not in unusable], judged
 
 
 def leaderboard_data(scenario_name: str, records: Iterable[MatchRecord], bootstrap_rounds: int = 200,
-                     seed: int = 0, unit: str = SEED, model_fpr: float = DEFAULT_MODEL_FPR) -> dict[str, Any]:
+                     seed: int = 0, unit: str = SEED, model_fpr: float = DEFAULT_MODEL_FPR,
+                     controls: Iterable[ControlRecord] = ()) -> dict[str, Any]:
     """The leaderboard as plain data (``arena leaderboard --json``): the same computation as the Markdown."""
-    rated, judged = rated_records(records, model_fpr)
+    rated, judged = rated_records(records, model_fpr, controls)
     games = games_from_records(rated)
     ratings = rate(games, bootstrap_rounds=bootstrap_rounds, seed=seed, unit=unit)
     claims = pair_claims(ratings)
@@ -469,25 +474,27 @@ def leaderboard_data(scenario_name: str, records: Iterable[MatchRecord], bootstr
 
 
 def render_leaderboard(scenario_name: str, records: Iterable[MatchRecord], bootstrap_rounds: int = 200,
-                       seed: int = 0, unit: str = SEED, model_fpr: float = DEFAULT_MODEL_FPR) -> tuple[str, str]:
+                       seed: int = 0, unit: str = SEED, model_fpr: float = DEFAULT_MODEL_FPR,
+                       controls: Iterable[ControlRecord] = ()) -> tuple[str, str]:
     """The Markdown and CSV texts of one scenario's matches (only those with status ``ok`` are rated).
 
     Defenders that fail the pooled model-level test at ``model_fpr`` (``arena.results.usability``) are
     listed as unusable and their matches left out of the ratings."""
-    records = list(records)
-    rated, judged = rated_records(records, model_fpr)
+    records, controls = list(records), list(controls)
+    rated, judged = rated_records(records, model_fpr, controls)
     games = games_from_records(rated)
     ratings = rate(games, bootstrap_rounds=bootstrap_rounds, seed=seed, unit=unit)
     categories = defender_categories(records)
     return (render_markdown(scenario_name, ratings, outcome_matrix(rated), len(games), categories,
-                            detection_rocs(records), seed_list=sorted({g.cluster for g in games}), usable=judged,
+                            detection_rocs(records, controls=controls), seed_list=sorted({g.cluster for g in games}), usable=judged,
                             games=games, rated=rated),
             render_csv(ratings, categories))
 
 
 def write_leaderboard(scenario_name: str, records: Iterable[MatchRecord], out_dir: Path,
                       bootstrap_rounds: int = 200, seed: int = 0, unit: str = SEED,
-                      model_fpr: float = DEFAULT_MODEL_FPR) -> tuple[Path, Path]:
+                      model_fpr: float = DEFAULT_MODEL_FPR, controls: Iterable[ControlRecord] = ()
+                      ) -> tuple[Path, Path]:
     """Write ``out_dir/SCENARIO.md`` and ``out_dir/SCENARIO.csv``; return their paths.
 
     ``records`` should be one scenario's matches (e.g. ``Store.matches(scenario=...)``);
@@ -502,7 +509,7 @@ def write_leaderboard(scenario_name: str, records: Iterable[MatchRecord], out_di
         raise ArenaError(f"scenario name {scenario_name!r} cannot name a leaderboard file in {out_dir}",
                          hint="rename the scenario: letters, digits, '.', '_' and '-', without '/' or '..'")
     md_text, csv_text = render_leaderboard(scenario_name, records, bootstrap_rounds=bootstrap_rounds, seed=seed,
-                                           unit=unit, model_fpr=model_fpr)
+                                           unit=unit, model_fpr=model_fpr, controls=controls)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -31,3 +31,25 @@ class MatchRecord:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass
+class ControlRecord:
+    """One defender on one benign model of a seed, run apart from any match to enlarge the pooled
+    usability gate's sample (``arena controls``). ``result`` holds what a match's control member holds:
+    ``flagged``, ``verdict`` (whether the deployment judged the model at all), ``fpr``, ``cad``,
+    ``suspected_target``, ``aiv``, ``aiv_max`` and ``fault``."""
+
+    scenario: str
+    scenario_digest: str
+    defender: str
+    defender_version: str
+    seed: int
+    member: int
+    result: dict[str, Any] = field(default_factory=dict)
+    code_version: str = ""
+    created_at: str = ""
+    id: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -24,9 +24,9 @@ from typing import Any
 
 from arena.core.cache import arena_home
 from arena.core.errors import ArenaError
-from arena.results.record import MatchRecord
+from arena.results.record import ControlRecord, MatchRecord
 
-__all__ = ["MatchRecord", "Store", "require_writable_home"]
+__all__ = ["ControlRecord", "MatchRecord", "Store", "require_writable_home"]
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS matches (
@@ -62,6 +62,19 @@ CREATE TABLE IF NOT EXISTS sweeps (        -- efficacy-specificity curves (arena
     auc REAL,
     created_at TEXT,
     UNIQUE (scenario_digest, attacker, seed, fractions)
+);
+CREATE TABLE IF NOT EXISTS controls (      -- a defender on one more benign model (arena.run.controls)
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    scenario TEXT NOT NULL,
+    scenario_digest TEXT NOT NULL,
+    defender TEXT NOT NULL,
+    defender_version TEXT NOT NULL,
+    seed INTEGER NOT NULL,
+    member INTEGER NOT NULL,
+    result TEXT NOT NULL,            -- JSON: flagged, verdict, fpr, cad, suspected_target, aiv, aiv_max, fault
+    code_version TEXT,
+    created_at TEXT,
+    UNIQUE (scenario_digest, defender, defender_version, seed, member)
 );
 """
 
@@ -246,6 +259,37 @@ class Store:
             r["points"] = json.loads(r["points"])
             r["fractions"] = json.loads(r["fractions"])
         return rows
+
+    def save_control(self, c: ControlRecord) -> None:
+        """Store one extra control run, replacing the same run stored before (a fault re-run)."""
+        with self._conn:
+            self._conn.execute(
+                """INSERT INTO controls (scenario, scenario_digest, defender, defender_version, seed, member,
+                                         result, code_version, created_at) VALUES (?,?,?,?,?,?,?,?,?)
+                   ON CONFLICT (scenario_digest, defender, defender_version, seed, member)
+                   DO UPDATE SET result=excluded.result, code_version=excluded.code_version,
+                                 created_at=excluded.created_at""",
+                (c.scenario, c.scenario_digest, c.defender, c.defender_version, c.seed, c.member,
+                 json.dumps(c.result, sort_keys=True), c.code_version, c.created_at))
+
+    def controls(self, digest: str) -> list[ControlRecord]:
+        """The extra control runs stored for a scenario digest."""
+        cur = self._conn.execute("SELECT * FROM controls WHERE scenario_digest=? ORDER BY id", (digest,))
+        cols = [c[0] for c in cur.description]
+        out = []
+        for row in cur.fetchall():
+            d = dict(zip(cols, row))
+            d["result"] = json.loads(d["result"])
+            out.append(ControlRecord(**d))
+        return out
+
+    def control_result(self, digest: str, defender: str, defender_version: str, seed: int,
+                       member: int) -> dict[str, Any] | None:
+        """The stored result of that extra control run, or None."""
+        row = self._conn.execute(
+            """SELECT result FROM controls WHERE scenario_digest=? AND defender=? AND defender_version=?
+               AND seed=? AND member=?""", (digest, defender, defender_version, seed, member)).fetchone()
+        return None if row is None else json.loads(row[0])
 
     def has_ok(self, digest: str, attacker: str, attacker_version: str, defender: str,
                defender_version: str, seed: int, rounds: int) -> bool:

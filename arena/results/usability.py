@@ -27,10 +27,11 @@ being rated on wins it was handed.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
-from arena.results.record import MatchRecord
+from arena.results.record import ControlRecord, MatchRecord
 
 LEVEL = 0.05
 POWER = 0.8
@@ -103,25 +104,38 @@ def judge(defender: str, flagged: int, models: int, budget: float) -> Usability:
                      power(models, budget))
 
 
-def benign_flags(records: Iterable[MatchRecord]) -> dict[str, dict[tuple[int, int], bool]]:
-    """Per defender, every benign model of its control populations, once: (seed, member) -> flagged.
-
-    A defender's control population is the same in every match of a seed (cached), so the matches
-    of a seed repeat it; a model seen with two verdicts (another version of the defender) counts
-    as flagged."""
-    seen: dict[str, dict[tuple[int, int], bool]] = {}
+def benign_runs(records: Iterable[MatchRecord], controls: Iterable[ControlRecord] = ()
+                ) -> Iterator[tuple[str, int, dict[str, Any]]]:
+    """(defender, seed, member result) for every control run on a benign model: those inside match
+    records (the scenario's population, repeated by every match of a seed) and the extra ones of
+    ``arena controls``."""
     for r in records:
         control = r.metrics.get("control") if isinstance(r.metrics, dict) else None
         for m in (control or {}).get("members") or []:
-            if m.get("fault") or not m.get("verdict", True):
-                continue
-            key = (int(r.seed), int(m.get("member", 0)))
-            models = seen.setdefault(r.defender, {})
-            models[key] = models.get(key, False) or bool(m.get("flagged"))
+            yield r.defender, int(r.seed), m
+    for c in controls:
+        yield c.defender, int(c.seed), {**c.result, "member": c.member}
+
+
+def benign_flags(records: Iterable[MatchRecord], controls: Iterable[ControlRecord] = ()
+                 ) -> dict[str, dict[tuple[int, int], bool]]:
+    """Per defender, every benign model of its control populations, once: (seed, member) -> flagged.
+
+    A defender's control population is the same in every match of a seed (cached), so the matches
+    of a seed repeat it, and ``arena controls`` may run members a match also ran; a model seen with
+    two verdicts (another version of the defender) counts as flagged."""
+    seen: dict[str, dict[tuple[int, int], bool]] = {}
+    for defender, seed, m in benign_runs(records, controls):
+        if m.get("fault") or not m.get("verdict", True):
+            continue
+        key = (seed, int(m.get("member", 0)))
+        models = seen.setdefault(defender, {})
+        models[key] = models.get(key, False) or bool(m.get("flagged"))
     return seen
 
 
-def usability(records: Iterable[MatchRecord], budget: float) -> list[Usability]:
-    """Every defender with a control population, judged on all of it (sorted by name)."""
+def usability(records: Iterable[MatchRecord], budget: float, controls: Iterable[ControlRecord] = ()
+              ) -> list[Usability]:
+    """Every defender with a control population, judged on all of it, extra runs included (sorted by name)."""
     return [judge(d, sum(models.values()), len(models), budget)
-            for d, models in sorted(benign_flags(records).items()) if models]
+            for d, models in sorted(benign_flags(records, controls).items()) if models]

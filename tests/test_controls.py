@@ -1,0 +1,67 @@
+"""`arena controls`: defenders on more benign models, counted by the usability gate, no match replayed."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from click.testing import CliRunner
+
+from arena.config.scenario import Controls
+from arena.engine.referee import Referee
+from arena.results.io import read_controls_gz, write_controls_gz
+from arena.results.leaderboard import leaderboard_data
+from arena.results.store import Store
+from arena.results.usability import usability
+from arena.run.controls import extend
+from conftest import requires_fmnist
+
+pytestmark = pytest.mark.slow  # trains benign models: not in the fast lane (README)
+
+
+@requires_fmnist
+def test_extra_members_enlarge_the_gate_and_resume(tiny, tmp_path, monkeypatch):
+    monkeypatch.setenv("ARENA_HOME", str(tmp_path / "home"))
+    sc = dataclasses.replace(tiny, controls=Controls(population=2))
+    store = Store()
+    rec = Referee(sc, device="cpu").play("badnet", "neuron-inspect", seed=0).record
+    store.save(rec)
+    assert [m["member"] for m in rec.metrics["control"]["members"]] == [0, 1]
+
+    report = extend(sc, 4, defenders=["neuron-inspect", "strip"], seeds=[0], device="cpu", store=store)
+    # STRIP filters inputs and judges no model: run once, then left out; the inspector runs on members 0-3.
+    assert (report.played, report.skipped, report.judged_no_model, report.faults) == (5, 0, ["strip"], [])
+    rows = store.controls(sc.digest)
+    assert sorted((c.defender, c.member) for c in rows) == [("neuron-inspect", m) for m in range(4)] + [("strip", 0)]
+    # Members 0 and 1 are the match's own control runs (the same cached run, the same answer).
+    by_member = {c.member: c.result for c in rows if c.defender == "neuron-inspect"}
+    for m in rec.metrics["control"]["members"]:
+        assert by_member[m["member"]]["flagged"] == m["flagged"] and by_member[m["member"]]["aiv"] == m["aiv"]
+
+    (alone,) = usability([rec], budget=0.05)
+    (pooled,) = usability([rec], budget=0.05, controls=rows)
+    assert (alone.models, pooled.models) == (2, 4)  # members 0 and 1 counted once
+    data = leaderboard_data(sc.name, [rec], bootstrap_rounds=10, controls=rows)
+    assert [u["models"] for u in data["usability"]] == [4]
+
+    again = extend(sc, 4, defenders=["neuron-inspect", "strip"], seeds=[0], device="cpu", store=store)
+    assert (again.played, again.skipped, again.judged_no_model) == (0, 5, ["strip"])
+    store.close()
+
+    # Published beside the leaderboard, and read back as they were.
+    f = write_controls_gz(rows, tmp_path / "x.controls.jsonl.gz")
+    assert [(c.defender, c.member, c.result) for c in read_controls_gz(f)] == \
+        sorted([(c.defender, c.member, c.result) for c in rows])
+
+
+@requires_fmnist
+def test_the_command_says_what_it_ran_and_the_power_it_buys(tiny_path, tmp_path, monkeypatch):
+    from arena.cli import main
+
+    monkeypatch.setenv("ARENA_HOME", str(tmp_path / "home"))
+    res = CliRunner().invoke(main, ["controls", "-s", str(tiny_path), "--population", "2", "-d", "neuron-inspect",
+                                    "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert "ran 2, skipped 0 (already stored), faults 0" in res.output and "power to fail a defender" in res.output
+    bad = CliRunner().invoke(main, ["controls", "-s", str(tiny_path), "--population", "2", "-d", "no-such"])
+    assert bad.exit_code != 0 and "no-such" in bad.output
