@@ -14,16 +14,16 @@ from arena.results.leaderboard import leaderboard_data
 from arena.results.store import Store
 from arena.results.usability import usability
 from arena.run.controls import extend
-from conftest import requires_fmnist
+from conftest import requires_fmnist, share_key
 
 pytestmark = pytest.mark.slow  # trains benign models: not in the fast lane (README)
 
 
 @requires_fmnist
-def test_extra_members_enlarge_the_gate_and_resume(tiny, tmp_path, monkeypatch):
-    monkeypatch.setenv("ARENA_HOME", str(tmp_path / "home"))
+def test_extra_members_enlarge_the_gate_and_resume(tiny, tmp_path):
+    # The session's home and its cache of the tiny scenario's benign models; a store of this test's own.
     sc = dataclasses.replace(tiny, controls=Controls(population=2))
-    store = Store()
+    store = Store(tmp_path / "arena.db")
     rec = Referee(sc, device="cpu").play("badnet", "neuron-inspect", seed=0).record
     store.save(rec)
     assert [m["member"] for m in rec.metrics["control"]["members"]] == [0, 1]
@@ -55,10 +55,14 @@ def test_extra_members_enlarge_the_gate_and_resume(tiny, tmp_path, monkeypatch):
 
 
 @requires_fmnist
-def test_the_command_says_what_it_ran_and_the_power_it_buys(tiny_path, tmp_path, monkeypatch):
+def test_the_command_says_what_it_ran_and_the_power_it_buys(tiny_path, tmp_path, monkeypatch, arena_home):
     from arena.cli import main
 
-    monkeypatch.setenv("ARENA_HOME", str(tmp_path / "home"))
+    home = tmp_path / "home"
+    share_key(arena_home, home)
+    (arena_home / "cache").mkdir(exist_ok=True)
+    (home / "cache").symlink_to(arena_home / "cache")  # the session's benign models: nothing trained twice
+    monkeypatch.setenv("ARENA_HOME", str(home))
     res = CliRunner().invoke(main, ["controls", "-s", str(tiny_path), "--population", "2", "-d", "neuron-inspect",
                                     "--device", "cpu"])
     assert res.exit_code == 0, res.output
