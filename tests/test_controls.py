@@ -69,3 +69,22 @@ def test_the_command_says_what_it_ran_and_the_power_it_buys(tiny_path, tmp_path,
     assert "ran 2, skipped 0 (already stored), faults 0" in res.output and "power to fail a defender" in res.output
     bad = CliRunner().invoke(main, ["controls", "-s", str(tiny_path), "--population", "2", "-d", "no-such"])
     assert bad.exit_code != 0 and "no-such" in bad.output
+
+
+@requires_fmnist
+def test_a_pool_of_workers_makes_the_same_runs(tiny, tmp_path, monkeypatch, arena_home):
+    """Two spawned workers, each training its benign models from scratch in a home of its own, give the
+    runs made in this process (the same bytes: the thread count is pinned as in a tournament)."""
+    here = Store(tmp_path / "here.db")
+    extend(tiny, 2, defenders=["neuron-inspect"], seeds=[0, 1], device="cpu", store=here)
+    home = tmp_path / "fresh"
+    share_key(arena_home, home)
+    monkeypatch.setenv("ARENA_HOME", str(home))  # an empty cache: the workers make everything again
+    pooled = Store(tmp_path / "pooled.db")
+    report = extend(tiny, 2, defenders=["neuron-inspect"], seeds=[0, 1], device="cpu", store=pooled, workers=2)
+    assert (report.played, report.faults) == (4, [])
+
+    def runs(store: Store) -> dict:
+        return {(c.seed, c.member): c.result for c in store.controls(tiny.digest)}
+
+    assert runs(pooled) == runs(here) and len(runs(here)) == 4

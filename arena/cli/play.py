@@ -252,9 +252,12 @@ def tournament(scenario: str, seeds: int | None, development: bool, attackers: t
 @click.option("--seeds", type=click.IntRange(min=1), default=None,
               help="The scenario's first N test seeds (default: all of them).")
 @click.option("--defenders", "-d", multiple=True, help="Defenders to include (repeat or comma-separate; default all).")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="(seed, defender) groups run in parallel processes.")
 @device_option
 @_friendly
-def controls(scenario: str, population: int, seeds: int | None, defenders: tuple[str, ...], device: str) -> None:
+def controls(scenario: str, population: int, seeds: int | None, defenders: tuple[str, ...], workers: int,
+             device: str) -> None:
     """Run defenders on more benign models, for the usability gate's power; stored runs are skipped.
 
     A defender is judged usable on every benign model it was run on, pooled over seeds (docs/match.md);
@@ -273,7 +276,7 @@ def controls(scenario: str, population: int, seeds: int | None, defenders: tuple
     seed_list = list(sc.seeds)[:seeds] if seeds else list(sc.seeds)
     try:
         report = extend(sc, population, defenders=dfn, seeds=seed_list, device=device, store=store,
-                        progress=stderr_progress)
+                        progress=stderr_progress, workers=workers)
     except KeyboardInterrupt:
         _say(f"interrupted: every finished run is stored in {_shown(store.path)}; run the same command again "
              "to resume")

@@ -16,15 +16,24 @@ defender deployed in its own sandboxed process on that benign model, asked the
 questions of a match, cached by model and defender. A defender that judges no
 model (its deployment returns no verdict: a filter, a mitigation) is run once
 a seed, on member 0, and left out after that: it has no model-level gate.
+Whether a defender judges models is read from its stored matches (their
+control population is empty when it does not); without any, one run tells.
+
+With ``workers > 1`` the (seed, defender) groups run in a pool of spawned
+processes, one referee each, every run at the tournament's thread count, so a
+run gives the bytes it gives alone; this process writes the store as each
+group ends, so an interrupted run loses at most the groups in flight.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import multiprocessing
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 
 import arena
-from arena.api.training import Progress, match_threads, pinned_threads
+from arena.api.training import Progress, match_threads, pin_threads, pinned_threads
 from arena.config.scenario import Scenario
 from arena.config.splits import bind_data
 from arena.engine.hosts import describe
@@ -41,15 +50,58 @@ class ControlsReport:
     faults: list[tuple[str, int, int, str]] = field(default_factory=list)
 
 
-def extend(scenario: Scenario, population: int, *, defenders: list[str] | None = None,
-           seeds: list[int] | None = None, device: str = "auto", store: Store | None = None,
-           progress: Progress | None = None, isolation: str = "process") -> ControlsReport:
-    """Run every defender on benign members ``0 .. population - 1`` of every seed; store each run.
+@dataclass(frozen=True)
+class _Group:
+    """One defender's missing runs on one seed."""
 
-    Runs already stored (same scenario digest, defender and version, seed, member) are skipped, so
-    an interrupted run resumes. Seed by seed, as a tournament: a run cut short leaves whole seeds."""
+    scenario: Scenario
+    defender: str
+    version: str
+    seed: int
+    members: tuple[int, ...]
+    device: str
+    isolation: str
+
+
+_REFEREES: dict = {}
+
+
+def _run_group(g: _Group) -> list[ControlRecord]:
+    """The group's runs, in a referee kept for the process (its data and benign models stay loaded)."""
     from arena.engine.referee import Referee
 
+    key = (g.scenario.digest, g.device, g.isolation)
+    if key not in _REFEREES:
+        _REFEREES[key] = Referee(g.scenario, device=g.device, isolation=g.isolation)
+    referee = _REFEREES[key]
+    out = []
+    for member in g.members:
+        with pinned_threads(match_threads()):  # the bytes a tournament's worker would make
+            result = referee.control_member(g.defender, g.seed, member)
+        out.append(ControlRecord(
+            scenario=g.scenario.name, scenario_digest=g.scenario.digest, defender=g.defender,
+            defender_version=g.version, seed=g.seed, member=member, result=result, code_version=arena.__version__,
+            created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")))
+        if not result.get("verdict") and not result.get("fault"):
+            break  # judges no model: one run says so
+    return out
+
+
+def _judges_by_matches(store: Store, scenario: Scenario, names: list[str]) -> dict[str, bool]:
+    """Whether each defender judges models, as its stored matches of this scenario show (absent: unknown)."""
+    seen: dict[str, bool] = {}
+    for r in store.matches(digest=scenario.digest, status="ok"):
+        if r.defender in names and isinstance(r.metrics, dict) and "control" in r.metrics:
+            seen[r.defender] = seen.get(r.defender, False) or bool(r.metrics["control"].get("population"))
+    return seen
+
+
+def extend(scenario: Scenario, population: int, *, defenders: list[str] | None = None,
+           seeds: list[int] | None = None, device: str = "auto", store: Store | None = None,
+           progress: Progress | None = None, isolation: str = "process", workers: int = 1) -> ControlsReport:
+    """Run every defender that judges models on benign members ``0 .. population - 1`` of every seed, and
+    store each run. Runs already stored (same scenario digest, defender and version, seed, member, no
+    fault) are skipped, so an interrupted run resumes."""
     scenario = bind_data(scenario)
     store = store or Store()
     say = progress or (lambda _msg: None)
@@ -58,33 +110,68 @@ def extend(scenario: Scenario, population: int, *, defenders: list[str] | None =
     versions = {d: describe("defender", d, scenario.agent_params("defender", d), isolation).version for d in names}
     seeds = seeds if seeds is not None else list(scenario.seeds)
     report = ControlsReport()
-    referee = Referee(scenario, device=device, isolation=isolation)
-    referee.progress = progress
-    judges = set(names)
-    for seed in seeds:
-        for d in names:
-            for member in range(population):
-                if d not in judges:
-                    break
-                result = store.control_result(scenario.digest, d, versions[d], seed, member)
-                if result is not None and not result.get("fault"):
-                    report.skipped += 1
-                else:
-                    with pinned_threads(match_threads()):  # the bytes a tournament's worker would make
-                        result = referee.control_member(d, seed, member)
-                    store.save_control(ControlRecord(
-                        scenario=scenario.name, scenario_digest=scenario.digest, defender=d,
-                        defender_version=versions[d], seed=seed, member=member, result=result,
-                        code_version=arena.__version__,
-                        created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")))
-                    report.played += 1
-                    if result.get("fault"):
-                        report.faults.append((d, seed, member, str(result["fault"])))
-                        continue
-                    say(f"controls {scenario.name}: {d} seed {seed} benign model {member}: "
-                        f"{'flagged' if result.get('flagged') else 'passed'}")
-                if not result.get("verdict"):
-                    judges.discard(d)
-                    report.judged_no_model.append(d)
-                    say(f"controls {scenario.name}: {d} judges no model (no model-level gate): left out")
+    known = _judges_by_matches(store, scenario, names)
+
+    ran: set[tuple[str, int, int]] = set()  # runs made by this call (not "skipped" when met again)
+
+    def group(d: str, seed: int) -> _Group | None:
+        missing = []
+        for member in range(population):
+            stored = store.control_result(scenario.digest, d, versions[d], seed, member)
+            if stored is None or stored.get("fault"):
+                missing.append(member)
+            elif (d, seed, member) not in ran:
+                report.skipped += 1
+        return _Group(scenario, d, versions[d], seed, tuple(missing), device, isolation) if missing else None
+
+    def settle(records: list[ControlRecord]) -> None:
+        for c in records:
+            store.save_control(c)
+            ran.add((c.defender, c.seed, c.member))
+            report.played += 1
+            if c.result.get("fault"):
+                report.faults.append((c.defender, c.seed, c.member, str(c.result["fault"])))
+            say(f"controls {scenario.name}: {c.defender} seed {c.seed} benign model {c.member}: "
+                + ("fault" if c.result.get("fault") else "judges no model" if not c.result.get("verdict")
+                   else "flagged" if c.result.get("flagged") else "passed"))
+
+    # A defender no stored match speaks for is tried once first, so a filter costs one run, not one a seed.
+    for d in names:
+        if d in known or not seeds:
+            continue
+        first = store.control_result(scenario.digest, d, versions[d], seeds[0], 0)
+        if first is None or first.get("fault"):
+            settle(_run_group(_Group(scenario, d, versions[d], seeds[0], (0,), device, isolation)))
+            first = store.control_result(scenario.digest, d, versions[d], seeds[0], 0) or {}
+        known[d] = bool(first.get("verdict") or first.get("fault"))  # a fault tells nothing: try the rest
+        if not known[d]:
+            report.skipped += (d, seeds[0], 0) not in ran
+    for d in names:
+        if known.get(d) is False:
+            report.judged_no_model.append(d)
+            say(f"controls {scenario.name}: {d} judges no model (no model-level gate): left out")
+    todo = [g for seed in seeds for d in names if known.get(d) for g in [group(d, seed)] if g is not None]
+    if workers <= 1 or len(todo) <= 1:
+        for g in todo:
+            settle(_run_group(g))
+        return report
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=pin_threads,
+                             initargs=(match_threads(),)) as pool:
+        in_flight: dict[Future, _Group] = {}
+        try:
+            while todo or in_flight:
+                while todo and len(in_flight) < workers:
+                    g = todo.pop(0)
+                    in_flight[pool.submit(_run_group, g)] = g
+                ready, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                for fut in ready:
+                    in_flight.pop(fut)
+                    settle(fut.result())
+        except BaseException:
+            for proc in list((getattr(pool, "_processes", None) or {}).values()):  # as the local backend does
+                if proc.is_alive():
+                    proc.terminate()
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
     return report
