@@ -244,3 +244,19 @@ def test_matches_import_of_a_file_that_is_not_matches_says_what_to_pass(home, tm
     out = CliRunner().invoke(main, ["matches", "import", str(bad)])
     assert out.exit_code != 0 and "not a file of published matches" in out.output
     assert "arena leaderboard --write" in out.output
+
+
+def test_a_replayed_pair_counts_once_on_the_leaderboard(home):
+    """A new version of an agent replays its matches beside the old ones; the board rates the last stored."""
+    store = Store()
+    store.save(record("imc", "strip", outcome=1.0, seed=0))
+    store.save(record("imc", "strip", outcome=0.0, seed=0, defender_version="2"))  # stored after: the newest
+    store.save(record("imc", "strip", outcome=1.0, seed=1))
+    store.save(record("badnet", "strip", outcome=0.0, seed=0))
+    store.close()
+    r = CliRunner().invoke(main, ["leaderboard", "tiny", "--json"])
+    assert r.exit_code == 0, r.output
+    board = json.loads(r.stdout)
+    assert board["matches"] == 3 and "1 match(es) replayed since by a newer version" in r.stderr
+    imc = next(x for x in board["ratings"] if x["name"] == "imc")
+    assert imc["matches"] == 2 and imc["mean_score"] == 0.5  # the old 1.0 at seed 0 is not counted

@@ -43,7 +43,7 @@ def leaderboard(scenario: str, write: bool, out: str | None, bootstrap: int, uni
     SCENARIO is a scenario name or .toml path; a name with no scenario file
     but with stored matches rates the matches of its most recent setting.
     """
-    from arena.results.leaderboard import render_leaderboard, write_leaderboard
+    from arena.results.leaderboard import latest_matches, render_leaderboard, write_leaderboard
     from arena.results.store import Store
 
     store = Store(readonly=True)
@@ -54,6 +54,10 @@ def leaderboard(scenario: str, write: bool, out: str | None, bootstrap: int, uni
     if not records:
         raise ArenaError(f"no stored matches for scenario '{name}' (digest {digest})",
                          hint=f"play some first: arena tournament --scenario {scenario}")
+    records, superseded = latest_matches(records)
+    if superseded:
+        _say(f"note: {superseded} match(es) replayed since by a newer version of an agent are left out "
+             "(one match per pair, seed and rounds: the last stored)")
     try:  # the scenario's own model-level budget, when its file is at hand
         budget = _load(scenario).budgets.model_fpr
     except ArenaError:
@@ -118,6 +122,7 @@ def paper(scenario: str, variants: tuple[str, ...], sources: tuple[str, ...], de
     naming what to play.
     """
     from arena.results import paper as pp
+    from arena.results.leaderboard import latest_matches
     from arena.results.store import Store
 
     target = Path(out) if out else None
@@ -149,6 +154,9 @@ def paper(scenario: str, variants: tuple[str, ...], sources: tuple[str, ...], de
         finally:
             store.close()
         where = "the match store"
+    # One match per pair, seed and rounds (the last stored), in the main setting and each variant.
+    main_recs = latest_matches(main_recs)[0]
+    var_recs = [latest_matches(v)[0] for v in var_recs]
     if not any(r.status == "ok" for r in main_recs):
         other = sum(r.scenario == name for r in pool) if sources else 0
         _say(f"note: no finished matches of '{name}'" + (f" of this setting ({other} in the files were played "

@@ -47,6 +47,23 @@ def _ok(records: Iterable[MatchRecord]) -> list[MatchRecord]:
                                      -1 if r.id is None else r.id))
 
 
+def latest_matches(records: Iterable[MatchRecord]) -> tuple[list[MatchRecord], int]:
+    """One match per (attacker, defender, seed, rounds): the last stored, and how many older ones were dropped.
+
+    A new version of an agent replays its matches beside the old ones (the store keys them by version);
+    counting both would weigh that pair and seed twice. Which match is the newest is the store's order
+    (its id); a record without one counts as newest."""
+    records = list(records)
+    newest: dict[tuple, MatchRecord] = {}
+    for r in records:
+        key = (r.attacker, r.defender, r.seed, r.rounds)
+        old = newest.get(key)
+        if old is None or (r.id is None or (old.id is not None and r.id > old.id)):
+            newest[key] = r
+    kept = list(newest.values())
+    return kept, len(records) - len(kept)
+
+
 def games_from_records(records: Iterable[MatchRecord]) -> list[Game]:
     """One ``Game`` per match with status ``ok``; ``order`` is the stored match id, ``cluster`` the match's seed.
 
