@@ -207,12 +207,13 @@ def report(scenario: str, out: str | None, seed: int | None, galleries: bool, cr
     The folder is self-contained: open index.html in any browser.
     """
     from arena.present.report import default_folder, write_report
+    from arena.results.leaderboard import latest_matches
     from arena.results.store import Store
 
     store = Store(readonly=True)
     try:
         name, digest, sc = _setting(store, scenario, "reporting")
-        records = store.matches(digest=digest)
+        records = latest_matches(store.matches(digest=digest))[0]  # as the leaderboard rates them
     finally:
         store.close()
     if not any(r.status == "ok" for r in records):
