@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from arena.config.scenario import load_scenario  # noqa: E402
+from arena.results.leaderboard import latest_matches  # noqa: E402
 from arena.results.store import MatchRecord, Store  # noqa: E402
 
 
@@ -241,10 +242,12 @@ def main() -> None:
         for seed in defense_seeds:
             run(sc, attackers=attackers, defenders=defenders, seeds=[seed], device=args.device, store=store,
                 progress=stderr_progress)
-    records = [r for r in store.matches(digest=sc.digest)
+    # One match per pair and seed, the last stored: an agent's new version replays beside its old matches.
+    records = [r for r in latest_matches(store.matches(digest=sc.digest))[0]
                if r.seed in (seeds if r.defender == "none" else defense_seeds)]
     pairs = _by_pair(records)
-    transparent = _by_pair([r for r in store.matches(digest=tsc.digest) if r.seed in seeds]) if tsc else None
+    transparent = (_by_pair([r for r in latest_matches(store.matches(digest=tsc.digest))[0] if r.seed in seeds])
+                   if tsc else None)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     regen = (f"`.venv/bin/python benchmarks/library_tables.py --scenario {sc.name}"
