@@ -24,7 +24,7 @@ from arena.results.paper import (
 )
 from arena.results.io import write_jsonl_gz
 from arena.config.scenario import load_scenario
-from arena.results.store import MatchRecord
+from arena.results.store import ControlRecord, MatchRecord
 
 ROOT = Path(__file__).resolve().parents[1]
 MAIN = load_scenario("fmnist-cnn")
@@ -305,6 +305,17 @@ def test_a_flag_naming_the_wrong_target_counts_as_a_miss():
     auroc, flags, _, lenient = wrong.stats
     assert auroc.mean > 0 and auroc.judged  # ABS ranks the trojans better whatever class it names
     assert flags.mean < 0 and flags.judged and lenient.mean > 0 and not lenient.judged  # misses; any-target flags
+
+
+def test_extra_control_runs_are_the_auroc_s_negatives_too():
+    """Benign models of `arena controls` that ABS scores above every trojan pull its AUROC down."""
+    recs = _inspections(MAIN.attack.target_class)
+    extra = [ControlRecord(scenario=MAIN.name, scenario_digest=MAIN.digest, defender="abs", defender_version="1",
+                           seed=s, member=k, result={"verdict": True, "flagged": True, "aiv_max": 5.0})
+             for s in SEEDS for k in range(5, 10)]
+    alone = _finding(evaluate(recs, MAIN.name, MAIN), "Remark 6").stats[0]
+    more = _finding(evaluate(recs, MAIN.name, MAIN, controls=extra), "Remark 6").stats[0]
+    assert more.mean < alone.mean
 
 
 def test_a_confounded_comparison_is_held_at_inconclusive():

@@ -106,7 +106,7 @@ def leaderboard(scenario: str, write: bool, out: str | None, bootstrap: int, uni
                    "settings. Name or .toml path; repeat for several.")
 @click.option("--matches", "sources", multiple=True, type=click.Path(dir_okay=False, exists=True),
               help="Published matches (leaderboards/NAME.matches.jsonl.gz) instead of the store; repeat to add the "
-                   "variants' files.")
+                   "variants' files and the extra control runs beside them (NAME.controls.jsonl.gz).")
 @click.option("--development", is_flag=True,
               help="Also use matches on the scenario's development seeds (rules were tuned on them; the page says so).")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
@@ -132,9 +132,11 @@ def paper(scenario: str, variants: tuple[str, ...], sources: tuple[str, ...], de
     var_sc = [load_scenario(v) for v in variants]  # a variant's knobs come from its file
     pool = []
     if sources:
-        from arena.results.io import read_jsonl_gz
+        from arena.results.io import read_controls_gz, read_jsonl_gz
 
-        pool = [r for src in sources for r in read_jsonl_gz(Path(src), known=var_sc)]
+        pool = [r for src in sources if not src.endswith(".controls.jsonl.gz")
+                for r in read_jsonl_gz(Path(src), known=var_sc)]
+        control_pool = [c for src in sources if src.endswith(".controls.jsonl.gz") for c in read_controls_gz(Path(src))]
         try:
             sc: Scenario | None = load_scenario(scenario)
             name = sc.name
@@ -143,6 +145,7 @@ def paper(scenario: str, variants: tuple[str, ...], sources: tuple[str, ...], de
                 raise
             sc, name = None, scenario
         main_recs = [r for r in pool if (r.scenario_digest == sc.digest if sc else r.scenario == name)]
+        controls = [c for c in control_pool if (c.scenario_digest == sc.digest if sc else c.scenario == name)]
         var_recs = [[r for r in pool if r.scenario_digest == v.digest] for v in var_sc]
         where = ", ".join(f"`{Path(s).name}`" for s in sources)
     else:
@@ -151,6 +154,7 @@ def paper(scenario: str, variants: tuple[str, ...], sources: tuple[str, ...], de
             name, digest, sc = _setting(store, scenario, "checking")
             main_recs = store.matches(digest=digest)
             var_recs = [store.matches(digest=v.digest) for v in var_sc]
+            controls = store.controls(digest)
         finally:
             store.close()
         where = "the match store"
@@ -166,7 +170,7 @@ def paper(scenario: str, variants: tuple[str, ...], sources: tuple[str, ...], de
                        + [f"--matches {s}" for s in sources] + (["--development"] if development else [])
                        + ([f"--out {out}"] if out else []))
     text = pp.render(main_recs, name, scenario=sc, variants=list(zip(var_sc, var_recs)), development=development,
-                     command=command, source=where, variant_specs=variants)
+                     command=command, source=where, variant_specs=variants, controls=controls)
     if target is None:  # the default: in the arena home, never a folder of the checkout
         from arena.present.report import slug
 

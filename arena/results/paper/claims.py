@@ -137,7 +137,7 @@ def _remark5(ctx: Context) -> Evidence:
 def _auroc_contrast(setting: Setting, defs: Sequence[str]) -> dict[int, float]:
     """Per seed: the first defence's model-level AUROC (trojans against the benign control models, by the
     largest per-class anomaly score) minus the mean of the others'."""
-    scores = model_scores(setting.records)
+    scores = model_scores(setting.records, setting.controls)
     per = {}
     for seed in setting.seeds:
         auc = {}

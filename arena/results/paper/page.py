@@ -10,7 +10,7 @@ from arena.results.paper.claims import CLAIMS, Claim
 from arena.results.paper.evidence import VERDICTS, Evidence
 from arena.results.paper.numbers import ATTACKS, DEFENSES, WORKING_ASR
 from arena.results.paper.settings import Context, Setting, classify_variant, make_setting, seed_span
-from arena.results.record import MatchRecord
+from arena.results.record import ControlRecord, MatchRecord
 
 
 @dataclass(frozen=True)
@@ -23,9 +23,10 @@ class Finding:
 
 def build_context(records: Iterable[MatchRecord], scenario_name: str, scenario: Scenario | None = None,
                   variants: Sequence[tuple[Scenario, Iterable[MatchRecord]]] = (),
-                  development: bool = False) -> tuple[Context, list[str]]:
-    """The settings claims read, and notes on variants that could not be used."""
-    main = make_setting(scenario_name, records, scenario, "main", development)
+                  development: bool = False, controls: Iterable[ControlRecord] = ()) -> tuple[Context, list[str]]:
+    """The settings claims read, and notes on variants that could not be used. ``controls``: the main
+    setting's extra control runs (``arena controls``)."""
+    main = make_setting(scenario_name, records, scenario, "main", development, controls)
     settings, notes = [], []
     for vsc, vrecs in variants:
         kind, note = classify_variant(scenario, vsc)
@@ -41,9 +42,9 @@ def build_context(records: Iterable[MatchRecord], scenario_name: str, scenario: 
 
 def evaluate(records: Iterable[MatchRecord], scenario_name: str, scenario: Scenario | None = None,
              variants: Sequence[tuple[Scenario, Iterable[MatchRecord]]] = (),
-             development: bool = False) -> list[Finding]:
+             development: bool = False, controls: Iterable[ControlRecord] = ()) -> list[Finding]:
     """Every claim with our evidence on it, from the matches of ``scenario_name`` (and of its variants)."""
-    ctx, _ = build_context(records, scenario_name, scenario, variants, development)
+    ctx, _ = build_context(records, scenario_name, scenario, variants, development, controls)
     return [_find(c, ctx) for c in CLAIMS]
 
 
@@ -78,7 +79,7 @@ def _describe(s: Setting) -> str:
 def render(records: Iterable[MatchRecord], scenario_name: str, scenario: Scenario | None = None,
            variants: Sequence[tuple[Scenario, Iterable[MatchRecord]]] = (), development: bool = False,
            command: str | None = None, source: str = "the match store",
-           variant_specs: Sequence[str] = ()) -> str:
+           variant_specs: Sequence[str] = (), controls: Iterable[ControlRecord] = ()) -> str:
     """docs/paper.md: per claim the paper's numbers, our matched condition, our number and a verdict.
 
     ``variant_specs`` are the variants as the user named them (a path, where the
@@ -86,7 +87,7 @@ def render(records: Iterable[MatchRecord], scenario_name: str, scenario: Scenari
     default their names. ``command`` replaces the regenerate command itself.
     """
     variants = [(v, list(r)) for v, r in variants]
-    ctx, notes = build_context(records, scenario_name, scenario, variants, development)
+    ctx, notes = build_context(records, scenario_name, scenario, variants, development, controls)
     findings = [_find(c, ctx) for c in CLAIMS]
     lines = ["# The TrojanZoo paper's claims, checked in the arena", ""]
     lines += [f"Computed by `arena paper` from {source}. Main setting: {_describe(ctx.main)}."]

@@ -11,7 +11,7 @@ from typing import Any
 from arena.config.scenario import Scenario
 from arena.results.endings import ending
 from arena.results.paper.numbers import ATTACKS, WORKING_ASR
-from arena.results.record import MatchRecord
+from arena.results.record import ControlRecord, MatchRecord
 
 # A variant scenario changes one knob of the main one; its kind says which remark it can test.
 VARIANT_KNOBS: dict[tuple[str, str], Callable[[Any], str | None]] = {
@@ -84,6 +84,8 @@ class Setting:
     kind: str = "main"
     seeds_used: tuple[int, ...] = ()
     dropped: tuple[str, ...] = ()
+    # Extra control runs on benign models (``arena controls``), on the seeds used: the model-level AUROC's negatives.
+    controls: tuple[ControlRecord, ...] = ()
 
     @property
     def seeds(self) -> list[int]:
@@ -117,7 +119,8 @@ def seed_span(seeds: Iterable[int]) -> str:
 
 
 def make_setting(name: str, records: Iterable[MatchRecord], scenario: Scenario | None = None,
-                 kind: str = "main", development: bool = False) -> Setting:
+                 kind: str = "main", development: bool = False,
+                 controls: Iterable[ControlRecord] = ()) -> Setting:
     """A ``Setting`` from stored or published records: finished matches on the test seeds (and the
     development seeds with ``development``); with no scenario file every seed is used."""
     recs = list(records)
@@ -140,7 +143,7 @@ def make_setting(name: str, records: Iterable[MatchRecord], scenario: Scenario |
                            f"({seed_span(r.seed for r in other)})")
     kept = tuple(r for r in ok if r.seed in used)
     return Setting(name=name, records=kept, scenario=scenario, kind=kind, seeds_used=tuple(sorted(used)),
-                   dropped=tuple(dropped))
+                   dropped=tuple(dropped), controls=tuple(c for c in controls if c.seed in used))
 
 
 @dataclass(frozen=True)
