@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 from arena.api.exported import EXPORTED
 from arena.api.generic import with_contract
+from arena.api.pooling import max_pool2
 from arena.api.tv_models import offered, torchvision_parts
 
 
@@ -113,8 +114,9 @@ class SmallCNN(ArenaModel):
     def _conv(self, x: torch.Tensor) -> torch.Tensor:
         # Pool, then ReLU: the same function (ReLU is monotone, so it commutes with max), with the
         # ReLU on a quarter of the elements, so inference is faster on the CPU (docs/measurements.md).
-        x = F.relu(F.max_pool2d(self.conv1(x), 2))
-        return F.relu(F.max_pool2d(self.conv2(x), 2))
+        # max_pool2 is F.max_pool2d(x, 2) bit for bit, faster on the CPU (arena.api.pooling).
+        x = F.relu(max_pool2(self.conv1(x)))
+        return F.relu(max_pool2(self.conv2(x)))
 
     def _pool(self, fmap: torch.Tensor) -> torch.Tensor:
         return F.relu(self.fc(fmap.flatten(1)))
