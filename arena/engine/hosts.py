@@ -412,9 +412,14 @@ def _child_main(conn: Any, role: str, spec: str, params: dict[str, Any], device:
         if cmd == "close":
             return
         try:
-            _send(conn, "ok", server.handle(cmd, payload))
-        except BaseException as exc:  # noqa: BLE001
-            _send(conn, "error", _describe(exc))
+            try:
+                _send(conn, "ok", server.handle(cmd, payload))
+            except (BrokenPipeError, ConnectionResetError):
+                raise
+            except BaseException as exc:  # noqa: BLE001
+                _send(conn, "error", _describe(exc))
+        except (BrokenPipeError, ConnectionResetError):
+            return  # the referee is gone (an interrupted tournament): no one to answer, nothing to print
 
 
 def _asker(conn: Any) -> Any:
