@@ -260,3 +260,17 @@ def test_a_replayed_pair_counts_once_on_the_leaderboard(home):
     assert board["matches"] == 3 and "1 match(es) replayed since by a newer version" in r.stderr
     imc = next(x for x in board["ratings"] if x["name"] == "imc")
     assert imc["matches"] == 2 and imc["mean_score"] == 0.5  # the old 1.0 at seed 0 is not counted
+
+
+def test_a_board_of_matches_from_two_homes_is_flagged(home):
+    """Agents draw from the home's secret key: matches of two homes are not one draw of a seed."""
+    store = Store()
+    store.save(record("imc", "strip", seed=0, metrics={"key_id": "aaaa1111"}))
+    store.save(record("badnet", "strip", seed=0, metrics={"key_id": "bbbb2222"}))
+    store.close()
+    r = CliRunner().invoke(main, ["leaderboard", "tiny", "--json"])
+    assert r.exit_code == 0 and "more than one referee key (aaaa1111: 1, bbbb2222: 1)" in r.stderr
+    store = Store()
+    store.save(record("badnet", "strip", seed=0, metrics={"key_id": "aaaa1111"}))  # the same home now
+    store.close()
+    assert "referee key" not in CliRunner().invoke(main, ["leaderboard", "tiny", "--json"]).stderr

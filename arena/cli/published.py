@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import click
@@ -58,6 +59,14 @@ def leaderboard(scenario: str, write: bool, out: str | None, bootstrap: int, uni
     if superseded:
         _say(f"note: {superseded} match(es) replayed since by a newer version of an agent are left out "
              "(one match per pair, seed and rounds: the last stored)")
+    keys = Counter(str((r.metrics or {}).get("key_id") or "not recorded") for r in records)
+    if len(keys) > 1:
+        # Agents draw their randomness from the home's secret key (arena.core.keys), and a seed's matches
+        # share its control runs: matches of one seed from two homes are not one draw of that seed.
+        _say("warning: these matches were played under more than one referee key ("
+             + ", ".join(f"{k}: {n}" for k, n in sorted(keys.items()))
+             + "): matches from different arena homes (or from before keys were recorded) drew different "
+               "randomness; publish a board from the matches of one home")
     try:  # the scenario's own model-level budget, when its file is at hand
         budget = _load(scenario).budgets.model_fpr
     except ArenaError:
