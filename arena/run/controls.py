@@ -40,6 +40,7 @@ from arena.engine.hosts import describe
 from arena.plugins import canonical_spec, discover
 from arena.results.record import ControlRecord
 from arena.results.store import Store
+from arena.run.jobs import process_referee
 
 
 @dataclass
@@ -63,17 +64,9 @@ class _Group:
     isolation: str
 
 
-_REFEREES: dict = {}
-
-
 def _run_group(g: _Group) -> list[ControlRecord]:
-    """The group's runs, in a referee kept for the process (its data and benign models stay loaded)."""
-    from arena.engine.referee import Referee
-
-    key = (g.scenario.digest, g.device, g.isolation)
-    if key not in _REFEREES:
-        _REFEREES[key] = Referee(g.scenario, device=g.device, isolation=g.isolation)
-    referee = _REFEREES[key]
+    """The group's runs, in this process's referee (its data and benign models stay loaded)."""
+    referee = process_referee(g.scenario, g.device, g.isolation)
     out = []
     for member in g.members:
         with pinned_threads(match_threads()):  # the bytes a tournament's worker would make

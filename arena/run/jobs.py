@@ -8,7 +8,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import arena
 from arena.api.training import Progress
@@ -17,6 +17,9 @@ from arena.core.cache import arena_home
 from arena.core.errors import ArenaError
 from arena.engine.hosts import describe
 from arena.results.record import MatchRecord
+
+if TYPE_CHECKING:
+    from arena.engine.referee import Referee
 
 
 class WorkerDied(ArenaError):
@@ -64,18 +67,24 @@ def error_record(job: Job, scenario: Scenario, exc: BaseException) -> MatchRecor
 _REFEREES: dict = {}
 
 
-def play_job(job: Job, progress: Progress | None = None) -> MatchRecord:
-    """Play one job; never raises (errors become an error record). The default ``Player``."""
+def process_referee(scenario: Scenario, device: str, isolation: str) -> Referee:
+    """This process's referee for a scenario setting.
+
+    One per process and arena home: data and benign models stay loaded, and a process that moves
+    to another home (ARENA_HOME changed) never reads the old home's cache."""
     from arena.engine.referee import Referee
 
+    key = (scenario.digest, device, isolation, str(arena_home()), os.environ.get("ARENA_DATA_DIR"))
+    if key not in _REFEREES:
+        _REFEREES[key] = Referee(scenario, device=device, isolation=isolation)
+    return _REFEREES[key]
+
+
+def play_job(job: Job, progress: Progress | None = None) -> MatchRecord:
+    """Play one job; never raises (errors become an error record). The default ``Player``."""
     scenario = job.scenario
     try:
-        # One referee per process and arena home: data and benign models stay loaded, and a process
-        # that moves to another home (ARENA_HOME changed) never reads the old home's cache.
-        key = (scenario.digest, job.device, job.isolation, str(arena_home()), os.environ.get("ARENA_DATA_DIR"))
-        if key not in _REFEREES:
-            _REFEREES[key] = Referee(scenario, device=job.device, isolation=job.isolation)
-        referee = _REFEREES[key]
+        referee = process_referee(scenario, job.device, job.isolation)
         referee.progress = progress
         return referee.play(job.attacker, job.defender, seed=job.seed, rounds=job.rounds).record
     except Exception as exc:  # one broken match must not stop the tournament
