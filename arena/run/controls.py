@@ -40,6 +40,7 @@ from arena.engine.hosts import describe
 from arena.plugins import canonical_spec, discover
 from arena.results.record import ControlRecord
 from arena.results.store import Store
+from arena.run.backends.local import _stop_workers
 from arena.run.jobs import process_referee
 
 
@@ -161,10 +162,7 @@ def extend(scenario: Scenario, population: int, *, defenders: list[str] | None =
                 for fut in ready:
                     in_flight.pop(fut)
                     settle(fut.result())
-        except BaseException:
-            for proc in list((getattr(pool, "_processes", None) or {}).values()):  # as the local backend does
-                if proc.is_alive():
-                    proc.terminate()
-            pool.shutdown(wait=False, cancel_futures=True)
+        except BaseException:  # interrupted: the groups in flight are lost either way; stop their workers now
+            _stop_workers(pool)
             raise
     return report
