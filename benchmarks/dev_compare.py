@@ -13,6 +13,11 @@ scenario's ``development_seeds``): a verdict is never tuned on test seeds.
 
     .venv/bin/python benchmarks/dev_compare.py randomized-smoothing --a first=0 --b first=16 [--seed 0]
         [--scenario fmnist-cnn] [--out benchmarks/results/dev-compare-rs.json]
+
+``--nchw A`` (or ``B``) plays that setting with model inspectors searching the model as it comes
+(NCHW), as they did before they searched a channels-last copy on the CPU (``ModelInspector.deploy``):
+
+    .venv/bin/python benchmarks/dev_compare.py neural-cleanse --nchw A
 """
 
 from __future__ import annotations
@@ -49,9 +54,12 @@ def main() -> None:
     ap.add_argument("--scenario", default="fmnist-cnn")
     ap.add_argument("--seed", type=int, default=None, help="a development seed (default: the first)")
     ap.add_argument("--attackers", default=None, help="comma-separated (default: every non-adaptive attacker)")
+    ap.add_argument("--nchw", choices=["A", "B"], default=None,
+                    help="the setting whose model inspectors search the model as it comes, not a channels-last copy")
     ap.add_argument("--out", default=None, help="JSON file to write")
     args = ap.parse_args()
 
+    import arena.api.defenses as defenses
     from arena.config.scenario import load_scenario
     from arena.engine.referee import Referee
     from arena.plugins import discover, make_agent
@@ -65,17 +73,21 @@ def main() -> None:
     settings = {"A": _params(args.a), "B": _params(args.b)}
     base = dict(sc.agent_params("defender", args.defender))
     ref = Referee(sc, device="cpu")
+    layout_copy = defenses.inference_copy
     rows = []
     for attacker in attackers:
         row: dict[str, Any] = {"attacker": attacker}
         ref.play(attacker, "none", seed=seed)  # the benign model and the trojan, crafted once, out of the timing
         for label, params in settings.items():
+            # In-process agents (objects handed to the referee) look inference_copy up at each deployment.
+            defenses.inference_copy = (lambda model, device: model) if label == args.nchw else layout_copy
             defender = make_agent("defender", args.defender, {**base, **params})
             start = time.perf_counter()
             rec = ref.play(attacker, defender, seed=seed).record
             d = (rec.metrics or {}).get("defense") or {}
             row[label] = {"outcome": rec.outcome, "reason": rec.reason, "ard": d.get("ard"), "cad": d.get("cad"),
                           "tpr": d.get("tpr"), "fpr": d.get("fpr"), "clean_acc": d.get("clean_acc"),
+                          "flagged": d.get("flagged"), "suspected_target": d.get("suspected_target"),
                           "deploy_s": ((rec.metrics or {}).get("timing") or {}).get("deploy_s"),
                           "wall_s": time.perf_counter() - start}
         rows.append(row)
@@ -90,7 +102,8 @@ def main() -> None:
             "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, load average "
                        f"{' '.join(f'{v:.2f}' for v in os.getloadavg())} after",
-            "scenario": sc.name, "seed": seed, "defender": args.defender, "settings": settings, "matches": rows,
+            "scenario": sc.name, "seed": seed, "defender": args.defender, "settings": settings, "nchw": args.nchw,
+            "matches": rows,
         }, indent=1) + "\n")
 
 

@@ -6,7 +6,6 @@ import pytest
 
 import torch
 
-from arena.api.triggers import make_trigger
 from arena_agents.defenders.neural_cleanse import anomaly_indices
 
 pytestmark = pytest.mark.slow  # trains models: not in the fast lane (README)
@@ -60,6 +59,10 @@ def test_neural_cleanse_flags_badnet_and_recovers_its_trigger(referee, tiny, tmp
     saved = torch.load(arena_home() / art["recovered_trigger_pt"], weights_only=True)
     assert saved["mask"].shape == saved["true_mask"].shape == (1, 28, 28)
     assert abs(float(saved["mask"].abs().sum()) - d["mln"]) < 1e-3  # the mask MLN was computed from
+    # The verdict's mask itself: most of its mass near the true trigger (bottom-right corner).
+    near = torch.nn.functional.max_pool2d(saved["true_mask"].unsqueeze(0), 5, 1, 2).squeeze(0)  # grown by 2 px
+    assert (saved["mask"] * near).sum() > 0.5 * saved["mask"].sum()
+    assert saved["pattern"].shape == (1, 28, 28)
     assert set(art) == {"recovered_trigger_pt"}
     png = save_recovered_trigger_png(load_trigger_tensors(arena_home() / art["recovered_trigger_pt"]),
                                      tmp_path / "recovered.png")
@@ -76,25 +79,6 @@ def test_neural_cleanse_does_not_flag_the_benign_model(referee):
 
     a, d = result.record.metrics["attack"], result.record.metrics["defense"]
     assert result.record.outcome == above_base_rate(d["effective_asr"], a["base_rate"]) < 0.01
-
-
-def test_neural_cleanse_mask_lies_on_the_trigger(referee, tiny):
-    # The verdict's mask itself: most of its mass near the true trigger (bottom-right corner).
-    from arena.api.models import clone
-    from arena.plugins import make_agent
-    from arena.api.protocol import DefenseContext
-
-    sp = referee.splits(0)
-    trojan = referee.craft("badnet", 0)
-    true = make_trigger(tiny.trigger, sp.info.channels, sp.info.size).mask
-    ctx = DefenseContext(scenario=tiny, clean=sp.defender, info=sp.info, device=referee.device,
-                         generator=torch.Generator().manual_seed(123))
-    dep = make_agent("defender", "neural-cleanse", {}).deploy(clone(trojan.model), ctx)
-    v = dep.verdict
-    assert v.mask.shape == true.shape and v.mask.device.type == "cpu"
-    assert v.pattern.shape == (sp.info.channels, sp.info.size, sp.info.size)
-    near = torch.nn.functional.max_pool2d(true.unsqueeze(0), 5, 1, 2).squeeze(0)  # trigger grown by 2 pixels
-    assert (v.mask * near).sum() > 0.5 * v.mask.sum()
 
 
 def test_an_inspector_that_flags_every_model_is_unusable_not_a_winner_or_loser_per_match(referee):

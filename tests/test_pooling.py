@@ -59,3 +59,24 @@ def test_traces_and_channels_last_inputs_get_torchs_operator():
     assert any(n.target is F.max_pool2d for n in graph.nodes)
     x = torch.randn(2, 4, 6, 6).contiguous(memory_format=torch.channels_last)
     assert max_pool2(x).is_contiguous(memory_format=torch.channels_last)  # left as torch leaves it
+
+
+def test_inspectors_search_a_channels_last_copy_and_fall_back_on_an_uncopyable_model():
+    """ModelInspector.deploy hands ``inspect`` a channels-last copy on the CPU (faster; the same function up to
+    the convolutions' summation order) and leaves the caller's model alone; a model that cannot be copied is
+    searched as it is."""
+    import threading
+
+    from arena.api.defenses import inference_copy
+
+    torch.manual_seed(0)
+    model = build_model(SPEC).eval()
+    x = torch.rand(8, 1, 28, 28)
+    fast = inference_copy(model, torch.device("cpu"))
+    assert fast is not model and fast.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert model.conv1.weight.is_contiguous()  # the caller's model keeps its layout
+    with torch.no_grad():
+        assert torch.allclose(fast(x), model(x), atol=1e-5)
+    model.lock = threading.Lock()  # deepcopy refuses a lock
+    assert inference_copy(model, torch.device("cpu")) is model
+    assert inference_copy(model, torch.device("meta")) is model  # off the CPU: the model itself

@@ -150,7 +150,7 @@ def select_candidates(logits: torch.Tensor, seed_y: torch.Tensor) -> tuple[torch
 
 class ABS(ModelInspector):
     name = "abs"
-    version = "1"
+    version = "2"  # 2: searched on a channels-last copy on the CPU (arena.api.ModelInspector)
 
     def __init__(self, seeds_per_class: int = 5, samp_k: float = 1.0, n_samples: int = 5,
                  top_neurons: int = 5, max_size: float = 16.0, lr: float = 0.1, iterations: int = 300,

@@ -129,7 +129,7 @@ class ConditionalGenerator(nn.Module):
 
 class DeepInspect(ModelInspector):
     name = "deep-inspect"
-    version = "3"
+    version = "4"  # 4: searched on a channels-last copy on the CPU (arena.api.ModelInspector)
 
     def __init__(self, gamma: float = 0.02, noise_dim: int = 100, lr: float = 0.01, epochs: int = 20,
                  batch_size: int = 32, sample_ratio: float = 0.1, min_samples: int = 64, samples: int = 256,

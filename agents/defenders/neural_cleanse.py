@@ -110,7 +110,7 @@ __all__ = ["NeuralCleanse", "anomaly_indices"]
 
 class NeuralCleanse(ModelInspector):
     name = "neural-cleanse"
-    version = "3"
+    version = "4"  # 4: searched on a channels-last copy on the CPU (arena.api.ModelInspector)
     def __init__(self, cost: float = 1e-3, lr: float = 0.1, epochs: int = 10, batch_size: int = 32,
                  samples: int = 512, threshold: float = 2.0, adaptive: bool = True,
                  cost_multiplier: float = 1.5, patience: int = 1, attack_succ_threshold: float = 0.99,

@@ -134,7 +134,7 @@ def explanation_features(heat: torch.Tensor, top_fraction: float) -> dict[str, t
 
 class NeuronInspect(ModelInspector):
     name = "neuron-inspect"
-    version = "1"
+    version = "2"  # 2: searched on a channels-last copy on the CPU (arena.api.ModelInspector)
 
     def __init__(self, sample_ratio: float = 0.1, min_samples: int = 200, lambda_sp: float = 1.0,
                  lambda_sm: float = 1.0, lambda_pe: float = 1.0, top_fraction: float = 0.1,

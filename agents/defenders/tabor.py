@@ -75,7 +75,7 @@ def total_variation(z: torch.Tensor) -> torch.Tensor:
 
 class TABOR(NeuralCleanse):
     name = "tabor"
-    version = "3"
+    version = "4"  # 4: searched on a channels-last copy on the CPU (arena.api.ModelInspector)
 
     def __init__(self, lambda1: float = 1e-6, lambda2: float = 1e-5, lambda3: float = 1e-7,
                  lambda4: float = 1e-8, lambda5: float = 0.0, lambda6: float = 1e-2,

@@ -19,7 +19,9 @@ So nothing changes bit for bit (no trained byte, no score):
 with ties and odd sizes, and that a short training gives the same weights.
 Making the whole model channels-last would be faster still, but its
 convolutions sum in another order and change the low bits of every weight,
-so every cached model and published number with them.
+so every cached model and published number with them. Model inspectors,
+which read a model without training it, do search a channels-last copy
+(``arena.api.defenses.ModelInspector.deploy``).
 
 A tensor that is already channels-last (the inference copies of
 ``arena.api.training.predict_proba``), a GPU tensor, and every trace
