@@ -109,3 +109,50 @@ def test_fine_pruning_and_abs_play_on_a_plain_architecture(tiny):
     for defender in ("fine-pruning", "abs"):
         rec = referee.play("badnet", defender, seed=0).record
         assert rec.status == "ok" and "forfeit" not in rec.metrics, (defender, rec.reason)
+
+
+class Shifted(nn.Module):
+    """State on the top module itself: a buffer and a parameter outside any child."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.full((1, 1, 1, 1), 0.5))
+        self.gain = nn.Parameter(torch.ones(1))
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.conv((x - self.mean) * self.gain))
+        return self.fc(h.mean(dim=(2, 3)))
+
+
+class ShiftedBranchy(Shifted):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = (x - self.mean) * self.gain
+        if x.mean() > 0:  # untraceable: an OpaqueModel
+            x = x * 2
+        return self.fc(torch.relu(self.conv(x)).mean(dim=(2, 3)))
+
+
+@pytest.mark.parametrize("net", [Shifted, ShiftedBranchy])
+def test_state_on_the_top_module_follows_to_and_deepcopy(net):
+    """``.to()`` (another device or dtype) reaches a buffer or parameter registered on the network's top
+    module in the split parts too, not only in the wrapper (on CUDA the parts would mix devices)."""
+    import copy
+
+    torch.manual_seed(0)
+    model = with_contract(net(), SPEC)
+    x = torch.rand(2, 1, 28, 28)
+    before = model(x)
+    moved = copy.deepcopy(model).to(torch.float64)
+    assert moved(x.double()).dtype == torch.float64
+    assert torch.allclose(moved(x.double()).float(), before, atol=1e-5)
+    with torch.no_grad():  # the wrapper's buffer is the one the parts compute with
+        moved.mean.fill_(0.0)
+        model.mean.fill_(0.0)
+    assert torch.allclose(moved(x.double()).float(), model(x), atol=1e-5)
+    assert not torch.allclose(model(x), before)
+    if net is Shifted:  # another device: the parts would mix devices (the branchy one reads .item())
+        meta = copy.deepcopy(model).to("meta")
+        assert meta.conv_features(torch.zeros(2, 1, 28, 28, device="meta")).device.type == "meta"
+        assert meta(torch.zeros(2, 1, 28, 28, device="meta")).shape == (2, 10)

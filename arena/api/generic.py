@@ -23,9 +23,10 @@ attribute error deep in its code.
 The wrapped model keeps the network's own parameter names (its children are
 registered on the wrapper), so a state dict saved from the bare network loads
 into it (plus ``feature_mask``, all ones). It takes inputs as the network does:
-no normalization is added. A buffer registered on the network's top module
-itself (not in a child) is not followed by ``.to(device)`` in the split
-parts; keep such state in a child module (the usual layout).
+no normalization is added. Parameters and buffers the network reads by
+attribute (``self.mean`` in its ``forward``, not through a child's call) are
+handed to the split parts at each call from the wrapper, so ``.to()``,
+``deepcopy`` and ``load_state_dict`` reach them as they reach the children.
 """
 
 from __future__ import annotations
@@ -53,7 +54,25 @@ HINT = ("subclass arena.api.ArenaModel (conv_features, pool_features, classify, 
         "for this architecture")
 
 
-def _split(net: nn.Module, example: torch.Tensor, where: str) -> tuple[nn.Module, nn.Module, nn.Linear, int]:
+class _Part(nn.Module):
+    """One piece of a split network, taking its one input; the attributes FX passes it as extra
+    arguments (what the network reads by ``get_attr``) are looked up on ``owner`` at each call."""
+
+    def __init__(self, piece: nn.Module, reads: tuple[str | None, ...]) -> None:
+        super().__init__()
+        self.piece = piece
+        self.reads = reads  # per argument: an attribute path, or None for the input
+
+    def forward(self, owner: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return self.piece(*[x if r is None else _attr(owner, r) for r in self.reads])
+
+
+def _attr(owner: nn.Module, path: str) -> Any:
+    module, _, name = path.rpartition(".")
+    return getattr(owner.get_submodule(module) if module else owner, name)
+
+
+def _split(net: nn.Module, example: torch.Tensor, where: str) -> tuple[_Part, _Part, nn.Linear, int]:
     import torch.fx as fx
     from torch.fx.passes.shape_prop import ShapeProp
     from torch.fx.passes.split_module import split_module
@@ -76,7 +95,16 @@ def _split(net: nn.Module, example: torch.Tensor, where: str) -> tuple[nn.Module
     part = {n: 0 if order[n] <= order[cut] else 1 if order[n] < order[head_node] else 2
             for n in gm.graph.nodes if n.op not in ("placeholder", "output")}
     split = split_module(gm, net, lambda n: part[n])
-    return split.submod_0, split.submod_1, head, channels
+    # split_module keeps get_attr nodes in the outer graph and passes their values to the pieces as
+    # arguments: each piece is called with the same arguments, read from the wrapper at call time.
+    calls = {n.target: n for n in split.graph.nodes if n.op == "call_module"}
+    parts = []
+    for name in ("submod_0", "submod_1"):
+        reads = tuple(a.target if getattr(a, "op", "") == "get_attr" else None for a in calls[name].args)
+        if reads.count(None) != 1 or calls[name].kwargs:
+            raise ContractError(f"{where}: a part before its head takes more than the one input; {HINT}")
+        parts.append(_Part(getattr(split, name), reads))
+    return parts[0], parts[1], head, channels
 
 
 def channel_map_cut(graph: Any, head_node: Any, where: str, hint: str) -> tuple[Any, int]:
@@ -131,6 +159,19 @@ class OpaqueModel(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.__dict__["_net"](x)
 
+    def _apply(self, fn: Any, recurse: bool = True) -> "OpaqueModel":
+        # .to() replaces the wrapper's top-level buffers (and, under torch's overwrite option, its
+        # parameters) with new tensors; the network keeps computing with its own entries, so point
+        # them at the wrapper's. Children are shared and converted once.
+        super()._apply(fn, recurse)
+        net = self.__dict__["_net"]
+        for table in ("_buffers", "_parameters"):
+            mine, theirs = getattr(self, table), getattr(net, table)
+            for name in theirs:
+                if name in mine:
+                    theirs[name] = mine[name]
+        return self
+
     def __getattr__(self, name: str) -> Any:
         if name in (*CONTRACT, "head"):
             raise ContractError(f"this agent needs the model's layers ({name}), and {self.__dict__['_why']}")
@@ -157,10 +198,10 @@ class GenericModel(nn.Module):
         return self.__dict__["_head"]
 
     def conv_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.__dict__["_parts"][0](x) * self.feature_mask.view(1, -1, 1, 1)
+        return self.__dict__["_parts"][0](self, x) * self.feature_mask.view(1, -1, 1, 1)
 
     def pool_features(self, fmap: torch.Tensor) -> torch.Tensor:
-        return self.__dict__["_parts"][1](fmap)
+        return self.__dict__["_parts"][1](self, fmap)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.pool_features(self.conv_features(x))
