@@ -24,6 +24,15 @@ medians.
 
     .venv/bin/python benchmarks/bench_seed.py [--scenario fmnist-cnn] [--workers 2]
         [-a badnet,none -d strip,none] [--cached] [--repeats 1] [--out benchmarks/results/seed.json]
+
+``--from-store DB`` plays nothing: it reads the matches a tournament stored
+(the last one per pair, seed and rounds) and prints, per seed, the matches,
+the span from the first match's start to the last one's end (a seed's wall
+time when it was played in one uninterrupted run) and its match-minutes by
+stage, with medians over the seeds. Many seeds of a real tournament give the
+seed's cost a spread that one benchmark run cannot:
+
+    .venv/bin/python benchmarks/bench_seed.py --from-store ~/.local/share/backdoor-arena/arena.db
 """
 
 from __future__ import annotations
@@ -81,6 +90,45 @@ def stage_sums(records: list[dict]) -> dict[str, float]:
     return dict(sums)
 
 
+def _span(records: list[dict]) -> float:
+    """Seconds from the first match's start to the last one's end."""
+    start = [dt.datetime.fromisoformat(r["started_at"]).timestamp() for r in records]
+    return max(t + r["duration_s"] for t, r in zip(start, records)) - min(start)
+
+
+def from_store(path: Path, scenario: str) -> None:
+    """Per seed of a stored tournament: matches, span and match-minutes by stage (module docstring)."""
+    from tabulate import tabulate
+
+    from arena.results.leaderboard import latest_matches
+    from arena.results.store import Store
+
+    store = Store(path)
+    try:
+        kept, _ = latest_matches(store.matches(scenario=scenario, status="ok"))
+        records = [r.to_dict() for r in kept]
+    finally:
+        store.close()
+    if not records:
+        sys.exit(f"{path} holds no finished match of {scenario}")
+    seeds: dict[int, list[dict]] = defaultdict(list)
+    for r in records:
+        seeds[r["seed"]].append(r)
+    stages = sorted({k for rs in seeds.values() for k in stage_sums(rs)})
+    rows, sums = [], []
+    for seed, rs in sorted(seeds.items()):
+        st = stage_sums(rs)
+        sums.append(st)
+        rows.append([seed, len(rs), f"{_span(rs) / 60:.1f}", f"{sum(st.values()) / 60:.1f}",
+                     *(f"{st.get(k, 0.0) / 60:.1f}" for k in stages)])
+    full = max(len(rs) for rs in seeds.values())
+    done = [i for i, rs in enumerate(seeds.values()) if len(rs) == full]
+    rows.append(["median", f"{full} (seeds with all)", "", f"{statistics.median(sum(sums[i].values()) for i in done) / 60:.1f}",
+                 *(f"{statistics.median(sums[i].get(k, 0.0) for i in done) / 60:.1f}" for k in stages)])
+    print(f"{scenario} in {path}: the last stored match per pair, seed and rounds")
+    print(tabulate(rows, headers=["seed", "matches", "span min", "match-min", *stages]))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--scenario", default="fmnist-cnn")
@@ -90,7 +138,11 @@ def main() -> None:
     ap.add_argument("--cached", action="store_true", help="also time the seed with its benign models cached")
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "seed.json"))
+    ap.add_argument("--from-store", type=Path, default=None, help="read a tournament's store instead of playing")
     args = ap.parse_args()
+    if args.from_store is not None:
+        from_store(args.from_store, args.scenario)
+        return
 
     load_before = os.getloadavg()
     runs: dict[str, list[tuple[float, dict[str, float], int]]] = defaultdict(list)
