@@ -152,6 +152,17 @@ class Garbage(Attacker):
         return {"model": ctx.benign}
 
 
+class BadName(Attacker):
+    """Names its craft with something no cache key should hold."""
+    name = "bad-name"
+
+    def craft_key(self, ctx):
+        return "x" * 10_000, {}
+
+    def craft(self, ctx):
+        raise AssertionError("never asked: the name was refused")
+
+
 class OffDevice(Attacker):
     """Hands back its trojan on another device than the match's (the meta device: there is no GPU here)."""
     name = "off-device"
@@ -419,6 +430,7 @@ def test_a_diverged_trojan_loses_at_the_attacker_gate(sealed, plugins):
 
 @pytest.mark.parametrize("cls,needle", [("Sleeper", "ran out of time"), ("Crasher", "the attacker broke"),
                                         ("Hog", "ran out of memory"), ("Garbage", "not arena.api.protocol.Trojan"),
+                                        ("BadName", "a craft name must be 1-200 printable characters"),
                                         ("OffDevice", "the trojan's model is on meta, but the match runs on cpu")])
 def test_a_failing_attacker_forfeits(strict, sealed, plugins, cls, needle):
     # The hog gets the roomy time limit: on a busy machine filling 3 GB took longer than the strict 6 s,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
@@ -70,3 +71,47 @@ def test_imc_adaptive_strengthens_after_a_lost_round(tiny):
     assert (after_loss.hi - after_loss.lo) > (first.hi - first.lo)
     assert after_win == first
     assert first.lo < 0.5 < first.hi  # STRIP's 0.5 mix halves an opaque trigger
+
+
+def test_plain_imc_is_crafted_once_for_the_defenders_it_does_not_adapt_to(tiny, tmp_path, monkeypatch, arena_home):
+    """imc-adaptive names its plain-IMC craft (craft_key): against a second defender it ignores, the referee
+    hands over the trojan made for the first, with the second's own reason, and it is the very trojan a
+    fresh home crafts for that defender alone."""
+    import shutil
+
+    from conftest import share_key
+
+    def home(name: str, benign_from: Path) -> Referee:
+        h = tmp_path / name
+        share_key(arena_home, h)
+        if (benign_from / "cache" / "benign").is_dir():  # a benign model already trained: not trained again
+            shutil.copytree(benign_from / "cache" / "benign", h / "cache" / "benign")
+        monkeypatch.setenv("ARENA_HOME", str(h))
+        return Referee(tiny, device="cpu")
+
+    ref = home("a", arena_home)
+    first = ref.play("imc-adaptive", "neuron-inspect", seed=0).record
+    second = ref.play("imc-adaptive", "none", seed=0).record
+    crafted_in_a = sorted((tmp_path / "a" / "cache" / "trojan").glob("*.pt"))
+    alone = home("b", tmp_path / "a").play("imc-adaptive", "none", seed=0).record
+
+    assert first.metrics["timing"]["trojan_cached"] is False and second.metrics["timing"]["trojan_cached"] is True
+    assert len(crafted_in_a) == 2  # one craft, under its match's key and under its name
+    for rec, name in ((first, "neuron-inspect"), (second, "none")):
+        notes = rec.metrics["attacker_notes"]
+        assert notes["countermeasure"] is None and f"revealed defender '{name}'" in notes["reason"]
+        assert notes["reason"].endswith("played plain IMC")
+    assert alone.metrics["timing"]["trojan_cached"] is False
+    assert alone.metrics["attacker_notes"] == second.metrics["attacker_notes"]
+    assert alone.metrics["attack"] == second.metrics["attack"]  # the same trojan, measured the same
+    assert (alone.outcome, alone.reason) == (second.outcome, second.reason)
+
+
+def test_an_adapted_craft_has_no_name(tiny):
+    from arena.plugins import make_agent
+
+    agent = make_agent("attacker", "imc-adaptive")
+    assert agent.craft_key(_ctx(tiny, defender=make_agent("defender", "strip"))) is None  # never shared
+    name, notes = agent.craft_key(_ctx(tiny, defender=make_agent("defender", "none")))
+    assert name.startswith("plain-imc@") and notes["countermeasure"] is None
+    assert agent.craft_key(_ctx(tiny))[0] == name  # the same generator state: the same craft

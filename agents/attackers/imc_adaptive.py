@@ -50,6 +50,13 @@ the one used, and why, lands in the match record (``notes["countermeasure"]``):
 - Anything else (inspection other than ABS, a smoothing wrapper, nothing
   revealed): plain IMC, with the reason in the record.
 
+Shared crafts (``craft_key``): when no countermeasure applies, the craft is
+plain IMC, the same bytes against every such defender of a seed, named by the
+generator's state after the plan. The referee crafts it once per seed and
+round and hands it to the other defenders with their own reasons in the
+notes (about 10 of the 15 defenders: the inspectors but ABS, Fine-Pruning,
+the filters whose score has no gradient, ``none``).
+
 Rounds: with ``rounds > 1`` it reads ``ctx.history``: every earlier round it
 lost (score < 0.5) doubles the share of STRIP counter-examples and widens
 their transparency band, and doubles the other countermeasures' weights.
@@ -72,6 +79,7 @@ without it).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -247,10 +255,23 @@ class AdaptiveIMC(IMC):
                     f"{known}: trigger inputs' score above the surrogate threshold added to the loss")
         return None, None, f"no countermeasure for {known}: its score is not differentiable"
 
+    @staticmethod
+    def _notes(countermeasure: str | None, reason: str) -> dict:
+        if countermeasure is None:
+            reason += "; played plain IMC"
+        return {"attack": "imc-adaptive", "countermeasure": countermeasure, "reason": reason}
+
+    def craft_key(self, ctx: AttackContext) -> tuple[str, dict] | None:
+        """Plain IMC is one craft whatever defender made it the choice: after the plan, ``craft`` runs
+        ``co_optimize`` with no adaptation, a function of the context and the generator's state alone
+        (a surrogate deployment draws from the generator first), so that state names it."""
+        countermeasure, _, reason = self.plan(ctx)
+        if countermeasure is not None:
+            return None
+        state = hashlib.sha256(ctx.generator.get_state().numpy().tobytes()).hexdigest()[:16]
+        return f"plain-imc@{state}", self._notes(None, reason)
+
     def craft(self, ctx: AttackContext) -> Trojan:
         countermeasure, adapt, reason = self.plan(ctx)
         trigger = self.co_optimize(ctx, ctx.trigger.to(ctx.device), adapt)
-        if countermeasure is None:
-            reason += "; played plain IMC"
-        return Trojan(ctx.benign, trigger, notes={"attack": "imc-adaptive", "countermeasure": countermeasure,
-                                                  "reason": reason})
+        return Trojan(ctx.benign, trigger, notes=self._notes(countermeasure, reason))

@@ -206,6 +206,17 @@ class Attacker(Agent):
         overrunning or returning anything but a ``Trojan`` loses the match."""
         raise NotImplementedError
 
+    def craft_key(self, ctx: AttackContext) -> tuple[str, dict[str, Any]] | None:
+        """Optional, for adaptive attackers: asked before ``craft`` with the same context, a name for the
+        trojan ``craft(ctx)`` would make and the notes it would carry, or None (the default: always craft).
+
+        Crafts of one attacker, seed, round and history that give the same name are made once: the
+        referee crafts for the first defender that asks and hands that trojan, with this call's notes,
+        to the others. So name a craft only where ``craft`` makes the same bytes whatever defender is
+        revealed (``imc-adaptive``: plain IMC, named by its generator's state). The name must be 1-200
+        printable characters; the call runs under the craft's time budget."""
+        return None
+
 
 class Defender(Agent):
     """Base class of defenders; ``category`` is one of ``CATEGORIES``. Subclass a category base of

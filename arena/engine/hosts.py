@@ -66,6 +66,7 @@ class AgentCard:
     adaptive: bool = False  # attackers
     code_digest: str | None = None  # file plugins: hash of the source, part of every cache key
     sandbox: str = "process"  # the level its process is locked in at (arena.engine.sandbox.LEVELS)
+    names_crafts: bool = False  # attackers: it defines craft_key (crafts with one name are shared)
 
     def identity(self) -> dict[str, Any]:
         """What a cache key needs of the agent."""
@@ -188,6 +189,7 @@ class AgentServer:
             category=getattr(cls, "category", None) if role == "defender" else None,
             adaptive=bool(getattr(cls, "adaptive", False)) if role == "attacker" else False,
             code_digest=digest,
+            names_crafts=role == "attacker" and _overrides_craft_key(cls),
         )
         self.trojan: Any = None
         self.deployment: Any = None
@@ -202,8 +204,7 @@ class AgentServer:
     def cmd_card(self, _: Any) -> AgentCard:
         return self.card
 
-    def cmd_craft(self, ctx: Any) -> TrojanPayload:
-        from arena.api.protocol import Trojan
+    def _craft_context(self, ctx: Any) -> Any:
         from arena.api.training import stderr_progress
 
         ctx = to_device(ctx, self.device)
@@ -217,6 +218,20 @@ class AgentServer:
             from arena.engine.revealed import RevealedProxy
 
             ctx.defender = RevealedProxy(ctx.revealed, self.ask)
+        return ctx
+
+    def cmd_craft_key(self, ctx: Any) -> dict[str, Any] | None:
+        named = self.agent.craft_key(self._craft_context(ctx))
+        if named is None:
+            return None
+        if not (isinstance(named, tuple) and len(named) == 2 and isinstance(named[1], dict)):
+            raise TypeError(f"craft_key() returned {type(named).__name__}: it must return (name, notes) or None")
+        return {"name": named[0], "notes": _plain(named[1])}
+
+    def cmd_craft(self, ctx: Any) -> TrojanPayload:
+        from arena.api.protocol import Trojan
+
+        ctx = self._craft_context(ctx)
         trojan = self.agent.craft(ctx)
         if not isinstance(trojan, Trojan):
             raise TypeError(f"craft() returned {type(trojan).__name__}, not arena.api.protocol.Trojan")
@@ -579,6 +594,12 @@ def _tensor_map(v: Any) -> bool:
     return isinstance(v, dict) and all(isinstance(k, str) and isinstance(t, torch.Tensor) for k, t in v.items())
 
 
+def _overrides_craft_key(cls: type) -> bool:
+    from arena.api.protocol import Attacker
+
+    return callable(getattr(cls, "craft_key", None)) and getattr(cls, "craft_key") is not Attacker.craft_key
+
+
 def check_answer(cmd: str, value: Any) -> str | None:
     """Why an agent's answer to ``cmd`` has the wrong shape of data (None when it is right).
 
@@ -586,6 +607,15 @@ def check_answer(cmd: str, value: Any) -> str | None:
     referee meets, say, a list where it expects a number."""
     if cmd in ("predict", "score", "stamp"):
         return None if isinstance(value, torch.Tensor) else f"a {type(value).__name__}, not a tensor"
+    if cmd == "craft_key":
+        if value is None:
+            return None
+        if not (isinstance(value, dict) and set(value) == {"name", "notes"} and isinstance(value["notes"], dict)):
+            return "not (name, notes) or None"
+        name = value["name"]
+        if not (isinstance(name, str) and 1 <= len(name) <= 200 and name.isprintable()):
+            return "a craft name must be 1-200 printable characters"
+        return None
     if cmd == "start":
         value, cmd = value, "card"
     want = {"card": AgentCard, "craft": TrojanPayload, "deploy": DeploymentSummary}.get(cmd)
@@ -597,6 +627,7 @@ def check_answer(cmd: str, value: Any) -> str | None:
         ok = (_is(value.role, str) and _is(value.name, str) and _is(value.version, str)
               and isinstance(value.params, dict) and _is(value.category, str, type(None))
               and _is(value.adaptive, bool) and _is(value.code_digest, str, type(None))
+              and _is(value.names_crafts, bool)
               and value.sandbox in ("full", "landlock", "process"))
     elif isinstance(value, TrojanPayload):
         ok = (isinstance(value.arch, dict) and _tensor_map(value.state)

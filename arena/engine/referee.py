@@ -441,10 +441,7 @@ class Referee:
             raise NotCached(f"{a_card.name}'s trojan (seed {seed}, round {rnd}) is not in the cache")
         if cached is not None:
             self._say(f"trojan of {a_card.name} (seed {seed}) from cache")
-            model = model_from_payload(cached, self.device)
-            trig = Trigger.from_state(cached["trigger"]).to(self.device) if "trigger" in cached else None
-            stamped = cached["stamped"].to(self.device) if "stamped" in cached else trig.stamp(trig_x)
-            return PlayedTrojan(model, trig, stamped, json.loads(cached.get("notes", "{}")), True)
+            return self._cached_trojan(cached, trig_x)
         self._say(f"{a_card.name} crafts its trojan (seed {seed}, round {rnd})")
         torch.manual_seed(seed * 7919 + rnd)
         limit = s.budgets.craft_seconds
@@ -457,8 +454,23 @@ class Referee:
                                   context=lambda clean, s_: self._surrogate_view(seed, clean, s_),
                                   check=lambda cmd, p: self._question_problem(seed, cmd, p), seconds=limit)
             host.on_ask = relay
+        shared_key = None
         try:
             ctx = self._attack_view(seed, rnd, draw_label(a_card), revealed, category, history)
+            if a_card.names_crafts:
+                # The attacker names the craft it would make here; a craft of that name made for another
+                # defender (same attacker, seed, round, history) is handed over instead of made again.
+                t_key = time.perf_counter()
+                named = host.call("craft_key", ctx, limit)
+                limit = max(1.0, limit - (time.perf_counter() - t_key))
+                if named is not None:
+                    shared_key = key_of({**{k: v for k, v in fields.items() if k != "revealed"},
+                                         "craft_name": named["name"]})
+                    shared = self.cache.get("trojan", shared_key)
+                    if shared is not None:
+                        self._say(f"{a_card.name}'s craft '{named['name']}' (seed {seed}) from cache, made for "
+                                  "another defender")
+                        return self._cached_trojan(shared, trig_x, named["notes"])
             payload: TrojanPayload = host.call("craft", ctx, limit)
             if (payload.arch or {}).get("arch") == EXPORTED and not is_model_spec(a_card.name):
                 # A program's graph is run here, by the referee: only a model file the user handed over
@@ -496,7 +508,18 @@ class Referee:
         else:
             stored["stamped"] = stamped.detach().cpu()
         self.cache.put("trojan", key, stored)
+        if shared_key is not None:
+            self.cache.put("trojan", shared_key, stored)
         return PlayedTrojan(model, trig, stamped, payload.notes, False, payload.gpu_peak_mb)
+
+    def _cached_trojan(self, cached: dict[str, Any], trig_x: torch.Tensor,
+                       notes: dict[str, Any] | None = None) -> PlayedTrojan:
+        """A stored trojan, with its own notes or (a craft shared between defenders) the asking match's."""
+        model = model_from_payload(cached, self.device)
+        trig = Trigger.from_state(cached["trigger"]).to(self.device) if "trigger" in cached else None
+        stamped = cached["stamped"].to(self.device) if "stamped" in cached else trig.stamp(trig_x)
+        return PlayedTrojan(model, trig, stamped, notes if notes is not None else json.loads(cached.get("notes", "{}")),
+                            True)
 
     def craft(self, attacker: AgentLike, seed: int = 0, defender: AgentLike = "none", rnd: int = 1,
               history: list[RoundRecord] | None = None) -> PlayedTrojan:
