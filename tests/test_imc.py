@@ -96,7 +96,10 @@ def test_plain_imc_is_crafted_once_for_the_defenders_it_does_not_adapt_to(tiny, 
     alone = home("b", tmp_path / "a").play("imc-adaptive", "none", seed=0).record
 
     assert first.metrics["timing"]["trojan_cached"] is False and second.metrics["timing"]["trojan_cached"] is True
-    assert len(crafted_in_a) == 2  # one craft, under its match's key and under its name
+    # One craft, under its match's key and under its name; the second match's key holds it too.
+    assert len(crafted_in_a) == 3
+    again = ref.play("imc-adaptive", "none", seed=0).record  # a replay: from its own key, its own notes
+    assert again.metrics["attacker_notes"] == second.metrics["attacker_notes"]
     for rec, name in ((first, "neuron-inspect"), (second, "none")):
         notes = rec.metrics["attacker_notes"]
         assert notes["countermeasure"] is None and f"revealed defender '{name}'" in notes["reason"]

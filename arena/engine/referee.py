@@ -470,6 +470,9 @@ class Referee:
                     if shared is not None:
                         self._say(f"{a_card.name}'s craft '{named['name']}' (seed {seed}) from cache, made for "
                                   "another defender")
+                        # Also under this match's key, with its notes: a replay, the report and `arena
+                        # trigger show` find it there without asking the attacker again.
+                        self.cache.put("trojan", key, {**shared, "notes": json.dumps(named["notes"], default=str)})
                         return self._cached_trojan(shared, trig_x, named["notes"])
             payload: TrojanPayload = host.call("craft", ctx, limit)
             if (payload.arch or {}).get("arch") == EXPORTED and not is_model_spec(a_card.name):
