@@ -262,15 +262,35 @@ def test_a_replayed_pair_counts_once_on_the_leaderboard(home):
     assert imc["matches"] == 2 and imc["mean_score"] == 0.5  # the old 1.0 at seed 0 is not counted
 
 
-def test_a_board_of_matches_from_two_homes_is_flagged(home):
-    """Agents draw from the home's secret key: matches of two homes are not one draw of a seed."""
+def test_a_seed_played_in_two_homes_is_flagged_but_whole_seeds_from_two_homes_are_not(home):
+    """Agents draw from the home's secret key: one seed's matches from two homes are not one draw of it.
+    Whole seeds from two homes are independent draws, as seeds are (a tournament carried across homes)."""
     store = Store()
     store.save(record("imc", "strip", seed=0, metrics={"key_id": "aaaa1111"}))
     store.save(record("badnet", "strip", seed=0, metrics={"key_id": "bbbb2222"}))
+    store.save(record("imc", "strip", seed=1, metrics={"key_id": "bbbb2222"}))
     store.close()
     r = CliRunner().invoke(main, ["leaderboard", "tiny", "--json"])
-    assert r.exit_code == 0 and "more than one referee key (aaaa1111: 1, bbbb2222: 1)" in r.stderr
+    assert r.exit_code == 0 and "seed 0 was played under more than one referee key (aaaa1111: 1, bbbb2222: 1)" \
+        in r.stderr
+    assert "seed 1" not in r.stderr
     store = Store()
-    store.save(record("badnet", "strip", seed=0, metrics={"key_id": "aaaa1111"}))  # the same home now
+    store.save(record("badnet", "strip", seed=0, metrics={"key_id": "aaaa1111"}))  # seed 0 in one home now
     store.close()
     assert "referee key" not in CliRunner().invoke(main, ["leaderboard", "tiny", "--json"]).stderr
+
+
+def test_export_of_chosen_seeds_carries_them_to_another_home(home, tmp_path, monkeypatch):
+    """Finished seeds move to a new home, whose tournament then skips them."""
+    store = Store()
+    store.save(record("imc", "strip", seed=0))
+    store.save(record("imc", "strip", seed=1))
+    store.save(record("badnet", "strip", seed=2))
+    store.close()
+    out = tmp_path / "done.jsonl.gz"
+    r = CliRunner().invoke(main, ["matches", "export", "--seed", "0", "--seed", "2", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    monkeypatch.setenv("ARENA_HOME", str(tmp_path / "other-home"))
+    r = CliRunner().invoke(main, ["matches", "import", str(out)])
+    assert r.exit_code == 0 and "imported 2 match(es)" in r.output, r.output
+    assert sorted((m.attacker, m.seed) for m in Store(readonly=True).matches()) == [("badnet", 2), ("imc", 0)]

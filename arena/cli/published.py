@@ -59,14 +59,20 @@ def leaderboard(scenario: str, write: bool, out: str | None, bootstrap: int, uni
     if superseded:
         _say(f"note: {superseded} match(es) replayed since by a newer version of an agent are left out "
              "(one match per pair, seed and rounds: the last stored)")
-    keys = Counter(str((r.metrics or {}).get("key_id") or "not recorded") for r in records)
-    if len(keys) > 1:
-        # Agents draw their randomness from the home's secret key (arena.core.keys), and a seed's matches
-        # share its control runs: matches of one seed from two homes are not one draw of that seed.
-        _say("warning: these matches were played under more than one referee key ("
-             + ", ".join(f"{k}: {n}" for k, n in sorted(keys.items()))
-             + "): matches from different arena homes (or from before keys were recorded) drew different "
-               "randomness; publish a board from the matches of one home")
+    # Agents draw their randomness from the home's secret key (arena.core.keys), and a seed's matches
+    # share its control runs: one seed's matches from two homes are not one draw of that seed. Whole
+    # seeds from different homes are independent draws, as seeds are; a long tournament may carry its
+    # finished seeds to another home (`arena matches export --seed`, then `arena matches import`).
+    per_seed: dict[int, Counter] = {}
+    for r in records:
+        per_seed.setdefault(r.seed, Counter())[str((r.metrics or {}).get("key_id") or "not recorded")] += 1
+    mixed = {seed: keys for seed, keys in sorted(per_seed.items()) if len(keys) > 1}
+    if mixed:
+        _say("warning: " + "; ".join(f"seed {seed} was played under more than one referee key ("
+                                     + ", ".join(f"{k}: {n}" for k, n in sorted(keys.items())) + ")"
+                                     for seed, keys in mixed.items())
+             + ": matches of one seed from different arena homes (or from before keys were recorded) drew "
+               "different randomness; replay such a seed in one home before publishing")
     try:  # the scenario's own model-level budget, when its file is at hand
         budget = _load(scenario).budgets.model_fpr
     except ArenaError:

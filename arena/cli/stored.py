@@ -13,7 +13,7 @@ from arena.core.errors import ArenaError
 from arena.present.match_text import fmt_value as _fmt
 from arena.present.match_text import match_report as _report
 from arena.api.training import stderr_progress
-from arena.cli.common import (_finite, _friendly, _shown, _say, _error_line, _json, _load, _stored_name,
+from arena.cli.common import (_finite, _friendly, _shown, _say, _error_line, _json, _load, _stored_name, SEED,
                               device_option)
 from arena.cli.group import main
 
@@ -197,8 +197,11 @@ def matches_rescore(scenario: str | None, dry_run: bool) -> None:
               help="jsonl: one JSON object per match; csv: one row per match, metrics as columns.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), default="-",
               help="File (default stdout); a name ending in .gz is written gzip'd.")
+@click.option("--seed", "seeds", type=SEED, multiple=True,
+              help="Only this seed's matches (repeat for several). With `arena matches import` elsewhere, "
+                   "finished seeds of a long tournament carry over to another home, which plays the rest.")
 @_friendly
-def matches_export(scenario: str | None, fmt: str, output: str) -> None:
+def matches_export(scenario: str | None, fmt: str, output: str, seeds: tuple[int, ...]) -> None:
     """Every stored match with all its metrics (csv: metrics flattened into columns; lists, tables and the
     per-round records as JSON text in their cells, so every cell reads back as plain JSON or a number)."""
     import pandas as pd
@@ -211,7 +214,7 @@ def matches_export(scenario: str | None, fmt: str, output: str) -> None:
                          hint="create the folder first, or choose another --output")
     store = Store(readonly=True)
     name = None if scenario is None else _stored_name(store, scenario)
-    recs = [r.to_dict() for r in store.matches(scenario=name)]
+    recs = [r.to_dict() for r in store.matches(scenario=name) if not seeds or r.seed in seeds]
     store.close()
     if fmt == "jsonl":
         text = "".join(_json(r) + "\n" for r in recs)
