@@ -267,3 +267,9 @@ def test_job_queue_holds_back_matches_of_a_trojan_being_crafted(tiny, monkeypatc
     assert names([nxt]) == [("x", 0, "d2")]
     q.finish(first[1], ok=True)  # ok: the trojan is cached, the group is open
     assert names([q.pop()]) == [("x", 1, "d2")] and len(q) == 0
+
+
+def test_matches_of_an_attacker_that_names_its_crafts_wait_for_the_first(tiny):
+    """imc-adaptive shares its plain craft between defenders: two of its matches must not make it at once."""
+    assert jobs.trojan_group(jobs.Job(tiny, "imc-adaptive", "strip", 3, 1, "cpu")) == ("imc-adaptive", 3)
+    assert jobs.trojan_group(jobs.Job(tiny, "badnet", "strip", 3, 1, "cpu")) == ("badnet", 3)

@@ -145,14 +145,16 @@ def trojan_group(job: Job) -> tuple[str, int] | None:
     """The (attacker, seed) whose trojan this job's matches share, or None (adaptive or unknown).
 
     An adaptive attacker's trojan depends on the defender, so its matches share nothing to wait
-    for. The card was read by ``plan`` in this process and is remembered (``describe``).
+    for, unless it names its crafts (``Attacker.craft_key``): then the matches where it does not
+    adapt share one named craft, and waiting for the first of them saves making it twice at once.
+    The card was read by ``plan`` in this process and is remembered (``describe``).
     """
     try:
         card = describe("attacker", job.attacker, job.scenario.agent_params("attacker", job.attacker),
                         job.isolation)
     except Exception:  # the match will fail on its own and record why
         return None
-    return None if card.adaptive else (job.attacker, job.seed)
+    return (job.attacker, job.seed) if not card.adaptive or card.names_crafts else None
 
 
 class JobQueue:
