@@ -30,9 +30,10 @@ medians.
 the span from the first match's start to the last one's end (a seed's wall
 time when it was played in one uninterrupted run) and its match-minutes by
 stage, with medians over the seeds. Many seeds of a real tournament give the
-seed's cost a spread that one benchmark run cannot:
+seed's cost a spread that one benchmark run cannot. ``--by defender`` (or
+``attacker``) adds each agent's share:
 
-    .venv/bin/python benchmarks/bench_seed.py --from-store ~/.local/share/backdoor-arena/arena.db
+    .venv/bin/python benchmarks/bench_seed.py --from-store ~/.local/share/backdoor-arena/arena.db [--by defender]
 """
 
 from __future__ import annotations
@@ -96,8 +97,27 @@ def _span(records: list[dict]) -> float:
     return max(t + r["duration_s"] for t, r in zip(start, records)) - min(start)
 
 
-def from_store(path: Path, scenario: str) -> None:
-    """Per seed of a stored tournament: matches, span and match-minutes by stage (module docstring)."""
+def by_agent(seeds: dict[int, list[dict]], role: str) -> None:
+    """Median match-minutes per seed of each attacker's or defender's matches, by stage, over full seeds."""
+    from tabulate import tabulate
+
+    full = max(len(rs) for rs in seeds.values())
+    done = [rs for rs in seeds.values() if len(rs) == full]
+    agents = sorted({r[role] for rs in done for r in rs})
+    per = {a: [stage_sums([r for r in rs if r[role] == a]) for rs in done] for a in agents}
+    stages = sorted({k for sums in per.values() for st in sums for k in st})
+    rows = [[a, f"{statistics.median(sum(st.values()) for st in sums) / 60:.2f}",
+             *(f"{statistics.median(st.get(k, 0.0) for st in sums) / 60:.2f}" for k in stages)]
+            for a, sums in per.items()]
+    rows.sort(key=lambda row: -float(row[1]))
+    print(f"\nby {role}: median match-minutes per seed over the {len(done)} seed(s) with all {full} matches "
+          "(a trojan's craft and measurement fall in the first match that needed them)")
+    print(tabulate(rows, headers=[role, "match-min", *stages]))
+
+
+def from_store(path: Path, scenario: str, by: str | None = None) -> None:
+    """Per seed of a stored tournament: matches, span and match-minutes by stage (module docstring);
+    with ``by`` ("attacker" or "defender") also per agent of that role."""
     from tabulate import tabulate
 
     from arena.results.leaderboard import latest_matches
@@ -127,6 +147,8 @@ def from_store(path: Path, scenario: str) -> None:
                  *(f"{statistics.median(sums[i].get(k, 0.0) for i in done) / 60:.1f}" for k in stages)])
     print(f"{scenario} in {path}: the last stored match per pair, seed and rounds")
     print(tabulate(rows, headers=["seed", "matches", "span min", "match-min", *stages]))
+    if by is not None:
+        by_agent(seeds, by)
 
 
 def main() -> None:
@@ -139,9 +161,11 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=1)
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "seed.json"))
     ap.add_argument("--from-store", type=Path, default=None, help="read a tournament's store instead of playing")
+    ap.add_argument("--by", choices=["attacker", "defender"], default=None,
+                    help="with --from-store: also the match-minutes of each agent of this role")
     args = ap.parse_args()
     if args.from_store is not None:
-        from_store(args.from_store, args.scenario)
+        from_store(args.from_store, args.scenario, args.by)
         return
 
     load_before = os.getloadavg()
