@@ -73,6 +73,10 @@ def leaderboard(scenario: str, write: bool, out: str | None, bootstrap: int, uni
                                      for seed, keys in mixed.items())
              + ": matches of one seed from different arena homes (or from before keys were recorded) drew "
                "different randomness; replay such a seed in one home before publishing")
+    from arena.results.leaderboard import games_from_records, partial_seeds
+
+    if partial := partial_seeds(games_from_records(records)):
+        _say(f"warning: {partial}")
     try:  # the scenario's own model-level budget, when its file is at hand
         budget = _load(scenario).budgets.model_fpr
     except ArenaError:

@@ -361,6 +361,26 @@ def _coverage_lines(matrix: pd.DataFrame) -> list[str]:
             "that agent met.", ""]
 
 
+def partial_seeds(games: Sequence[Game]) -> str | None:
+    """A warning when some seeds hold fewer attacker-defender pairs than others (a seed still being played,
+    or cut short), or None.
+
+    The pooled outcome matrix can be complete while a seed is not: every pair met on other seeds. But a
+    rating is the mean of per-seed fits, and a partly played seed's fit rests on the pairs it happened to
+    reach first, so the reader must be told which seeds those are."""
+    pairs: dict[int, set[tuple[str, str]]] = {}
+    for g in games:
+        pairs.setdefault(g.cluster, set()).add((g.attacker, g.defender))
+    if len(pairs) < 2:
+        return None
+    full = max(len(p) for p in pairs.values())
+    short = {seed: len(p) for seed, p in sorted(pairs.items()) if len(p) < full}
+    if not short:
+        return None
+    return ("partly played seeds: " + ", ".join(f"seed {seed} has {n} of {full} pairs" for seed, n in short.items())
+            + "; each seed is fitted on its own, so finish them (`arena tournament` resumes) or leave them out")
+
+
 def render_markdown(scenario_name: str, ratings: RatingTable, matrix: pd.DataFrame, n_matches: int,
                     categories: Mapping[str, str] | None = None,
                     detection: Sequence[DetectionROC] | None = None, seed_list: Sequence[int] = (),
@@ -402,6 +422,7 @@ def render_markdown(scenario_name: str, ratings: RatingTable, matrix: pd.DataFra
         f"{n_matches} matches between {n_att} attackers and {n_def} defenders over {seeds}.",
         "",
         *_coverage_lines(matrix),
+        *([f"**Incomplete:** {partial}.", ""] if (partial := partial_seeds(games)) else []),
         _uncertainty_line(ratings),
         "",
         f"Deviance explained by the Bradley-Terry fit to all matches at once: {_num(ratings.deviance_explained, '.3f')} "
