@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from pathlib import Path
 
@@ -37,8 +38,12 @@ from arena.cli.group import main
 @click.option("--json", "as_json", is_flag=True,
               help="One JSON object (ratings with intervals, ordering claims, usability, equilibrium) instead "
                    "of the Markdown.")
+@click.option("--baseline-seeds", "baseline", default=None, metavar="SEEDS",
+              help="Also say what the other seeds added to these (e.g. 10-14): orderings kept, gained, lost or "
+                   "reversed, adjacent ranks still tied, usability verdicts that moved, interval widths.")
 @_friendly
-def leaderboard(scenario: str, write: bool, out: str | None, bootstrap: int, unit: str, as_json: bool) -> None:
+def leaderboard(scenario: str, write: bool, out: str | None, bootstrap: int, unit: str, as_json: bool,
+                baseline: str | None) -> None:
     """Bradley-Terry ratings (95% CI over seeds), Elo, usability and the outcome matrix of a scenario.
 
     SCENARIO is a scenario name or .toml path; a name with no scenario file
@@ -81,6 +86,12 @@ def leaderboard(scenario: str, write: bool, out: str | None, bootstrap: int, uni
         budget = _load(scenario).budgets.model_fpr
     except ArenaError:
         from arena.results.leaderboard import DEFAULT_MODEL_FPR as budget
+    gain, extra = None, []
+    if baseline is not None:
+        from arena.results.seed_gain import parse_seeds, render_seed_gain, seed_gain
+
+        gain = seed_gain(records, parse_seeds(baseline), budget, controls)
+        extra = render_seed_gain(gain)
     if write:
         from arena.results.io import write_jsonl_gz
 
@@ -97,7 +108,7 @@ def leaderboard(scenario: str, write: bool, out: str | None, bootstrap: int, uni
                                  hint="play on a Linux 6.12+ machine with Landlock (docs/sandbox.md, sandbox levels)")
         folder = Path(out) if out else arena_home() / "leaderboards"  # never a folder of the checkout by default
         md, csv = write_leaderboard(name, records, folder, bootstrap_rounds=bootstrap, unit=unit,
-                                    model_fpr=budget, controls=controls)
+                                    model_fpr=budget, controls=controls, extra=extra)
         # The matches behind it, so anyone can refit it or replay a sample (`arena matches replay --from`).
         jsonl = write_jsonl_gz(records, Path(md).with_name(f"{name}.matches.jsonl.gz"))
         _say(f"wrote {_shown(Path(md))}, {_shown(Path(csv))} and {_shown(jsonl)}")
@@ -109,11 +120,14 @@ def leaderboard(scenario: str, write: bool, out: str | None, bootstrap: int, uni
     if as_json:
         from arena.results.leaderboard import leaderboard_data
 
-        click.echo(_json(leaderboard_data(name, records, bootstrap_rounds=bootstrap, unit=unit, model_fpr=budget,
-                                          controls=controls)))
+        data = leaderboard_data(name, records, bootstrap_rounds=bootstrap, unit=unit, model_fpr=budget,
+                                controls=controls)
+        if gain is not None:
+            data["seed_gain"] = dataclasses.asdict(gain)
+        click.echo(_json(data))
         return
     md_text, _ = render_leaderboard(name, records, bootstrap_rounds=bootstrap, unit=unit, model_fpr=budget,
-                                    controls=controls)
+                                    controls=controls, extra=extra)
     click.echo(md_text)
 
 

@@ -385,10 +385,11 @@ def render_markdown(scenario_name: str, ratings: RatingTable, matrix: pd.DataFra
                     categories: Mapping[str, str] | None = None,
                     detection: Sequence[DetectionROC] | None = None, seed_list: Sequence[int] = (),
                     usable: Sequence[Usability] = (), games: Sequence[Game] = (),
-                    rated: Sequence[MatchRecord] = ()) -> str:
+                    rated: Sequence[MatchRecord] = (), extra: Sequence[str] = ()) -> str:
     """The leaderboard as Markdown: header, ratings table, a note on how to read it, the orderings the
     intervals support, per-category defender tables (when ``categories``, defender name -> category as from
-    ``defender_categories``, names any), the outcome matrix."""
+    ``defender_categories``, names any), the ``extra`` lines (a computed section such as
+    ``arena.results.seed_gain``'s), the outcome matrix."""
     n_att = sum(1 for r in ratings if r.role == ATTACKER)
     n_def = sum(1 for r in ratings if r.role == DEFENDER)
     rows = [(rank, r.role, r.name, r.shown, _ci(r), f"{r.elo:.0f}", r.matches, f"{r.mean_score:.3f}")
@@ -444,6 +445,7 @@ def render_markdown(scenario_name: str, ratings: RatingTable, matrix: pd.DataFra
         lines += _category_sections(ratings, categories)
     if detection:
         lines += _detection_section(detection)
+    lines += list(extra)
     lines += [
         "## Outcome matrix",
         "",
@@ -513,7 +515,7 @@ def leaderboard_data(scenario_name: str, records: Iterable[MatchRecord], bootstr
 
 def render_leaderboard(scenario_name: str, records: Iterable[MatchRecord], bootstrap_rounds: int = 200,
                        seed: int = 0, unit: str = SEED, model_fpr: float = DEFAULT_MODEL_FPR,
-                       controls: Iterable[ControlRecord] = ()) -> tuple[str, str]:
+                       controls: Iterable[ControlRecord] = (), extra: Sequence[str] = ()) -> tuple[str, str]:
     """The Markdown and CSV texts of one scenario's matches (only those with status ``ok`` are rated).
 
     Defenders that fail the pooled model-level test at ``model_fpr`` (``arena.results.usability``) are
@@ -525,14 +527,14 @@ def render_leaderboard(scenario_name: str, records: Iterable[MatchRecord], boots
     categories = defender_categories(records)
     return (render_markdown(scenario_name, ratings, outcome_matrix(rated), len(games), categories,
                             detection_rocs(records, controls=controls), seed_list=sorted({g.cluster for g in games}), usable=judged,
-                            games=games, rated=rated),
+                            games=games, rated=rated, extra=extra),
             render_csv(ratings, categories))
 
 
 def write_leaderboard(scenario_name: str, records: Iterable[MatchRecord], out_dir: Path,
                       bootstrap_rounds: int = 200, seed: int = 0, unit: str = SEED,
-                      model_fpr: float = DEFAULT_MODEL_FPR, controls: Iterable[ControlRecord] = ()
-                      ) -> tuple[Path, Path]:
+                      model_fpr: float = DEFAULT_MODEL_FPR, controls: Iterable[ControlRecord] = (),
+                      extra: Sequence[str] = ()) -> tuple[Path, Path]:
     """Write ``out_dir/SCENARIO.md`` and ``out_dir/SCENARIO.csv``; return their paths.
 
     ``records`` should be one scenario's matches (e.g. ``Store.matches(scenario=...)``);
@@ -547,7 +549,7 @@ def write_leaderboard(scenario_name: str, records: Iterable[MatchRecord], out_di
         raise ArenaError(f"scenario name {scenario_name!r} cannot name a leaderboard file in {out_dir}",
                          hint="rename the scenario: letters, digits, '.', '_' and '-', without '/' or '..'")
     md_text, csv_text = render_leaderboard(scenario_name, records, bootstrap_rounds=bootstrap_rounds, seed=seed,
-                                           unit=unit, model_fpr=model_fpr, controls=controls)
+                                           unit=unit, model_fpr=model_fpr, controls=controls, extra=extra)
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
