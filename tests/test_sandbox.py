@@ -2,7 +2,7 @@
 
 Played through the referee, a plugin tries to reach what its side must not: the arena home (store,
 cache), the data folders, the referee's environment through /proc, the network, new processes,
-signals to the referee, files outside its scratch folder. Each attempt must fail, and the match
+signals to the referee, files outside its scratch folder, descriptors inherited from the forkserver. Each attempt must fail, and the match
 must say it ran at level ``full`` on a kernel that offers Landlock ABI 6+ (this project's machines).
 """
 
@@ -61,6 +61,16 @@ def attempts():
     t("write_outside", lambda: open(OUTSIDE, "w").write("x"))
     t("write_scratch", lambda: open("scratch-file", "w").write("x"))
     res["environ"] = sorted(k for k in os.environ if k.startswith("ARENA_") and k != "ARENA_HOME")
+    # Descriptors inherited from the forkserver: the forkserver's "alive" pipe (a byte there ends it and,
+    # through the parent-death signal, every agent it forked) and the resource tracker's pipe must not be.
+    links = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            links.append(os.readlink(f"/proc/self/fd/{{fd}}"))
+        except OSError:
+            pass
+    res["channels"] = sorted(link.split(":")[0] for link in links if link.startswith(("pipe:", "socket:")))
+    res["raw_stdout_is_stderr"] = os.path.samestat(os.fstat(1), os.fstat(2))
     return res
 
 
@@ -77,6 +87,27 @@ class ProbingDefender(Defender):
 
     def deploy(self, model, ctx):
         return Deployment(model=model, notes=attempts())
+
+
+class PipeWriter(Defender):
+    """Writes into every inherited descriptor but stdio and sockets (its own pipe to the referee is one):
+    before they were closed, one byte in the forkserver's "alive" pipe ended the forkserver, and the
+    parent-death signal then killed this deployment and every agent the forkserver had forked."""
+    name = "pipe-writer"
+    category = "none"
+
+    def deploy(self, model, ctx):
+        import stat
+        written = 0
+        for fd in sorted(int(n) for n in os.listdir("/proc/self/fd")):
+            try:
+                if fd > 2 and not stat.S_ISSOCK(os.fstat(fd).st_mode):
+                    written += os.write(fd, b"x")
+            except OSError:
+                pass
+        import time
+        time.sleep(3)  # time for a forkserver that was told to end to do so, and for its death signal
+        return Deployment(model=model, notes={{"written": written}})
 '''
 
 DENIED = ["read_db", "list_home", "write_cache", "list_data", "referee_environ", "parent_environ", "list_proc",
@@ -101,6 +132,7 @@ def test_an_attacker_reaches_nothing_outside_its_sandbox(referee, prober):
     notes = rec.metrics["attacker_notes"]
     assert {k: notes[k] for k in DENIED if notes[k] == "allowed"} == {}, notes
     assert notes["write_scratch"] == "allowed" and notes["environ"] == []
+    assert notes["channels"] == ["socket"] and notes["raw_stdout_is_stderr"]  # its own pipe to the referee only
     assert not outside.exists() and not (arena_home() / "cache" / "planted").exists()
     assert rec.metrics["sandbox"] == "full"
     assert "sandbox: full" in match_report(rec)
@@ -113,7 +145,19 @@ def test_a_defender_and_its_controls_reach_nothing_either(referee, prober):
     rec = referee.play("badnet", f"{path}:ProbingDefender", seed=0).record
     notes = rec.metrics["defender_notes"]
     assert {k: notes[k] for k in DENIED if notes[k] == "allowed"} == {}, notes
+    assert notes["channels"] == ["socket"] and notes["raw_stdout_is_stderr"]
     assert rec.metrics["sandbox"] == "full"
+
+
+@requires_fmnist
+def test_inherited_descriptors_cannot_end_the_forkserver(referee, prober):
+    path, _ = prober
+    first = referee.play("badnet", f"{path}:PipeWriter", seed=0).record
+    notes = first.metrics.get("defender_notes")  # none: the deployment was killed before it answered
+    assert first.status == "ok" and notes and notes["written"] > 0, first.metrics.get("forfeit")
+    assert first.metrics.get("forfeit") is None
+    again = referee.play("badnet", "strip", seed=0).record  # and the next agents still start
+    assert again.status == "ok", again.error
 
 
 @needs_landlock

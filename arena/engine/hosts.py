@@ -380,6 +380,35 @@ def _exit_with_referee(referee: int, every_s: float = 1.0) -> None:
     threading.Thread(target=watch, name="arena-referee-watch", daemon=True).start()
 
 
+def _only_own_descriptors(keep: int) -> None:
+    """Leave this agent process no open descriptor but stdin, stdout, stderr and ``keep`` (its pipe to
+    the referee); every other one it inherited is pointed at /dev/null, and raw writes to stdout go to
+    stderr.
+
+    A forkserver child inherits more than it needs: the write end of the forkserver's "alive" pipe
+    (one byte written there ends the forkserver, and with it, through the parent-death signal, every
+    agent it forked: the opponent mid-deployment too) and the write end of the resource tracker's
+    pipe (an unsandboxed process that unlinks whatever shared-memory names are registered with it).
+    Landlock judges paths when they are opened, not descriptors already open, so these are closed
+    here, before the sandbox. /dev/null keeps their numbers valid for the library objects that still
+    hold them (multiprocessing's resource tracker probes its pipe before use)."""
+    null = os.open(os.devnull, os.O_RDWR)
+    try:
+        os.dup2(null, 0)
+        os.dup2(2, 1)  # ``print`` is redirected below; this catches ``os.write(1, ...)`` too
+        listed = os.path.isdir("/proc/self/fd")  # Linux; elsewhere every number up to the usual limit
+        for fd in (int(n) for n in os.listdir("/proc/self/fd")) if listed else range(3, 1024):
+            if fd in (0, 1, 2, keep, null):
+                continue
+            try:
+                os.fstat(fd)
+            except OSError:  # the listing's own descriptor, closed since
+                continue
+            os.dup2(null, fd, inheritable=False)
+    finally:
+        os.close(null)
+
+
 def _child_main(conn: Any, role: str, spec: str, params: dict[str, Any], device: str, threads: int,
                 referee: int, scratch: str, secret: list[str]) -> None:
     """The agent process: lock itself in (``arena.engine.sandbox``), build the agent, then answer
@@ -388,6 +417,7 @@ def _child_main(conn: Any, role: str, spec: str, params: dict[str, Any], device:
     from arena.engine import sandbox
 
     _exit_with_referee(referee)
+    _only_own_descriptors(conn.fileno())
     # Nothing of the referee's surroundings: the scratch folder (the referee made it and deletes it)
     # as cwd and temporary folder, no ARENA_* variable in the environment.
     os.chdir(scratch)
