@@ -160,6 +160,76 @@ def test_inherited_descriptors_cannot_end_the_forkserver(referee, prober):
     assert again.status == "ok", again.error
 
 
+CANARY_PROBE = '''
+import ctypes, os, sys
+from arena.api import Attacker, Trojan
+
+NAME = {name!r}
+NEEDLE = bytes(reversed({reversed_value!r}))  # the value never appears forward in this file's text
+
+
+def hits_in_memory(needle):
+    """Places the needle's bytes occur in this process's readable memory, its own object excepted."""
+    libc = ctypes.CDLL(None)
+    libc.memmem.restype = ctypes.c_void_p
+    libc.memmem.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p, ctypes.c_size_t]
+    own = id(needle) + sys.getsizeof(b"") - 1
+    hits = 0
+    with open("/proc/self/maps") as f:
+        regions = f.read().splitlines()
+    for line in regions:
+        addr, perms, *rest = line.split()
+        if not perms.startswith("r") or (rest and rest[-1].startswith(("[vvar", "[vsyscall"))):
+            continue
+        lo, hi = (int(x, 16) for x in addr.split("-"))
+        at = lo
+        while at < hi:
+            found = libc.memmem(at, hi - at, own, len(needle))
+            if not found:
+                break
+            hits += found != own
+            at = found + 1
+    return hits
+
+
+class CanaryProbe(Attacker):
+    name = "canary-probe"
+
+    def craft(self, ctx):
+        with open("/proc/self/environ", "rb") as f:
+            block = f.read()
+        notes = {{"in_environ": NAME in os.environ, "in_block": NEEDLE in block or NAME.encode() in block,
+                  "in_memory": hits_in_memory(NEEDLE), "path_kept": "PATH" in os.environ}}
+        return Trojan(ctx.benign, ctx.trigger, notes=notes)
+'''
+
+
+@requires_fmnist
+def test_the_users_environment_never_reaches_an_agent(tiny_path, tmp_path):
+    """A secret in the referee's environment (a cloud token, say) is in neither the agent's environment,
+    nor its /proc/self/environ, nor anywhere in its memory: a plugin could not hide it in its trojan."""
+    import json
+    import secrets
+    import subprocess
+    import sys
+
+    name, value = "ARENA_TEST_CANARY_TOKEN", "canary-" + secrets.token_hex(16)
+    probe = tmp_path / "canary.py"
+    probe.write_text(textwrap.dedent(CANARY_PROBE.format(name=name, reversed_value=value.encode()[::-1])))
+    script = ("import json, sys\n"
+              "from arena.config.scenario import load_scenario\n"
+              "from arena.engine.referee import Referee\n"
+              f"rec = Referee(load_scenario({str(tiny_path)!r}), device='cpu').play({str(probe) + ':CanaryProbe'!r}, "
+              "'none', seed=0).record\n"
+              "print(json.dumps(rec.metrics.get('attacker_notes')))\n")
+    # A fresh interpreter, so its forkserver starts with the canary in the environment.
+    out = subprocess.run([sys.executable, "-c", script], env={**os.environ, name: value, "AWS_SECRET_ACCESS_KEY": value},
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    notes = json.loads(out.stdout.strip().splitlines()[-1])
+    assert notes == {"in_environ": False, "in_block": False, "in_memory": 0, "path_kept": True}
+
+
 @needs_landlock
 def test_this_machine_gives_the_full_level():
     assert sandbox.probe() == "full"

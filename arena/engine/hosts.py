@@ -514,8 +514,10 @@ def _mp_context():
         import torch.multiprocessing as tmp
 
         ctx = tmp.get_context("forkserver")
-        ctx.set_forkserver_preload(["torch", "arena.engine.hosts", "arena.api.protocol", "arena.api.models",
-                                    "arena.api.training", "arena.api.views", "arena.engine.agent_preload"])
+        # agent_env first: the user's environment is gone before anything else is loaded or forked.
+        ctx.set_forkserver_preload(["arena.engine.agent_env", "torch", "arena.engine.hosts", "arena.api.protocol",
+                                    "arena.api.models", "arena.api.training", "arena.api.views",
+                                    "arena.engine.agent_preload"])
         _CONTEXT = ctx
     return _CONTEXT
 
