@@ -50,6 +50,8 @@ def attempts():
     t("list_home", lambda: os.listdir(HOME))
     t("write_cache", lambda: open(os.path.join(HOME, "cache", "planted"), "w").write("x"))
     t("list_data", lambda: os.listdir(DATA))
+    t("list_etc", lambda: os.listdir("/etc"))
+    t("read_shadow", lambda: open("/etc/shadow", "rb").read(1))
     t("referee_environ", lambda: open(f"/proc/{{REFEREE}}/environ", "rb").read())
     t("parent_environ", lambda: open(f"/proc/{{os.getppid()}}/environ", "rb").read())
     t("list_proc", lambda: os.listdir("/proc"))
@@ -110,7 +112,7 @@ class PipeWriter(Defender):
         return Deployment(model=model, notes={{"written": written}})
 '''
 
-DENIED = ["read_db", "list_home", "write_cache", "list_data", "referee_environ", "parent_environ", "list_proc",
+DENIED = ["read_db", "list_home", "write_cache", "list_data", "list_etc", "read_shadow", "referee_environ", "parent_environ", "list_proc",
           "tcp_socket", "unix_socket", "subprocess", "fork", "signal_referee", "write_outside"]
 
 

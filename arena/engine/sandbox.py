@@ -8,15 +8,16 @@ imported, it locks itself in (``enter``):
   needs, read-only: the interpreter and its standard library, the
   directories on ``sys.path`` (site-packages, installed plugins), the
   ``arena`` and ``arena_agents`` packages, the plugin's own file, shared
-  libraries, ``/etc``, CPU facts under ``/sys`` and ``/proc`` (this process's
-  own ``/proc/PID`` only: no other process's environment or memory), and
-  ``/dev/null`` and ``/dev/urandom``. One private scratch folder is writable;
-  the referee deletes it after the process ends. The arena home, the data
-  directories, the cache and the database are in none of these places (a
-  ``sys.path`` entry that holds one of them is left out, so it stays
-  unreadable), so they can be neither read nor written. With ABI 6+ the
-  process can neither signal nor reach (abstract sockets) any process
-  outside its sandbox, the referee included.
+  libraries, the few files of ``/etc`` a Python process reads (``ETC_FILES``),
+  CPU facts under ``/sys`` and ``/proc`` (this process's own ``/proc/PID``
+  only: no other process's environment or memory), and ``/dev/null`` and
+  ``/dev/urandom``. One private scratch folder is writable; the referee
+  deletes it after the process ends. The arena home, the data directories,
+  the cache and the database are in none of these places (a ``sys.path``
+  entry that holds one of them is left out, so it stays unreadable), so they
+  can be neither read nor written. With ABI 6+ the process can neither signal
+  nor reach (abstract sockets) any process outside its sandbox, the referee
+  included.
 - **seccomp** refuses the system calls an agent has no use for: new sockets
   (no network, no connection to any local service), new processes and new
   programs (``fork``, ``clone`` without ``CLONE_THREAD``, ``execve``: threads
@@ -179,6 +180,13 @@ def _within(path: Path, root: Path) -> bool:
         return False
 
 
+# What of /etc a Python process with torch reads: the dynamic loader's cache (a library loaded late),
+# time zone, users and groups, the OS name. Not the rest of /etc, which holds secrets to whoever runs
+# as root (/etc/shadow, the SSH host keys, TLS private keys), and an agent could hide them in its trojan.
+ETC_FILES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/localtime", "/etc/timezone",
+             "/etc/passwd", "/etc/group", "/etc/nsswitch.conf", "/etc/os-release", "/etc/mime.types")
+
+
 def policy(scratch: str, plugin_file: str | None, secret: Iterable[str], extra_files: Iterable[str] = ()
            ) -> Policy:
     """The read and write paths for an agent whose scratch folder is ``scratch``."""
@@ -195,7 +203,7 @@ def policy(scratch: str, plugin_file: str | None, secret: Iterable[str], extra_f
         pass
     roots += [p for p in sys.path if p and os.path.isdir(p)]
     roots += site.getsitepackages() + [site.getusersitepackages()]
-    roots += ["/usr/lib", "/usr/lib64", "/usr/local/lib", "/lib", "/lib64", "/etc", "/usr/share/zoneinfo",
+    roots += ["/usr/lib", "/usr/lib64", "/usr/local/lib", "/lib", "/lib64", *ETC_FILES, "/usr/share/zoneinfo",
               "/sys/devices/system/cpu", "/sys/fs/cgroup", "/proc/cpuinfo", "/proc/meminfo", "/proc/stat",
               f"/proc/{os.getpid()}", "/dev/urandom", "/dev/random", "/dev/null"]
     if plugin_file:
