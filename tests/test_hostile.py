@@ -318,6 +318,50 @@ class Hanger(Defender):
 
     def deploy(self, model, ctx):
         time.sleep(3600)
+
+
+def own_pipe():
+    """This process's pipe to the referee: its one socket."""
+    import stat
+    for n in os.listdir("/proc/self/fd"):
+        try:
+            if stat.S_ISSOCK(os.fstat(int(n)).st_mode):
+                return int(n)
+        except OSError:
+            pass
+
+
+class HalfFrame(Attacker):
+    """Announces a 1000-byte answer, sends 10 bytes of it and stops: a referee reading whole messages
+    waited for the rest for ever, its time limit never checked."""
+    name = "half-frame"
+
+    def craft(self, ctx):
+        import struct
+        os.write(own_pipe(), struct.pack("!i", 1000) + b"x" * 10)
+        time.sleep(3600)
+
+
+class HugeFrame(Attacker):
+    """Announces a 1 TiB answer (the referee would allocate it before reading)."""
+    name = "huge-frame"
+
+    def craft(self, ctx):
+        import struct
+        os.write(own_pipe(), struct.pack("!iQ", -1, 2**40))
+        time.sleep(3600)
+
+
+class Deaf(Defender):
+    """Deploys a model the referee must query, then stops reading its pipe: the referee's batch of
+    inputs, larger than the pipe's buffer, waited to be written for ever."""
+    name = "deaf"
+    category = "model_sanitization"
+
+    def deploy(self, model, ctx):
+        import multiprocessing.connection
+        multiprocessing.connection.Connection.recv_bytes = lambda self, maxlength=None: time.sleep(3600)
+        return Deployment(model=MajorityRefuser(model))
 '''
 
 
@@ -429,6 +473,7 @@ def test_a_diverged_trojan_loses_at_the_attacker_gate(sealed, plugins):
 
 
 @pytest.mark.parametrize("cls,needle", [("Sleeper", "ran out of time"), ("Crasher", "the attacker broke"),
+                                        ("HalfFrame", "ran out of time"), ("HugeFrame", "over the"),
                                         ("Hog", "ran out of memory"), ("Garbage", "not arena.api.protocol.Trojan"),
                                         ("BadName", "a craft name must be 1-200 printable characters"),
                                         ("OffDevice", "the trojan's model is on meta, but the match runs on cpu")])
@@ -442,7 +487,7 @@ def test_a_failing_attacker_forfeits(strict, sealed, plugins, cls, needle):
 
 
 @pytest.mark.parametrize("cls,needle", [("TriggerReader", "AttributeError"), ("NaNScores", "non-finite"),
-                                        ("Hanger", "ran out of time"),
+                                        ("Hanger", "ran out of time"), ("Deaf", "ran out of time"),
                                         ("OffDeviceDefender", "the deployed model is on meta, but the match runs on cpu")])
 def test_a_failing_defender_forfeits(sealed, strict, plugins, cls, needle):
     sealed.craft("badnet", 0)  # the trojan in the cache: the strict limits apply to the defender alone

@@ -31,13 +31,14 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import socket
 import sys
 import tempfile
 import threading
 import time
 import traceback
 import types
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 import dataclasses
 from dataclasses import dataclass, field
@@ -48,7 +49,7 @@ import torch
 
 from arena.config.specs import is_model_spec, own_file
 from arena.core.cache import pid_alive
-from arena.engine import wire
+from arena.engine import frames, wire
 from arena.core.errors import ArenaError, PluginError
 
 ISOLATIONS = ("process", "inprocess")
@@ -699,6 +700,11 @@ class ProcessHost:
         with _main_not_rerun():
             self._proc.start()
         child.close()
+        # The referee reads and writes the pipe itself, under its limits (arena.engine.frames); the
+        # Connection stays only to be closed.
+        self._sock = socket.socket(fileno=os.dup(self._conn.fileno()))
+        # No message of an agent's is larger than what its process may hold.
+        self._frame_limit = None if memory_mb is None else memory_mb * 2**20
         card = self._wait("start", start_seconds)
         problem = check_answer("card", card)
         if problem:
@@ -710,35 +716,11 @@ class ProcessHost:
         name = getattr(getattr(self, "card", None), "name", self.spec)
         return AgentFault(self.role, name, kind, message)
 
-    def _wait(self, what: str, seconds: float | None) -> Any:
-        deadline = None if seconds is None else time.monotonic() + seconds
-        while True:
-            if self._conn.poll(0.05):
-                try:
-                    message = wire.decode(self._conn.recv_bytes(), AGENT_TYPES)
-                except (EOFError, OSError):
-                    self.kill()
-                    raise self._fault("was killed", f"its process died during {what} "
-                                                    f"(exit code {self._proc.exitcode})") from None
-                except wire.WireError as exc:
-                    self.kill()
-                    raise self._fault("returned garbage", f"{what}: {exc}") from None
-                status, value = _answer(message)
-                if status == "bad":
-                    self.kill()
-                    raise self._fault("returned garbage", f"{what}: {value}")
-                if status == "plugin_error":
-                    self.kill()
-                    raise PluginError(value)
-                if status == "error":
-                    self.kill()
-                    raise self._fault(f"crashed in {what}", value)
-                if status != "ask":
-                    return value
-                # A question (the revealed defender): answered, then the limits below are checked as on any
-                # turn of the loop, so an agent asking without end still runs out of time.
-                self._reply(value, deadline)
+    def _limits(self, what: str, seconds: float | None, deadline: float | None) -> Callable[[], None]:
+        """The checks run while the referee waits on the agent: alive, in time, within memory."""
+        def check() -> None:
             if not self._proc.is_alive():
+                self.kill()
                 raise self._fault("was killed", f"its process died during {what} (exit code {self._proc.exitcode})")
             if deadline is not None and time.monotonic() > deadline:
                 self.kill()
@@ -749,8 +731,42 @@ class ProcessHost:
                     self.kill()
                     raise self._fault("ran out of memory", f"{what} used {rss:.0f} MB, over its limit of "
                                                           f"{self.memory_mb} MB")
+        return check
 
-    def _reply(self, question: dict[str, Any], deadline: float | None) -> None:
+    def _send(self, message: dict[str, Any], check: Callable[[], None]) -> None:
+        # Encoding copies every tensor into the frame: the agent never shares memory with the referee.
+        frames.send_frame(self._sock, wire.encode(message), check)
+
+    def _wait(self, what: str, seconds: float | None) -> Any:
+        deadline = None if seconds is None else time.monotonic() + seconds
+        check = self._limits(what, seconds, deadline)
+        while True:
+            try:
+                message = wire.decode(frames.recv_frame(self._sock, check, self._frame_limit), AGENT_TYPES)
+            except (EOFError, OSError):
+                self.kill()
+                raise self._fault("was killed", f"its process died during {what} "
+                                                f"(exit code {self._proc.exitcode})") from None
+            except (wire.WireError, frames.FrameError) as exc:
+                self.kill()
+                raise self._fault("returned garbage", f"{what}: {exc}") from None
+            status, value = _answer(message)
+            if status == "bad":
+                self.kill()
+                raise self._fault("returned garbage", f"{what}: {value}")
+            if status == "plugin_error":
+                self.kill()
+                raise PluginError(value)
+            if status == "error":
+                self.kill()
+                raise self._fault(f"crashed in {what}", value)
+            if status != "ask":
+                return value
+            # A question (the revealed defender): answered under the same limits, so an agent asking
+            # without end still runs out of time.
+            self._reply(value, deadline, check)
+
+    def _reply(self, question: dict[str, Any], deadline: float | None, check: Callable[[], None]) -> None:
         """Answer an agent's question within its command's time: an answer, or a refusal saying why."""
         if self.on_ask is None:
             reply = {"c": "refused", "p": "nobody answers questions in this command"}
@@ -762,20 +778,21 @@ class ProcessHost:
             except Exception as exc:  # noqa: BLE001 - the defender's failure is the attacker's to handle
                 reply = {"c": "refused", "p": str(exc) or type(exc).__name__}
         try:
-            self._conn.send_bytes(wire.encode(reply))
-        except (BrokenPipeError, OSError):
+            self._send(reply, check)
+        except OSError:
             pass  # the agent died meanwhile: the wait that follows reports it
 
     def call(self, cmd: str, payload: Any, seconds: float | None) -> Any:
         if not self._proc.is_alive():
             raise self._fault("was killed", f"its process is gone before {cmd}")
+        deadline = None if seconds is None else time.monotonic() + seconds
         try:
-            # Encoding copies every tensor into the frame: the agent never shares memory with the referee.
-            self._conn.send_bytes(wire.encode({"c": cmd, "p": payload}))
-        except (BrokenPipeError, OSError) as exc:
+            # An agent that stops reading runs out of its command's time here, not the referee's patience.
+            self._send({"c": cmd, "p": payload}, self._limits(cmd, seconds, deadline))
+        except OSError as exc:
             self.kill()
             raise self._fault("was killed", f"its process stopped answering ({exc})") from None
-        value = self._wait(cmd, seconds)
+        value = self._wait(cmd, None if deadline is None else max(0.0, deadline - time.monotonic()))
         problem = check_answer(cmd, value)
         if problem:
             self.kill()
@@ -791,11 +808,12 @@ class ProcessHost:
     def close(self) -> None:
         if self._proc.is_alive():
             try:
-                self._conn.send_bytes(wire.encode({"c": "close", "p": None}))
-            except OSError:
+                self._send({"c": "close", "p": None}, self._limits("close", 2.0, time.monotonic() + 2.0))
+            except (OSError, AgentFault):
                 pass
             self._proc.join(timeout=2)
         self.kill()
+        self._sock.close()
         self._conn.close()
 
 
