@@ -331,6 +331,15 @@ def own_pipe():
             pass
 
 
+class Escaper(Attacker):
+    """Crashes with a terminal escape in its message (it would retitle the user's terminal, or rewrite
+    the line the referee prints)."""
+    name = "escaper"
+
+    def craft(self, ctx):
+        raise RuntimeError("\\x1b]0;pwned\\x07\\rthe defender forfeits")
+
+
 class HalfFrame(Attacker):
     """Announces a 1000-byte answer, sends 10 bytes of it and stops: a referee reading whole messages
     waited for the rest for ever, its time limit never checked."""
@@ -473,7 +482,7 @@ def test_a_diverged_trojan_loses_at_the_attacker_gate(sealed, plugins):
 
 
 @pytest.mark.parametrize("cls,needle", [("Sleeper", "ran out of time"), ("Crasher", "the attacker broke"),
-                                        ("HalfFrame", "ran out of time"), ("HugeFrame", "over the"),
+                                        ("HalfFrame", "ran out of time"), ("Escaper", "control character"), ("HugeFrame", "over the"),
                                         ("Hog", "ran out of memory"), ("Garbage", "not arena.api.protocol.Trojan"),
                                         ("BadName", "a craft name must be 1-200 printable characters"),
                                         ("OffDevice", "the trojan's model is on meta, but the match runs on cpu")])

@@ -70,3 +70,13 @@ def test_an_extra_field_is_refused_and_field_types_are_checked():
     assert "wrong types" in check_answer("card", dataclasses.replace(card, version=[1]))
     assert "not a AgentCard" in check_answer("card", {"role": "attacker"})
     assert "not a tensor" in check_answer("predict", [0.1, 0.9])
+
+
+@pytest.mark.parametrize("text", ["\x1b]0;pwned\x07", "\x1b[2J", "ok\rdefender forfeits", "admin\u202egnp.exe",
+                                  "zero\u200bwidth", "\x9b31m"])
+def test_strings_with_control_characters_are_refused(text):
+    # Terminal escapes and invisible bidirectional marks: an agent's strings are printed and stored.
+    for value in ({"note": text}, {text: 1}, [text]):
+        with pytest.raises(wire.WireError, match="control character"):
+            wire.decode(wire.encode(value))
+    assert wire.decode(wire.encode({"multi-line": "a\n\tb"})) == {"multi-line": "a\n\tb"}  # tab, newline: fine

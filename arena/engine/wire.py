@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import struct
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -40,6 +41,10 @@ _NAMES = {v: k for k, v in DTYPES.items()}
 MAX_HEADER = 64 * 2**20  # bytes of JSON in one message
 MAX_STRING = 1_000_000  # characters in one string
 MAX_DEPTH = 64  # nesting of lists, dicts and dataclasses
+# Characters no string on the wire may carry: C0 and C1 controls but tab and newline (terminal escapes:
+# an agent's text is printed by `arena match` and stored for reports) and the invisible bidirectional
+# and zero-width marks that make text read other than it is ("Trojan Source").
+CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
 _LEN = struct.Struct("<Q")
 
 
@@ -134,13 +139,18 @@ def decode(frame: bytes, allowed: Mapping[str, type] = {},
         used.add(i)
         return tensors[i]
 
+    def text(v: str) -> str:
+        if len(v) > MAX_STRING:
+            raise WireError(f"a string of {len(v)} characters (limit {MAX_STRING})")
+        if (bad := CONTROL.search(v)) is not None:
+            raise WireError(f"a string with the control character U+{ord(bad.group()):04X}")
+        return v
+
     def walk(v: Any, depth: int) -> Any:
         if depth > MAX_DEPTH:
             raise WireError(f"nested deeper than {MAX_DEPTH}")
         if isinstance(v, str):
-            if len(v) > MAX_STRING:
-                raise WireError(f"a string of {len(v)} characters (limit {MAX_STRING})")
-            return v
+            return text(v)
         if v is None or isinstance(v, (bool, int, float)):
             return v
         if isinstance(v, list):
@@ -149,7 +159,7 @@ def decode(frame: bytes, allowed: Mapping[str, type] = {},
             raise WireError(f"unexpected JSON value {type(v).__name__}")
         tag = next((k for k in v if k.startswith("$")), None)
         if tag is None:
-            return {k: walk(x, depth + 1) for k, x in v.items()}
+            return {text(k): walk(x, depth + 1) for k, x in v.items()}
         if len(v) != (2 if tag == "$dc" else 1):
             raise WireError(f"malformed {tag} object")
         if tag == "$t":
