@@ -340,6 +340,16 @@ class Escaper(Attacker):
         raise RuntimeError("\\x1b]0;pwned\\x07\\rthe defender forfeits")
 
 
+class Shouter(Attacker):
+    """Prints a terminal escape (it would retitle the user's terminal) and then 11 MB on a line without end."""
+    name = "shouter"
+
+    def craft(self, ctx):
+        print("\\x1b]0;pwned\\x07 hello", flush=True)
+        os.write(2, b"y" * (11 * 2**20))
+        return Trojan(ctx.benign, ctx.trigger)
+
+
 class HalfFrame(Attacker):
     """Announces a 1000-byte answer, sends 10 bytes of it and stops: a referee reading whole messages
     waited for the rest for ever, its time limit never checked."""
@@ -503,6 +513,14 @@ def test_a_failing_defender_forfeits(sealed, strict, plugins, cls, needle):
     rec = play(strict, "badnet", f"{plugins}:{cls}")
     assert rec.status == "ok" and rec.outcome == 1.0
     assert rec.reason.startswith("defender forfeits") and needle in rec.reason
+
+
+def test_what_an_agent_prints_reaches_the_terminal_defused_and_bounded(sealed, plugins, capfd):
+    rec = play(sealed, f"{plugins}:Shouter", "none")
+    assert rec.status == "ok"
+    err = capfd.readouterr().err
+    assert "\x1b" not in err and "\\x1b]0;pwned\\x07 hello" in err  # shown as an escape, not obeyed
+    assert "more bytes not shown" in err and err.count("y") < 11 * 2**20
 
 
 def test_the_defender_sees_neither_the_cache_nor_the_attack(sealed, plugins):

@@ -68,7 +68,8 @@ def attempts():
     links = []
     for fd in os.listdir("/proc/self/fd"):
         try:
-            links.append(os.readlink(f"/proc/self/fd/{{fd}}"))
+            if int(fd) > 2:  # stdout and stderr are the pipe the referee relays prints from
+                links.append(os.readlink(f"/proc/self/fd/{{fd}}"))
         except OSError:
             pass
     res["channels"] = sorted(link.split(":")[0] for link in links if link.startswith(("pipe:", "socket:")))

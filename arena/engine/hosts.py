@@ -410,14 +410,51 @@ def _only_own_descriptors(keep: int) -> None:
         os.close(null)
 
 
-def _child_main(conn: Any, role: str, spec: str, params: dict[str, Any], device: str, threads: int,
+OUTPUT_LIMIT = 10 * 2**20  # bytes of an agent process's output shown; the rest is counted, not shown
+
+
+def _relay(fd: int, limit: int = OUTPUT_LIMIT) -> None:
+    """Copy what an agent process prints (its stdout and stderr, one pipe) to the referee's stderr,
+    line by line, with control characters shown as escapes, up to ``limit`` bytes.
+
+    An agent's output used to reach the user's terminal directly: an escape sequence could retitle
+    the terminal or rewrite the line the referee had printed, and a flood could fill a log's disk."""
+    shown, dropped, pending = 0, 0, b""
+
+    def emit(line: bytes) -> None:
+        text = wire.CONTROL.sub(lambda m: ascii(m.group())[1:-1], line.decode("utf-8", "replace"))
+        print(text, file=sys.stderr, flush=True)
+
+    with open(fd, "rb", buffering=0) as pipe:
+        while chunk := pipe.read(65536):
+            if shown >= limit:
+                dropped += len(chunk)
+                continue
+            shown += len(chunk)
+            *lines, pending = (pending + chunk).split(b"\n")
+            for line in lines:
+                emit(line)
+            if len(pending) > 65536:  # a line without end is shown in pieces
+                emit(pending)
+                pending = b""
+    if pending:
+        emit(pending)
+    if dropped:
+        print(f"(an agent's output over {limit} bytes: {dropped} more bytes not shown)", file=sys.stderr, flush=True)
+
+
+def _child_main(conn: Any, output: Any, role: str, spec: str, params: dict[str, Any], device: str, threads: int,
                 referee: int, scratch: str, secret: list[str]) -> None:
     """The agent process: lock itself in (``arena.engine.sandbox``), build the agent, then answer
-    commands until told to stop (or the ``referee`` process is gone)."""
+    commands until told to stop (or the ``referee`` process is gone). ``output`` is the pipe the
+    referee relays its prints from (``_relay``)."""
     from arena.api.training import compile_wanted
     from arena.engine import sandbox
 
     _exit_with_referee(referee)
+    for std in (1, 2):  # what the agent prints goes through the referee, never straight to the terminal
+        os.dup2(output.fileno(), std)
+    output.close()
     _only_own_descriptors(conn.fileno())
     # Nothing of the referee's surroundings: the scratch folder (the referee made it and deletes it)
     # as cwd and temporary folder, no ARENA_* variable in the environment.
@@ -688,18 +725,24 @@ class ProcessHost:
         self.on_ask: Any = None  # answers the agent's questions during a command (arena.engine.revealed)
         ctx = _mp_context()
         self._conn, child = ctx.Pipe(duplex=True)
+        output, child_output = ctx.Pipe(duplex=False)
         from arena.api.training import match_threads
 
         # The agent's only writable folder; made here so the referee can delete it after the process.
         self.scratch = tempfile.mkdtemp(prefix="arena-agent-")
         # The agent trains on the match's fixed thread count: its bytes must not depend on how many
         # matches run beside it (arena.api.training.match_threads).
-        self._proc = ctx.Process(target=_child_main, args=(child, role, spec, params, str(device),
+        self._proc = ctx.Process(target=_child_main, args=(child, child_output, role, spec, params, str(device),
                                                            match_threads(), os.getpid(), self.scratch,
                                                            secret_paths()), daemon=True)
         with _main_not_rerun():
             self._proc.start()
         child.close()
+        child_output.close()
+        self._relaying = threading.Thread(target=_relay, args=(os.dup(output.fileno()),), name="arena-agent-output",
+                                          daemon=True)
+        self._relaying.start()
+        output.close()
         # The referee reads and writes the pipe itself, under its limits (arena.engine.frames); the
         # Connection stays only to be closed.
         self._sock = socket.socket(fileno=os.dup(self._conn.fileno()))
@@ -804,6 +847,8 @@ class ProcessHost:
             self._proc.kill()
         self._proc.join(timeout=5)
         shutil.rmtree(self.scratch, ignore_errors=True)
+        if hasattr(self, "_relaying"):
+            self._relaying.join(timeout=1)  # its last lines, printed before the referee goes on
 
     def close(self) -> None:
         if self._proc.is_alive():
