@@ -350,6 +350,37 @@ class Shouter(Attacker):
         return Trojan(ctx.benign, ctx.trigger)
 
 
+class DiskFiller(Attacker):
+    """Fills its scratch folder (on a tmpfs that is memory its resident-set limit never sees)."""
+    name = "disk-filler"
+
+    def craft(self, ctx):
+        chunk = os.urandom(2**20) * 64
+        for i in range(40):
+            with open(f"fill-{i}", "wb") as f:
+                f.write(chunk)
+        time.sleep(3600)
+
+
+class BigFile(Attacker):
+    """Writes one file past the disk budget in 16 MB steps; reports where the system stopped it."""
+    name = "big-file"
+
+    def craft(self, ctx):
+        import errno
+        chunk, written, error = os.urandom(2**20) * 16, 0, None
+        try:
+            with open("big", "wb") as f:
+                while written < 400 * 2**20:
+                    f.write(chunk)
+                    f.flush()
+                    written += len(chunk)
+        except OSError as exc:
+            error = errno.errorcode.get(exc.errno, str(exc.errno))
+        os.remove("big")
+        return Trojan(ctx.benign, ctx.trigger, notes={"written_mb": written // 2**20, "error": error})
+
+
 class HalfFrame(Attacker):
     """Announces a 1000-byte answer, sends 10 bytes of it and stops: a referee reading whole messages
     waited for the rest for ever, its time limit never checked."""
@@ -521,6 +552,26 @@ def test_what_an_agent_prints_reaches_the_terminal_defused_and_bounded(sealed, p
     err = capfd.readouterr().err
     assert "\x1b" not in err and "\\x1b]0;pwned\\x07 hello" in err  # shown as an escape, not obeyed
     assert "more bytes not shown" in err and err.count("y") < 11 * 2**20
+
+
+@pytest.fixture
+def small_disk(monkeypatch):
+    """A disk budget of 150 MB (5% of the 3000 MB memory budget) instead of one as large as memory."""
+    import arena.engine.hosts
+
+    monkeypatch.setattr(arena.engine.hosts, "DISK_PER_MEMORY", 0.05)
+    return 150
+
+
+def test_an_agent_filling_its_scratch_folder_runs_out_of_disk(sealed, plugins, small_disk):
+    rec = play(sealed, f"{plugins}:DiskFiller", "none")
+    assert rec.reason.startswith("attacker forfeits") and "ran out of disk" in rec.reason, rec.reason
+
+
+def test_no_one_file_grows_past_the_disk_budget(sealed, plugins, small_disk):
+    rec = play(sealed, f"{plugins}:BigFile", "none")
+    notes = rec.metrics["attacker_notes"]
+    assert notes["error"] == "EFBIG" and notes["written_mb"] <= small_disk, notes
 
 
 def test_the_defender_sees_neither_the_cache_nor_the_attack(sealed, plugins):

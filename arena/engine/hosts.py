@@ -444,7 +444,7 @@ def _relay(fd: int, limit: int = OUTPUT_LIMIT) -> None:
 
 
 def _child_main(conn: Any, output: Any, role: str, spec: str, params: dict[str, Any], device: str, threads: int,
-                referee: int, scratch: str, secret: list[str]) -> None:
+                referee: int, scratch: str, secret: list[str], file_mb: int | None = None) -> None:
     """The agent process: lock itself in (``arena.engine.sandbox``), build the agent, then answer
     commands until told to stop (or the ``referee`` process is gone). ``output`` is the pipe the
     referee relays its prints from (``_relay``)."""
@@ -463,6 +463,12 @@ def _child_main(conn: Any, output: Any, role: str, spec: str, params: dict[str, 
         os.environ.pop(var, None)
     os.environ["ARENA_HOME"] = os.environ["TMPDIR"] = scratch
     tempfile.tempdir = scratch
+    if file_mb is not None and sys.platform != "win32":
+        import resource
+
+        # No one file over the disk budget (the referee polls the folder's total once a second; this
+        # stops the fastest way past it between two polls). Python ignores SIGXFSZ: the write fails.
+        resource.setrlimit(resource.RLIMIT_FSIZE, (file_mb * 2**20, file_mb * 2**20))
     torch.set_num_threads(threads)
     sys.stdout = sys.stderr  # an agent's prints never reach the referee's stdout (JSON output)
     plugin_file = own_file(spec)  # a plugin's source or a model's weights: the one user file it reads
@@ -576,6 +582,28 @@ def _main_not_rerun() -> Iterator[None]:
     finally:
         if main is not None:
             sys.modules["__main__"] = main
+
+
+# An agent may occupy as many megabytes in its scratch folder as in memory (``budgets.memory_mb``): on a
+# tmpfs the folder *is* memory, and a budget of its own would change every scenario's digest.
+DISK_PER_MEMORY = 1.0
+MAX_SCRATCH_FILES = 100_000  # entries in an agent's scratch folder before it counts as filling the disk
+
+
+def scratch_mb(folder: str, max_files: int = MAX_SCRATCH_FILES) -> float:
+    """Megabytes the files under ``folder`` occupy on disk (allocated blocks, so sparse files count
+    what they use); ``math.inf`` past ``max_files`` entries, where the count itself would grow costly."""
+    total, seen = 0, 0
+    for root, dirs, files in os.walk(folder):
+        for name in files + dirs:
+            seen += 1
+            if seen > max_files:
+                return math.inf
+            try:
+                total += os.lstat(os.path.join(root, name)).st_blocks * 512
+            except OSError:  # removed meanwhile
+                pass
+    return total / 2**20
 
 
 def _rss_mb(pid: int) -> float | None:
@@ -722,6 +750,7 @@ class ProcessHost:
     def __init__(self, role: str, spec: str, params: dict[str, Any], device: torch.device,
                  memory_mb: int | None = None, start_seconds: float = 120.0) -> None:
         self.role, self.spec, self.memory_mb = role, spec, memory_mb
+        self.disk_mb = None if memory_mb is None else max(1, int(memory_mb * DISK_PER_MEMORY))
         self.on_ask: Any = None  # answers the agent's questions during a command (arena.engine.revealed)
         ctx = _mp_context()
         self._conn, child = ctx.Pipe(duplex=True)
@@ -734,7 +763,7 @@ class ProcessHost:
         # matches run beside it (arena.api.training.match_threads).
         self._proc = ctx.Process(target=_child_main, args=(child, child_output, role, spec, params, str(device),
                                                            match_threads(), os.getpid(), self.scratch,
-                                                           secret_paths()), daemon=True)
+                                                           secret_paths(), self.disk_mb), daemon=True)
         with _main_not_rerun():
             self._proc.start()
         child.close()
@@ -760,8 +789,13 @@ class ProcessHost:
         return AgentFault(self.role, name, kind, message)
 
     def _limits(self, what: str, seconds: float | None, deadline: float | None) -> Callable[[], None]:
-        """The checks run while the referee waits on the agent: alive, in time, within memory."""
+        """The checks run while the referee waits on the agent: alive, in time, within memory, and
+        within the same number of megabytes on disk (its scratch folder: on a tmpfs those are memory
+        too, and elsewhere a full disk would stop the referee's store), that one checked once a second."""
+        disk_due = 0.0
+
         def check() -> None:
+            nonlocal disk_due
             if not self._proc.is_alive():
                 self.kill()
                 raise self._fault("was killed", f"its process died during {what} (exit code {self._proc.exitcode})")
@@ -774,6 +808,13 @@ class ProcessHost:
                     self.kill()
                     raise self._fault("ran out of memory", f"{what} used {rss:.0f} MB, over its limit of "
                                                           f"{self.memory_mb} MB")
+            if self.disk_mb is not None and time.monotonic() >= disk_due:
+                disk_due = time.monotonic() + 1.0
+                used = scratch_mb(self.scratch)
+                if used > self.disk_mb:
+                    self.kill()
+                    raise self._fault("ran out of disk", f"{what} wrote {used:.0f} MB to its scratch folder, "
+                                                        f"over its limit of {self.disk_mb} MB")
         return check
 
     def _send(self, message: dict[str, Any], check: Callable[[], None]) -> None:
