@@ -25,6 +25,7 @@ from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from arena.core.errors import PluginError, ScenarioError
@@ -269,6 +270,29 @@ def rebuild_model(arch: dict[str, Any], state: dict[str, Any]) -> nn.Module:
             raise ValueError("an exported program's state holds no 'program' bytes")
         model = exported_model(program, spec)
     else:
+        _check_fits(spec, state)
         model = build_architecture(spec)
     model.load_state_dict(state)
     return model
+
+
+def _check_fits(spec: ArchSpec, state: dict[str, Any]) -> None:
+    """Refuse a spec whose model the state does not fill exactly, before any of it is allocated.
+
+    The spec comes from the agent (a trojan's ``model.spec``): a class count or an option sized to
+    tens of gigabytes would be allocated and initialised in the referee's process before
+    ``load_state_dict`` could object. Built on the meta device first, the model costs nothing, and
+    once its tensors match the state's names and shapes it is no larger than what was received."""
+    try:
+        with torch.device("meta"):
+            shape = build_architecture(spec).state_dict()
+    except PluginError:
+        raise
+    except Exception:  # noqa: BLE001 - an architecture that cannot be built on meta: checked by loading
+        return
+    want = {k: tuple(v.shape) for k, v in shape.items()}
+    got = {k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)}
+    if want != got:
+        wrong = sorted(set(want) ^ set(got)) or sorted(k for k in want if want[k] != got.get(k))
+        raise ValueError(f"the state does not fit a {spec.arch!r} model built from its spec "
+                         f"(first mismatch: {wrong[0]!r}: spec {want.get(wrong[0])}, state {got.get(wrong[0])})")

@@ -80,3 +80,23 @@ def test_strings_with_control_characters_are_refused(text):
         with pytest.raises(wire.WireError, match="control character"):
             wire.decode(wire.encode(value))
     assert wire.decode(wire.encode({"multi-line": "a\n\tb"})) == {"multi-line": "a\n\tb"}  # tab, newline: fine
+
+
+def test_a_model_spec_the_state_does_not_fill_is_refused_before_it_is_built(monkeypatch):
+    """A trojan's spec comes from the agent: 2 million classes would be a 1 GB layer allocated and
+    initialised in the referee before load_state_dict objected. It is checked on the meta device first."""
+    import arena.plugins
+    from arena.api.models import ArchSpec, build_model
+
+    spec = ArchSpec("small-cnn", 1, 28, 10, (0.5,), (0.5,))
+    state = build_model(spec).state_dict()
+    built_on: list[str] = []
+    real = arena.plugins.build_model
+    monkeypatch.setattr(arena.plugins, "build_model", lambda s: built_on.append(str(torch.empty(0).device)) or real(s))
+    huge = dataclasses.replace(spec, num_classes=2_000_000).to_dict()
+    with pytest.raises(ValueError, match="does not fit"):
+        arena.plugins.rebuild_model(huge, state)
+    assert built_on == ["meta"]  # never on a real device
+    built_on.clear()
+    model = arena.plugins.rebuild_model(spec.to_dict(), state)  # a spec that fits: built for real, loaded
+    assert built_on == ["meta", "cpu"] and all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
