@@ -402,6 +402,27 @@ class HugeFrame(Attacker):
         time.sleep(3600)
 
 
+class Bloated(torch.nn.Module):
+    """Answers each batch of inputs with 100,000 scores per input."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return torch.zeros(x.shape[0], 100_000)
+
+
+class Bloater(Defender):
+    """Deploys a model whose answers are far larger than the questions (the referee allocated
+    whatever length the agent announced, up to its whole memory budget)."""
+    name = "bloater"
+    category = "model_sanitization"
+
+    def deploy(self, model, ctx):
+        return Deployment(model=Bloated(model))
+
+
 class Deaf(Defender):
     """Deploys a model the referee must query, then stops reading its pipe: the referee's batch of
     inputs, larger than the pipe's buffer, waited to be written for ever."""
@@ -538,6 +559,7 @@ def test_a_failing_attacker_forfeits(strict, sealed, plugins, cls, needle):
 
 @pytest.mark.parametrize("cls,needle", [("TriggerReader", "AttributeError"), ("NaNScores", "non-finite"),
                                         ("Hanger", "ran out of time"), ("Deaf", "ran out of time"),
+                                        ("Bloater", "over the"),
                                         ("OffDeviceDefender", "the deployed model is on meta, but the match runs on cpu")])
 def test_a_failing_defender_forfeits(sealed, strict, plugins, cls, needle):
     sealed.craft("badnet", 0)  # the trojan in the cache: the strict limits apply to the defender alone

@@ -410,6 +410,7 @@ def _only_own_descriptors(keep: int) -> None:
         os.close(null)
 
 
+QUERIES = ("predict", "score", "transform", "stamp")  # commands on a batch of inputs
 OUTPUT_LIMIT = 10 * 2**20  # bytes of an agent process's output shown; the rest is counted, not shown
 
 
@@ -821,12 +822,13 @@ class ProcessHost:
         # Encoding copies every tensor into the frame: the agent never shares memory with the referee.
         frames.send_frame(self._sock, wire.encode(message), check)
 
-    def _wait(self, what: str, seconds: float | None) -> Any:
+    def _wait(self, what: str, seconds: float | None, limit: int | None = None) -> Any:
         deadline = None if seconds is None else time.monotonic() + seconds
         check = self._limits(what, seconds, deadline)
+        limit = self._frame_limit if limit is None else limit
         while True:
             try:
-                message = wire.decode(frames.recv_frame(self._sock, check, self._frame_limit), AGENT_TYPES)
+                message = wire.decode(frames.recv_frame(self._sock, check, limit), AGENT_TYPES)
             except (EOFError, OSError):
                 self.kill()
                 raise self._fault("was killed", f"its process died during {what} "
@@ -876,12 +878,23 @@ class ProcessHost:
         except OSError as exc:
             self.kill()
             raise self._fault("was killed", f"its process stopped answering ({exc})") from None
-        value = self._wait(cmd, None if deadline is None else max(0.0, deadline - time.monotonic()))
+        value = self._wait(cmd, None if deadline is None else max(0.0, deadline - time.monotonic()),
+                           self._answer_limit(cmd, payload))
         problem = check_answer(cmd, value)
         if problem:
             self.kill()
             raise self._fault("returned garbage", f"{cmd}: {problem}")
         return value
+
+    def _answer_limit(self, cmd: str, payload: Any) -> int | None:
+        """The largest answer the referee reads to ``cmd``: a query on inputs (predictions, scores,
+        transformed or stamped inputs) is answered with at most as many values as it asked about,
+        so four times the question's tensor bytes (any dtype up to float64 from as small as uint16)
+        and a megabyte of slack; anything else, the agent's memory budget."""
+        if cmd in QUERIES and isinstance(payload, torch.Tensor):
+            asked = 4 * payload.numel() * payload.element_size() + 2**20
+            return asked if self._frame_limit is None else min(asked, self._frame_limit)
+        return self._frame_limit
 
     def kill(self) -> None:
         if self._proc.is_alive():
