@@ -381,6 +381,14 @@ class BigFile(Attacker):
         return Trojan(ctx.benign, ctx.trigger, notes={"written_mb": written // 2**20, "error": error})
 
 
+class Diarist(Attacker):
+    """Returns 10 MB of notes (stored with the match and published with the leaderboard)."""
+    name = "diarist"
+
+    def craft(self, ctx):
+        return Trojan(ctx.benign, ctx.trigger, notes={f"page-{i}": "x" * 1_000_000 for i in range(10)})
+
+
 class HalfFrame(Attacker):
     """Announces a 1000-byte answer, sends 10 bytes of it and stops: a referee reading whole messages
     waited for the rest for ever, its time limit never checked."""
@@ -544,7 +552,8 @@ def test_a_diverged_trojan_loses_at_the_attacker_gate(sealed, plugins):
 
 
 @pytest.mark.parametrize("cls,needle", [("Sleeper", "ran out of time"), ("Crasher", "the attacker broke"),
-                                        ("HalfFrame", "ran out of time"), ("Escaper", "control character"), ("HugeFrame", "over the"),
+                                        ("HalfFrame", "ran out of time"), ("Escaper", "control character"),
+                                        ("Diarist", "over the 65536-byte limit"), ("HugeFrame", "over the"),
                                         ("Hog", "ran out of memory"), ("Garbage", "not arena.api.protocol.Trojan"),
                                         ("BadName", "a craft name must be 1-200 printable characters"),
                                         ("OffDevice", "the trojan's model is on meta, but the match runs on cpu")])

@@ -714,7 +714,7 @@ def check_answer(cmd: str, value: Any) -> str | None:
         name = value["name"]
         if not (isinstance(name, str) and 1 <= len(name) <= 200 and name.isprintable()):
             return "a craft name must be 1-200 printable characters"
-        return None
+        return _notes_problem(value["notes"])
     if cmd == "start":
         value, cmd = value, "card"
     want = {"card": AgentCard, "craft": TrojanPayload, "deploy": DeploymentSummary}.get(cmd)
@@ -742,7 +742,22 @@ def check_answer(cmd: str, value: Any) -> str | None:
                                  and (v.anomaly_index is None or (isinstance(v.anomaly_index, list) and all(
                                      _is(a, float, int) for a in v.anomaly_index)))
                                  and all(m is None or isinstance(m, torch.Tensor) for m in (v.mask, v.pattern)))))
-    return None if ok else f"a {want.__name__} with fields of the wrong types"
+    if not ok:
+        return f"a {want.__name__} with fields of the wrong types"
+    return _notes_problem(getattr(value, "notes", None))
+
+
+NOTES_LIMIT = 64 * 2**10  # bytes of JSON: an agent's notes are stored with every match and published
+
+
+def _notes_problem(notes: Any) -> str | None:
+    """Why an agent's notes are too large to store (the built-in agents' are under 1 KB)."""
+    if notes is None:
+        return None
+    import json
+
+    size = len(json.dumps(notes, default=str))
+    return f"notes of {size} bytes of JSON, over the {NOTES_LIMIT}-byte limit" if size > NOTES_LIMIT else None
 
 
 class ProcessHost:
