@@ -863,9 +863,10 @@ class ProcessHost:
                 raise self._fault(f"crashed in {what}", value)
             if status != "ask":
                 return value
-            # A question (the revealed defender): answered under the same limits, so an agent asking
-            # without end still runs out of time.
+            # A question (the revealed defender): answered under the same limits, and the limits checked
+            # after each, so an agent asking without end, faster than a tick, still runs out of time.
             self._reply(value, deadline, check)
+            check()
 
     def _reply(self, question: dict[str, Any], deadline: float | None, check: Callable[[], None]) -> None:
         """Answer an agent's question within its command's time: an answer, or a refusal saying why."""
