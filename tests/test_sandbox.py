@@ -264,3 +264,19 @@ def test_the_weakest_level_wins():
     assert sandbox.weakest("full", "landlock") == "landlock"
     assert sandbox.weakest("full", "full") == "full"
     assert sandbox.weakest("process", "full") == "process"
+
+
+def test_scratch_folders_of_a_referee_that_is_gone_are_swept(tmp_path):
+    import subprocess
+    import sys
+
+    from arena.engine.hosts import SCRATCH_PREFIX, sweep_scratch
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = tmp_path / f"{SCRATCH_PREFIX}{int(gone.stdout)}-abc"
+    live = tmp_path / f"{SCRATCH_PREFIX}{os.getpid()}-def"
+    unnamed = tmp_path / f"{SCRATCH_PREFIX}xyz"  # the older name, without a pid: left alone
+    for d in (dead, live, unnamed):
+        (d / "sub").mkdir(parents=True)
+    assert sweep_scratch(str(tmp_path)) == [str(dead)]
+    assert not dead.exists() and live.exists() and unnamed.exists()

@@ -591,6 +591,28 @@ DISK_PER_MEMORY = 1.0
 MAX_SCRATCH_FILES = 100_000  # entries in an agent's scratch folder before it counts as filling the disk
 
 
+SCRATCH_PREFIX = "arena-agent-"
+_SWEPT = False
+
+
+def sweep_scratch(folder: str | None = None) -> list[str]:
+    """Delete the agent scratch folders (``arena-agent-PID-*`` in the temporary folder) whose referee,
+    process PID, is gone; once per process. A referee removes its agents' folders itself, but one
+    killed outright (SIGKILL, a lost machine) cannot. Returns the folders removed."""
+    global _SWEPT
+    if _SWEPT and folder is None:
+        return []
+    _SWEPT = True
+    root = Path(folder or tempfile.gettempdir())
+    removed = []
+    for path in root.glob(f"{SCRATCH_PREFIX}*-*"):
+        pid = path.name[len(SCRATCH_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and path.is_dir() and path.stat().st_uid == os.getuid() and not pid_alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(str(path))
+    return removed
+
+
 def scratch_mb(folder: str, max_files: int = MAX_SCRATCH_FILES) -> float:
     """Megabytes the files under ``folder`` occupy on disk (allocated blocks, so sparse files count
     what they use); ``math.inf`` past ``max_files`` entries, where the count itself would grow costly."""
@@ -774,7 +796,9 @@ class ProcessHost:
         from arena.api.training import match_threads
 
         # The agent's only writable folder; made here so the referee can delete it after the process.
-        self.scratch = tempfile.mkdtemp(prefix="arena-agent-")
+        # Named by this referee's pid: a referee killed outright leaves its folders to the next one.
+        sweep_scratch()
+        self.scratch = tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-")
         # The agent trains on the match's fixed thread count: its bytes must not depend on how many
         # matches run beside it (arena.api.training.match_threads).
         self._proc = ctx.Process(target=_child_main, args=(child, child_output, role, spec, params, str(device),
