@@ -28,6 +28,7 @@ user of the deployment would.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -123,8 +124,6 @@ class DeploymentSummary:
 
 # --- the agent's side ---------------------------------------------------------
 def _plain(obj: Any) -> Any:
-    import json
-
     return json.loads(json.dumps(obj, default=str))
 
 
@@ -382,9 +381,9 @@ def _exit_with_referee(referee: int, every_s: float = 1.0) -> None:
 
 
 def _only_own_descriptors(keep: int) -> None:
-    """Leave this agent process no open descriptor but stdin, stdout, stderr and ``keep`` (its pipe to
-    the referee); every other one it inherited is pointed at /dev/null, and raw writes to stdout go to
-    stderr.
+    """Leave this agent process no open descriptor but stdin (/dev/null), stdout and stderr (the pipe the
+    referee relays, ``_relay``) and ``keep`` (its pipe to the referee); every other one it inherited is
+    pointed at /dev/null.
 
     A forkserver child inherits more than it needs: the write end of the forkserver's "alive" pipe
     (one byte written there ends the forkserver, and with it, through the parent-death signal, every
@@ -396,7 +395,6 @@ def _only_own_descriptors(keep: int) -> None:
     null = os.open(os.devnull, os.O_RDWR)
     try:
         os.dup2(null, 0)
-        os.dup2(2, 1)  # ``print`` is redirected below; this catches ``os.write(1, ...)`` too
         listed = os.path.isdir("/proc/self/fd")  # Linux; elsewhere every number up to the usual limit
         for fd in (int(n) for n in os.listdir("/proc/self/fd")) if listed else range(3, 1024):
             if fd in (0, 1, 2, keep, null):
@@ -589,8 +587,6 @@ def _main_not_rerun() -> Iterator[None]:
 # tmpfs the folder *is* memory, and a budget of its own would change every scenario's digest.
 DISK_PER_MEMORY = 1.0
 MAX_SCRATCH_FILES = 100_000  # entries in an agent's scratch folder before it counts as filling the disk
-
-
 SCRATCH_PREFIX = "arena-agent-"
 _SWEPT = False
 
@@ -776,8 +772,6 @@ def _notes_problem(notes: Any) -> str | None:
     """Why an agent's notes are too large to store (the built-in agents' are under 1 KB)."""
     if notes is None:
         return None
-    import json
-
     size = len(json.dumps(notes, default=str))
     return f"notes of {size} bytes of JSON, over the {NOTES_LIMIT}-byte limit" if size > NOTES_LIMIT else None
 
@@ -1016,8 +1010,6 @@ _CARDS: dict[tuple[str, str, str], AgentCard] = {}
 def describe(role: str, spec: str, params: dict[str, Any], isolation: str = "process") -> AgentCard:
     """An agent's card (name, version, category, adaptive, parameters), read in a throw-away host and
     remembered for this process."""
-    import json
-
     key = (role, spec, json.dumps(params, sort_keys=True, default=str))
     if key not in _CARDS:
         host = open_host(role, spec, params, torch.device("cpu"), isolation)
