@@ -62,7 +62,7 @@ def recv_frame(sock: socket.socket, check: Callable[[], None], limit: int | None
     read; a closed pipe raises ``EOFError``."""
     maybe = _checker(check, tick)
     head = bytearray(4)
-    # Between messages the agent is computing: wait for the first byte without a partial-read budget.
+    # Between messages the agent is computing: the wait for the header is as checked as the rest.
     _read_into(sock, memoryview(head), maybe, tick)
     (size,) = struct.unpack("!i", head)
     if size == -1:
