@@ -447,7 +447,6 @@ def _child_main(conn: Any, output: Any, role: str, spec: str, params: dict[str, 
     """The agent process: lock itself in (``arena.engine.sandbox``), build the agent, then answer
     commands until told to stop (or the ``referee`` process is gone). ``output`` is the pipe the
     referee relays its prints from (``_relay``)."""
-    from arena.api.training import compile_wanted
     from arena.engine import sandbox
 
     _exit_with_referee(referee)
@@ -475,8 +474,9 @@ def _child_main(conn: Any, output: Any, role: str, spec: str, params: dict[str, 
     trigger = params.get("trigger") if is_model_spec(spec) else None
     extra = [str(trigger)] if isinstance(trigger, str) and trigger else []
     try:
-        level = sandbox.enter(scratch, plugin_file, secret, allow_processes=compile_wanted(torch.device(device)),
-                              extra_files=extra)
+        # Agents never compile: ARENA_* is gone from their environment, so ``compile_wanted`` is false in
+        # them, and the compiler's subprocesses stay forbidden (``torch.compile`` is the referee's own).
+        level = sandbox.enter(scratch, plugin_file, secret, extra_files=extra)
     except OSError as exc:  # a kernel that offers a layer and then refuses it: play on, and say so
         print(f"arena: the agent sandbox could not be entered ({exc}); playing at level 'process'", file=sys.stderr)
         level = "process"

@@ -276,12 +276,10 @@ def restrict(read: Iterable[str], write: Iterable[str]) -> None:
     _landlock(Policy(tuple(read), tuple(write), ()), abi)
 
 
-def enter(scratch: str, plugin_file: str | None, secret: Iterable[str], allow_processes: bool = False,
-          extra_files: Iterable[str] = ()) -> str:
+def enter(scratch: str, plugin_file: str | None, secret: Iterable[str], extra_files: Iterable[str] = ()) -> str:
     """Lock this (agent) process in; returns the level reached (``LEVELS``). Call before any plugin code
-    is imported. ``allow_processes`` (CUDA with ``torch.compile``, whose compiler runs programs) leaves
-    processes and programs allowed, which makes the level ``landlock`` at best. ``extra_files``: other
-    user files the agent may read (a given model's trigger)."""
+    is imported. ``extra_files``: other user files the agent may read (a given model's trigger). Agent
+    processes never run programs, ``torch.compile``'s compiler included: that is the referee's own."""
     if sys.platform != "linux":
         return "process"
     _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
@@ -295,7 +293,7 @@ def enter(scratch: str, plugin_file: str | None, secret: Iterable[str], allow_pr
         scoped = _landlock(policy(scratch, plugin_file, secret, extra_files), abi, devices)
     seccomp = False
     machine = platform.machine()
-    if machine in _DENY and not allow_processes:
+    if machine in _DENY:
         _install_seccomp(machine)
         seccomp = True
     if abi and seccomp and scoped:
