@@ -121,7 +121,8 @@ def seed_gain(records: Iterable[MatchRecord], baseline: Sequence[int], model_fpr
     before, judged_before = board([r for r in records if int(r.seed) in chosen],
                                   [c for c in controls if int(c.seed) in chosen])
     after, judged_after = board(records, controls)
-    old, new = _orders(pair_claims(before)), _orders(pair_claims(after))
+    after_claims = pair_claims(after)
+    old, new = _orders(pair_claims(before)), _orders(after_claims)
 
     def key(o: Order) -> tuple[str, str, str]:
         return (o.role, o.upper, o.lower)
@@ -130,7 +131,6 @@ def seed_gain(records: Iterable[MatchRecord], baseline: Sequence[int], model_fpr
     reversed_ = [o for p, o in new.items() if p in old and old[p].upper != o.upper]
     gained = [o for p, o in new.items() if p not in old]
     lost = [o for p, o in old.items() if p not in new]
-    after_claims = pair_claims(after)
     open_adjacent = []
     for role in (ATTACKER, DEFENDER):
         ranked = [r.player for r in after if r.role == role]
