@@ -67,6 +67,22 @@ def test_the_command_says_what_it_ran_and_the_power_it_buys(tiny_path, tmp_path,
                                     "--device", "cpu"])
     assert res.exit_code == 0, res.output
     assert "ran 2, skipped 0 (already stored), faults 0" in res.output and "power to fail a defender" in res.output
+
+    # The runs carry to another home as a seed's matches do: exported, then imported there.
+    out = tmp_path / "runs.controls.jsonl.gz"
+    res = CliRunner().invoke(main, ["matches", "export", "--controls", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    table = CliRunner().invoke(main, ["matches", "export", "--controls", "--format", "csv"])
+    assert table.exit_code == 0 and "result.flagged" in table.output.splitlines()[0]
+    misnamed = CliRunner().invoke(main, ["matches", "export", "--controls", "-o", str(tmp_path / "runs.jsonl.gz")])
+    assert misnamed.exit_code != 0 and "runs.controls.jsonl.gz" in misnamed.output
+    monkeypatch.setenv("ARENA_HOME", str(tmp_path / "elsewhere"))
+    res = CliRunner().invoke(main, ["matches", "import", str(out)])
+    assert res.exit_code == 0 and "2 extra control run(s)" in res.output, res.output
+    mine, theirs = Store(home / "arena.db"), Store(tmp_path / "elsewhere" / "arena.db")
+    assert [(c.seed, c.member, c.result) for c in theirs.controls()] == \
+        [(c.seed, c.member, c.result) for c in mine.controls()]
+    mine.close(), theirs.close()
     bad = CliRunner().invoke(main, ["controls", "-s", str(tiny_path), "--population", "2", "-d", "no-such"])
     assert bad.exit_code != 0 and "no-such" in bad.output
 

@@ -200,10 +200,14 @@ def matches_rescore(scenario: str | None, dry_run: bool) -> None:
 @click.option("--seed", "seeds", type=SEED, multiple=True,
               help="Only this seed's matches (repeat for several). With `arena matches import` elsewhere, "
                    "finished seeds of a long tournament carry over to another home, which plays the rest.")
+@click.option("--controls", "controls", is_flag=True,
+              help="Export the extra control runs of `arena controls` instead of matches; as jsonl to a file, "
+                   "name it NAME.controls.jsonl.gz, the name `arena matches import` reads control runs from.")
 @_friendly
-def matches_export(scenario: str | None, fmt: str, output: str, seeds: tuple[int, ...]) -> None:
+def matches_export(scenario: str | None, fmt: str, output: str, seeds: tuple[int, ...], controls: bool) -> None:
     """Every stored match with all its metrics (csv: metrics flattened into columns; lists, tables and the
-    per-round records as JSON text in their cells, so every cell reads back as plain JSON or a number)."""
+    per-round records as JSON text in their cells, so every cell reads back as plain JSON or a number),
+    or with --controls every extra control run."""
     import pandas as pd
 
     from arena.results.store import Store
@@ -212,9 +216,15 @@ def matches_export(scenario: str | None, fmt: str, output: str, seeds: tuple[int
     if target is not None and not target.parent.is_dir():  # before reading the store: fail fast
         raise ArenaError(f"cannot write {output}: the folder {target.parent} does not exist",
                          hint="create the folder first, or choose another --output")
+    if controls and fmt == "jsonl" and target is not None and not output.endswith(".controls.jsonl.gz"):
+        # `arena matches import` tells control runs from matches by this name; any other would not read back
+        raise ArenaError(f"cannot write control runs to {output}: `arena matches import` reads them only "
+                         "from a file named NAME.controls.jsonl.gz",
+                         hint=f"use --output {Path(output).with_name(Path(output).name.split('.')[0] + '.controls.jsonl.gz')}")
     store = Store(readonly=True)
     name = None if scenario is None else _stored_name(store, scenario)
-    recs = [r.to_dict() for r in store.matches(scenario=name) if not seeds or r.seed in seeds]
+    rows = store.controls(scenario=name) if controls else store.matches(scenario=name)
+    recs = [r.to_dict() for r in rows if not seeds or r.seed in seeds]
     store.close()
     if fmt == "jsonl":
         text = "".join(_json(r) + "\n" for r in recs)
@@ -228,7 +238,7 @@ def matches_export(scenario: str | None, fmt: str, output: str, seeds: tuple[int
 
         flat = pd.json_normalize([{**{k: v for k, v in r.items() if k != "round_records"},
                                    "round_records": json.dumps(_finite(r["round_records"]), separators=(",", ":"))}
-                                  for r in recs])
+                                  if "round_records" in r else r for r in recs])
         text = flat.apply(lambda col: col.map(plain)).to_csv(index=False)
     if target is None:
         click.echo(text, nl=False)

@@ -272,9 +272,16 @@ class Store:
                 (c.scenario, c.scenario_digest, c.defender, c.defender_version, c.seed, c.member,
                  json.dumps(c.result, sort_keys=True), c.code_version, c.created_at))
 
-    def controls(self, digest: str) -> list[ControlRecord]:
-        """The extra control runs stored for a scenario digest."""
-        cur = self._conn.execute("SELECT * FROM controls WHERE scenario_digest=? ORDER BY id", (digest,))
+    def controls(self, digest: str | None = None, scenario: str | None = None) -> list[ControlRecord]:
+        """The extra control runs stored for a scenario digest, or under a scenario name (every setting)."""
+        q, args = "SELECT * FROM controls WHERE 1=1", []
+        if digest:
+            q += " AND scenario_digest=?"
+            args.append(digest)
+        if scenario:
+            q += " AND scenario=?"
+            args.append(scenario)
+        cur = self._conn.execute(q + " ORDER BY id", args)
         cols = [c[0] for c in cur.description]
         out = []
         for row in cur.fetchall():
