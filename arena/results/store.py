@@ -274,14 +274,7 @@ class Store:
 
     def controls(self, digest: str | None = None, scenario: str | None = None) -> list[ControlRecord]:
         """The extra control runs stored for a scenario digest, or under a scenario name (every setting)."""
-        q, args = "SELECT * FROM controls WHERE 1=1", []
-        if digest:
-            q += " AND scenario_digest=?"
-            args.append(digest)
-        if scenario:
-            q += " AND scenario=?"
-            args.append(scenario)
-        cur = self._conn.execute(q + " ORDER BY id", args)
+        cur = self._select("controls", scenario=scenario, scenario_digest=digest)
         cols = [c[0] for c in cur.description]
         out = []
         for row in cur.fetchall():
@@ -321,18 +314,13 @@ class Store:
 
     def matches(self, scenario: str | None = None, digest: str | None = None,
                 status: str | None = None) -> list[MatchRecord]:
-        q, args = "SELECT * FROM matches WHERE 1=1", []
-        if scenario:
-            q += " AND scenario=?"
-            args.append(scenario)
-        if digest:
-            q += " AND scenario_digest=?"
-            args.append(digest)
-        if status:
-            q += " AND status=?"
-            args.append(status)
-        q += " ORDER BY id"
-        return self._records(self._conn.execute(q, args))
+        return self._records(self._select("matches", scenario=scenario, scenario_digest=digest, status=status))
+
+    def _select(self, table: str, **equal: str | None) -> sqlite3.Cursor:
+        """Every row of ``table`` whose columns equal the given values (a None or empty value: any), by id."""
+        given = {col: v for col, v in equal.items() if v}
+        where = "".join(f" AND {col}=?" for col in given)  # column names are this module's, never input
+        return self._conn.execute(f"SELECT * FROM {table} WHERE 1=1{where} ORDER BY id", list(given.values()))
 
     @staticmethod
     def _records(cur: sqlite3.Cursor) -> list[MatchRecord]:
