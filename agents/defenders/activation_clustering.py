@@ -90,25 +90,10 @@ import torch
 from torch import nn
 
 from arena.api import Tensors
-from arena.api import inference_copy, InputFilter
+from arena.api import features_and_predictions, inference_copy, InputFilter
 from arena.api import DefenseContext
 
 TIE_BREAK = 0.01  # weight of the within-cluster atypicality term (the score's continuous part)
-
-
-@torch.no_grad()
-def features_and_predictions(model: nn.Module, x: torch.Tensor,
-                             batch_size: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
-    """Penultimate activations (N x D) and predicted classes (N,), in one forward pass per chunk."""
-    model.eval()
-    feats, preds = [], []
-    for i in range(0, len(x), batch_size):
-        f = model.features(x[i : i + batch_size]).float()
-        feats.append(f)
-        preds.append(model.classify(f).argmax(1))
-    if not feats:
-        return torch.empty(0, 0, device=x.device), torch.empty(0, dtype=torch.long, device=x.device)
-    return torch.cat(feats), torch.cat(preds)
 
 
 def weighted_pca(z: torch.Tensor, w: torch.Tensor, components: int) -> torch.Tensor:

@@ -26,7 +26,8 @@ from arena.api.models import ArchSpec, ArenaModel, build_model, clone, known_arc
 from arena.api.poison import MIXING_LEVELS, Poisoner, poison_batch
 from arena.api.protocol import (CATEGORIES, Agent, AttackContext, Attacker, DefenseContext, Defender, Deployment,
                                 RoundRecord, Trojan, Verdict, calibrate_threshold)
-from arena.api.training import Progress, accuracy, batch_augment, features, fit, make_optimizer, predict_proba
+from arena.api.training import (Progress, accuracy, batch_augment, features, features_and_predictions, fit,
+                                make_optimizer, predict_proba)
 from arena.api.triggers import Trigger, make_trigger, mask_jaccard
 from arena.api.views import AttackerScenario, DefenderScenario, RevealedDefender
 from arena.config.datasets import DatasetInfo, Tensors
@@ -37,8 +38,8 @@ __all__ = [
     "DefenseContext", "Deployment", "InputFilter", "InputReformer", "Inspection", "ModelInspector",
     "ModelSanitizer", "Poisoner", "ProgramError", "Progress", "RevealedDefender", "RoundRecord", "Tensors",
     "Trigger", "Trojan", "Verdict", "accuracy", "anomaly_indices", "batch_augment", "build_model",
-    "calibrate_threshold", "clone", "exported_model", "exported_spec", "features", "fit", "frozen",
-    "inference_copy", "is_exported_program", "known_architectures", "make_optimizer", "make_trigger",
-    "mask_jaccard", "poison_batch", "predict_proba", "read_program", "register_architecture", "seed_from",
-    "split_clean", "with_contract",
+    "calibrate_threshold", "clone", "exported_model", "exported_spec", "features", "features_and_predictions",
+    "fit", "frozen", "inference_copy", "is_exported_program", "known_architectures", "make_optimizer",
+    "make_trigger", "mask_jaccard", "poison_batch", "predict_proba", "read_program", "register_architecture",
+    "seed_from", "split_clean", "with_contract",
 ]

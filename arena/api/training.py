@@ -282,3 +282,19 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 def features(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
     model.eval()
     return torch.cat([model.features(x[i : i + batch_size]).float() for i in range(0, len(x), batch_size)])
+
+
+@torch.no_grad()
+def features_and_predictions(model: nn.Module, x: torch.Tensor,
+                             batch_size: int = 1024) -> tuple[torch.Tensor, torch.Tensor]:
+    """Penultimate representations (N x D) and predicted classes (N,), in one forward pass per chunk
+    (the filters that cluster representations by predicted class need both)."""
+    model.eval()
+    feats, preds = [], []
+    for i in range(0, len(x), batch_size):
+        f = model.features(x[i : i + batch_size]).float()
+        feats.append(f)
+        preds.append(model.classify(f).argmax(1))
+    if not feats:
+        return torch.empty(0, 0, device=x.device), torch.empty(0, dtype=torch.long, device=x.device)
+    return torch.cat(feats), torch.cat(preds)
