@@ -50,12 +50,21 @@ def test_objects_the_format_does_not_know_are_refused_when_sent():
         wire.encode({"notes": Boom()})
 
 
+def _raw(header: bytes) -> bytes:
+    """A frame with this JSON header and no tensor bytes, as a hostile agent would write it by hand."""
+    return len(header).to_bytes(8, "little") + header
+
+
 @pytest.mark.parametrize("frame", [
     pickle.dumps(("ok", 1)),  # a pickle is not a frame
     b"\x05\x00\x00\x00\x00\x00\x00\x00{\"v\":",  # truncated header
     wire.encode(torch.ones(4))[:-3],  # buffer shorter than described
     wire.encode(torch.ones(4)) + b"x",  # trailing bytes
     wire.encode({"$dc": "AgentCard", "f": {"role": "attacker", "evil": 1}}),  # "$" keys are tags
+    # What the parsers themselves refuse is the sender's garbage too, never the referee's error:
+    _raw(b'{"v":' + b"1" * 5000 + b',"b":[]}'),  # an integer past Python's digit limit (ValueError)
+    _raw(b'{"v":' + b"[" * 100_000 + b"]" * 100_000 + b',"b":[]}'),  # past the recursion limit
+    _raw(b'{"v":{"$t":0},"b":[{"dtype":"float32","shape":[0,1180591620717411303424],"nbytes":0}]}'),  # int64
 ])
 def test_malformed_frames_are_refused(frame):
     with pytest.raises(wire.WireError):
@@ -73,7 +82,8 @@ def test_an_extra_field_is_refused_and_field_types_are_checked():
 
 
 @pytest.mark.parametrize("text", ["\x1b]0;pwned\x07", "\x1b[2J", "ok\rdefender forfeits", "admin\u202egnp.exe",
-                                  "zero\u200bwidth", "\x9b31m"])
+                                  "zero\u200bwidth", "\x9b31m", "word\u2060joiner", "\ufeffbom", "arabic\u061cmark",
+                                  "lone \ud800 surrogate"])
 def test_strings_with_control_characters_are_refused(text):
     # Terminal escapes and invisible bidirectional marks: an agent's strings are printed and stored.
     for value in ({"note": text}, {text: 1}, [text]):

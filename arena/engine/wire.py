@@ -43,8 +43,11 @@ MAX_STRING = 1_000_000  # characters in one string
 MAX_DEPTH = 64  # nesting of lists, dicts and dataclasses
 # Characters no string on the wire may carry: C0 and C1 controls but tab and newline (terminal escapes:
 # an agent's text is printed by `arena match` and stored for reports) and the invisible bidirectional
-# and zero-width marks that make text read other than it is ("Trojan Source").
-CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
+# and zero-width marks that make text read other than it is ("Trojan Source"), and lone surrogates
+# (JSON's "\ud800" escape decodes to one): no encoding can print or store them, so the referee's own
+# print of an agent's reason would fail, and the match end as the referee's error.
+CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff"
+                     "\ud800-\udfff]")
 _LEN = struct.Struct("<Q")
 
 
@@ -118,7 +121,22 @@ def _plain_scalar(v: Any) -> Any:
 def decode(frame: bytes, allowed: Mapping[str, type] = {},
            build_model: Callable[[dict[str, Any], dict[str, torch.Tensor]], nn.Module] | None = None) -> Any:
     """The value of one frame. Dataclasses must be named in ``allowed``; models are rebuilt with
-    ``build_model(arch, state)`` (refused when it is None). Raises ``WireError`` on anything else."""
+    ``build_model(arch, state)`` (refused when it is None). Raises ``WireError`` on anything else.
+
+    Whatever fails while reading a frame is the sender's: a parser's own limits (an integer of
+    thousands of digits, nesting past the recursion limit), a shape torch refuses, a model the
+    registry cannot build. Any other exception would end the match as the referee's error,
+    which no rating counts: a side about to lose could erase its loss with one bad frame."""
+    try:
+        return _decode(frame, allowed, build_model)
+    except WireError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - see above: never the referee's error
+        raise WireError(f"unreadable message ({type(exc).__name__}: {str(exc)[:200]})") from None
+
+
+def _decode(frame: bytes, allowed: Mapping[str, type],
+            build_model: Callable[[dict[str, Any], dict[str, torch.Tensor]], nn.Module] | None) -> Any:
     if len(frame) < _LEN.size:
         raise WireError("message shorter than its header length")
     (n,) = _LEN.unpack_from(frame)
