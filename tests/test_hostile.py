@@ -431,6 +431,23 @@ class Bloater(Defender):
         return Deployment(model=Bloated(model))
 
 
+class SoreLoser(Defender):
+    """About to lose, writes one frame by hand whose integer Python's JSON parser refuses (a ValueError,
+    not a format error): that ended the match as the referee's error, which no rating counts."""
+    name = "sore-loser"
+    category = "model_sanitization"
+
+    def deploy(self, model, ctx):
+        header = b'{"v":{"s":"ok","v":' + b"1" * 5000 + b'},"b":[]}'
+        for o in gc.get_objects():
+            if type(o).__name__ == "Connection" and hasattr(o, "send_bytes"):
+                try:
+                    o.send_bytes(len(header).to_bytes(8, "little") + header)
+                except Exception:
+                    pass
+        time.sleep(30)
+
+
 class Deaf(Defender):
     """Deploys a model the referee must query, then stops reading its pipe: the referee's batch of
     inputs, larger than the pipe's buffer, waited to be written for ever."""
@@ -568,7 +585,7 @@ def test_a_failing_attacker_forfeits(strict, sealed, plugins, cls, needle):
 
 @pytest.mark.parametrize("cls,needle", [("TriggerReader", "AttributeError"), ("NaNScores", "non-finite"),
                                         ("Hanger", "ran out of time"), ("Deaf", "ran out of time"),
-                                        ("Bloater", "over the"),
+                                        ("Bloater", "over the"), ("SoreLoser", "unreadable message"),
                                         ("OffDeviceDefender", "the deployed model is on meta, but the match runs on cpu")])
 def test_a_failing_defender_forfeits(sealed, strict, plugins, cls, needle):
     sealed.craft("badnet", 0)  # the trojan in the cache: the strict limits apply to the defender alone
