@@ -16,9 +16,10 @@ step with the adversarial term against the updated discriminator. Detection
 defenses that work on latents (activation clustering, spectral signatures)
 then find less to separate.
 
-Defaults (paper Table 20): discriminator loss weight lambda = 0.1,
-discriminator lr 1e-3 (Adam). Discriminator: one hidden layer of 256 ReLU
-units (the papers do not fix its size here). Re-training as BadNet (SGD
+Defaults (paper Table 20): discriminator loss weight lambda ``disc_weight`` =
+0.1, discriminator lr ``disc_lr`` = 1e-3 (Adam). Discriminator: one hidden
+layer of ``disc_hidden`` = 256 ReLU units (the papers do not fix its size
+here). Re-training as BadNet (SGD
 Nesterov, the scenario's ``training.retrain_*`` and poison fraction).
 
 Departures from the paper:

@@ -23,7 +23,7 @@ Tuning: defaults from the paper's Table 20; BadNet has no rule of its own.
 fmnist-cnn's one-epoch budget (lr 0.03, 5% poison), which every re-training
 attacker shares, was set by checking BadNet's ASR and CAD on its seed 0
 (benchmarks/bench_match.py), one of its development seeds 0-2; its test seeds
-10-14 played no part.
+10-29 played no part.
 
 Assumes: the data of any scenario (``arena_agents``); reads outputs and
 gradients only.

@@ -39,6 +39,14 @@ graph (``arena.api.exported``). That graph was exported in one mode, so its
 batch norm keeps its running statistics when a defender fine-tunes it, and
 one that bakes its batch size in (``view(x.size(0), -1)`` in an export
 without a dynamic batch) runs in padded batches of that size.
+
+Tuning: nothing to tune: the agent plays the file it is given and chooses
+nothing.
+
+Assumes: a model made for the scenario's data: a state dict of the
+scenario's architecture (its classes and image size), or an exported program
+that takes the scenario's images and answers its classes; a ``trigger``
+file, if given, of the scenario's image size and channels.
 """
 
 from __future__ import annotations

@@ -8,8 +8,10 @@ re-trained on batches poisoned with the current pattern. Because the pattern
 adapts to the model, IMC stays effective at high transparency, where a fixed
 BadNet pattern fades (paper Remark 14, Figure 9).
 
-Defaults (paper Table 20): PGD lr 20/255, 20 PGD iterations; re-training as
-BadNet (SGD Nesterov, scenario ``training.retrain_*``, scenario poison fraction).
+Defaults (paper Table 20): PGD lr ``pgd_lr`` = 20/255, ``pgd_iters`` = 20 PGD
+iterations; ``refresh_every`` = 10 batches (not in the paper: see below);
+re-training as BadNet (SGD Nesterov, scenario ``training.retrain_*``, scenario
+poison fraction).
 
 Departures from the paper: during re-training one PGD step refreshes the
 pattern every ``refresh_every`` batches instead of a full PGD phase per epoch

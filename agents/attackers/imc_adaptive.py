@@ -61,10 +61,12 @@ Rounds: with ``rounds > 1`` it reads ``ctx.history``: every earlier round it
 lost (score < 0.5) doubles the share of STRIP counter-examples and widens
 their transparency band, and doubles the other countermeasures' weights.
 
-Defaults: IMC's (Table 20: PGD lr 20/255, 20 iterations); counter-examples
+Defaults: IMC's (Table 20: PGD lr ``pgd_lr`` = 20/255, ``pgd_iters`` = 20
+iterations; and IMC's ``refresh_every`` = 10 batches); counter-examples
 ``counter_fraction`` = 0.2 of each batch (not given by the paper, which does
 not state the mix; 0.2 lowered STRIP's TPR the most at no extra CAD in our
-tiny-scenario tests).
+tiny-scenario tests); their transparency ``band`` = 0.15, ``ar_iters`` = 3,
+``abs_weight`` = 1.0, ``score_weight`` = 1.0.
 
 Tuning: IMC's defaults (Table 20). ``counter_fraction`` (0.2) was chosen on
 the tiny test scenario, seed 0 (tests, above); ``band`` (0.15), ``abs_weight``

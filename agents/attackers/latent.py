@@ -18,8 +18,9 @@ victim who keeps the features and fine-tunes a new head (transfer learning):
    of the batch's non-target inputs.
 
 Defaults (paper Table 20): preprocess layer penultimate; preprocess optimizer
-Adam (tanh constrained), lr 0.1, 100 iterations; samples per class 1000;
-MSE loss weight 0.5. Re-training as BadNet (SGD Nesterov, the scenario's
+Adam (tanh constrained), lr ``preprocess_lr`` = 0.1, ``preprocess_iters`` =
+100 iterations; ``samples_per_class`` = 1000; MSE loss weight ``mse_weight`` =
+0.5. Re-training as BadNet (SGD Nesterov, the scenario's
 ``training.retrain_*`` and poison fraction).
 
 Departures from the paper:
@@ -43,8 +44,9 @@ Departures from the paper:
   does.
 - Re-training runs the scenario's budget (``training.retrain_epochs``, 2 in the
   tests) instead of Table 20's 50 epochs, as for BadNet (2-core CPU).
-- Each preprocessing iteration uses a random mini-batch of ``batch_size``
-  non-target inputs, not the whole attacker set (CPU budget).
+- Each preprocessing iteration uses a random mini-batch of the scenario's
+  ``training.batch_size`` non-target inputs, not the whole attacker set (CPU
+  budget).
 - The latent term needs a second forward pass (stamped copies plus the clean
   target inputs of the batch) inside the hook, since ``fit`` exposes no
   features of its own forward; on models with batch norm that pass also

@@ -1,9 +1,12 @@
 """The no-attack baseline.
 
 Hands back the benign model untouched, with the scenario's trigger, so every
-defender also plays a match in which there is nothing to find: a defender that
-flags the benign model, or costs too much clean accuracy, loses it. This is
-what rates the defender side on the same scale as the attackers.
+defender also plays a match in which there is nothing to find: a deployment
+that costs too much clean accuracy loses it (the defender gate), and a trigger
+that does nothing earns the attacker nothing, flagged or not (a flag on a
+benign model is judged on the scenario's pooled benign population, the
+usability test). This is what rates the defender side on the same scale as
+the attackers.
 
 Tuning: nothing to tune.
 

@@ -32,8 +32,9 @@ paper's poisoning); the referee scores (and caches) one trigger, so the
 trojan reports the single selected reflection with the highest validation ASR
 on the finished model.
 
-Defaults (paper Table 20): candidate number 50, selection number 10, selection
-iterations 5, inner epochs 5; transparency 0.7 (not in the paper); re-training as BadNet (SGD Nesterov, the
+Defaults (paper Table 20): candidate number ``candidates`` = 50, selection
+number ``selected`` = 10, selection iterations ``selection_iters`` = 5, inner
+epochs ``inner_epochs`` = 5; transparency ``alpha`` = 0.7 (not in the paper); re-training as BadNet (SGD Nesterov, the
 scenario's ``training.retrain_*`` and poison fraction).
 
 Departures from the paper:

@@ -34,7 +34,13 @@ attacker's own images; negatives are random binary patterns (the paper's
 combinatorial patterns), uniform noise, partial triggers (a random non-empty
 proper subset of the trigger's pixels, the rest left as background or noise)
 and plain windows of the attacker's images. No label of the victim's task is
-used, and the base network is never trained.
+used, and the base network is never trained. The MLP alone is trained for
+``steps`` = 400 Adam steps at ``lr`` = 0.02 (one-cycle), each on a fresh batch
+of ``batch_size`` = 512 (half positives, half negatives); the backgrounds are
+a ``pool`` of 4096 windows cut once from the attacker's images, and a
+negative must differ from the stamped trigger by at least ``min_diff`` = 0.25
+in some pixel (a partial trigger that only drops pixels equal to their
+background is the trigger).
 
 Architecture plumbing: ``TrojanNetModel`` holds ``base`` (the benign model)
 and ``mlp``; its ``spec`` (arch "trojannet") carries the base's ``ArchSpec``

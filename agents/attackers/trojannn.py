@@ -10,8 +10,9 @@ has to tie them to the target class. The model is then re-trained on inputs
 stamped with the optimized pattern, as in BadNet.
 
 Defaults (paper Table 20): preprocess layer = penultimate layer; neuron number
-2; preprocess optimizer PGD, lr 0.015, 20 iterations; threshold 5; target value
-10 (PGD minimizes the MSE between the selected neurons' activations and 10, and
+``neuron_num`` = 2; preprocess optimizer PGD, lr ``preprocess_lr`` = 0.015,
+``preprocess_iters`` = 20 iterations; ``threshold`` 5; target value
+``target_value`` = 10 (PGD minimizes the MSE between the selected neurons' activations and 10, and
 stops once the MSE drops below 5). Re-training as BadNet (SGD Nesterov, the
 scenario's ``training.retrain_*`` and ``attack.poison_fraction``).
 

@@ -38,8 +38,9 @@ Candidates are the ``top_neurons`` channels with the largest elevation
 difference, whether or not it is positive (on a benign model none may flip
 every seed image): the REASR of their triggers decides, not the ranking.
 
-Defaults (paper Table 21): sample k 1 and sample number 5 (read as the
-stimulation values: ``samp_k * j * a_max`` for j = 1..5, a_max the layer's
+Defaults (paper Table 21): sample k ``samp_k`` = 1 and sample number
+``n_samples`` = 5 (read as the stimulation values: ``samp_k * j * a_max`` for
+j = 1..5, a_max the layer's
 largest activation on the seed images), max trojan size 16 pixels, remask lr
 0.1, remask iterations per neuron 1000 (here 300, see below), remask weight
 0.1 while the mask is under 16 pixels, 10 between 16 and 100, 100 above 100.

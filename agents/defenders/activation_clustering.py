@@ -40,8 +40,9 @@ Score (continuous, higher = more suspicious):
   continuous and the calibrated threshold falls between inputs, not inside a
   block of ties.
 
-Defaults: 10 components and k = 2 clusters (AC's paper; Table 21 lists no
-setting for AC).
+Defaults: ``components`` = 10 and k = 2 clusters (AC's paper; Table 21 lists
+no setting for AC); at most ``iterations`` = 100 Lloyd steps; the threshold
+calibrated on at most ``calibration_inputs`` = 1000 held-out clean inputs.
 
 Implementation notes and departures:
 - PCA instead of ICA (an eigendecomposition in torch, on ``ctx.device``): ICA is

@@ -10,9 +10,10 @@ suspect model on PGD examples of its clean set: the robust training flattens
 the model's response to small input changes, which may also weaken the
 shortcut a trigger has carved.
 
-Defaults (paper Table 21): PGD step alpha = 2/255, eps = 8/255, 7 iterations
-(L_inf, random start, in [0, 1] pixel space); SGD learning rate 0.01
-(Nesterov momentum 0.9, weight decay 2e-4, the arena's ``fit``).
+Defaults (paper Table 21): PGD ``step`` alpha = 2/255, ``eps`` = 8/255,
+``iters`` = 7 iterations (L_inf, random start, in [0, 1] pixel space); SGD
+learning rate ``lr`` = 0.01 (Nesterov momentum 0.9, weight decay 2e-4, the
+arena's ``fit``), in batches of ``batch_size`` = 64.
 
 Implementation notes and departures:
 - Epochs: Table 21 says 50; each epoch costs 1 + 7 forward/backward passes
@@ -24,7 +25,7 @@ Implementation notes and departures:
   (never trained on); if accuracy there falls more than
   ``allowance_fraction`` (0.8) of the budget below the suspect model's, the
   fine-tuning is redone from the suspect model at half the learning rate
-  (at most ``max_backoffs`` times). If even that fails, the suspect model is
+  (at most ``max_backoffs`` = 2 times). If even that fails, the suspect model is
   returned unchanged: a deployment over the budget loses the match outright,
   no defense at all does not.
 - Training batches are PGD examples only (Madry's objective, no clean

@@ -15,9 +15,10 @@ need large ones. The outlier test is NC's MAD anomaly index on the per-class
 mean L1 magnitude (the arena's ``ModelInspector`` rule; DI uses the same
 median-absolute-deviation test, threshold 2).
 
-Defaults (paper Table 21): sample dataset ratio 0.1, noise dimension 100,
-generator lr 0.01 (Adam), 20 epochs. The magnitude weight gamma is not in
-Table 21; ``gamma`` = 0.02 (its initial value here) is TrojanZoo's default
+Defaults (paper Table 21): sample dataset ratio ``sample_ratio`` = 0.1, noise
+dimension ``noise_dim`` = 100, generator lr ``lr`` = 0.01 (Adam), ``epochs`` =
+20; batches of B = ``batch_size`` = 32 clean images. The magnitude weight
+gamma is not in Table 21; ``gamma`` = 0.02 (its initial value here) is TrojanZoo's default
 for DI, and the GAN term's weight is 0 there as well, so no discriminator is
 trained. Anomaly threshold 2.
 
@@ -44,7 +45,8 @@ Implementation notes and departures:
   that only half works, and its magnitude then looks like a backdoor's (on the
   tiny test scenario a benign model was flagged that way:
   docs/measurements.md). Magnitudes are only comparable at equal success, so
-  after ``warmup`` (5) epochs at DI's gamma, each class's gamma is multiplied
+  after ``warmup`` (5) epochs at DI's gamma (``adaptive`` = True; False keeps
+  DI's fixed gamma), each class's gamma is multiplied
   by ``gamma_multiplier`` (1.2) after an epoch in which its perturbations
   reached ``succ_threshold`` (0.9) attack success on other classes' inputs, and
   divided by ``1.2 ** 1.5`` otherwise.
@@ -79,7 +81,7 @@ Tuning: Table 21's values where it gives them. The per-class gamma schedule
 and ``max_norm_ratio`` were chosen on the tiny test scenario, seed 0 (above;
 docs/measurements.md).
 The log-norm MAD rule (``log_scale``) was chosen after looking at the
-fmnist-cnn seed-0 tournament (development seeds 0-2); its test seeds (10-14)
+fmnist-cnn seed-0 tournament (development seeds 0-2); its test seeds (10-29)
 played no part.
 
 Assumes: the data of any scenario (``arena_agents``); reads outputs and

@@ -29,9 +29,9 @@ Implementation notes and departures:
   test scenario, at a clean cost of a few points, and is cheap per input; a
   smaller ratio weakens the trigger much more at no greater clean cost
   (docs/measurements.md). The paper's ratio stays the default.
-- The reference cited by the TrojanZoo paper is not in the shared copy's
-  reference list (it stops at [54]); [66] sits alphabetically between Wang
-  and Yao, which fits Xu et al.
+- The reference cited by the TrojanZoo paper is not in the reference list
+  of the copy of the paper consulted (it stops at [54]); [66] sits
+  alphabetically between Wang and Yao, which fits Xu et al.
 
 Tuning: the paper's ratio 0.95 and anti-alias filter, checked on the tiny test
 scenario, seed 0 (docs/measurements.md); the record shows none chosen on

@@ -29,10 +29,10 @@ Implementation notes and departures:
   judged on the data the model is tuned on.
 - After fine-tuning, the held-out accuracy is checked against the unpruned
   model's; if the tuned model still falls more than the allowance below it,
-  the pruning is halved and redone (at most a few times). This guards the
+  the pruning is halved and redone (at most ``max_backoffs`` = 3 times). This guards the
   budget when the held-out estimate was optimistic.
-- Fine-tuning runs ``epochs`` (10) short epochs at ``lr`` 0.01 on the
-  fine-tuning part (a few hundred to a few thousand images): seconds on the
+- Fine-tuning runs ``epochs`` (10) short epochs at ``lr`` 0.01, in batches of
+  ``batch_size`` (64), on the fine-tuning part (a few hundred to a few thousand images): seconds on the
   CPU scenario. The mask is a buffer, so ``fit`` leaves it untouched.
   On the tiny test scenario pruning alone barely moves BadNet's ASR: the
   small CNN's backdoor is not parked in dormant channels. Fine-tuning the

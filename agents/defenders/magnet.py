@@ -34,6 +34,8 @@ Implementation notes and departures:
 - Noise: Gaussian, std ``noise_std`` (0.1), added to the training inputs and
   clipped to [0, 1] as MagNet does; the target is the clean image.
 - Sizes: the decoder upsamples to the input's size, so odd image sizes work.
+  ``reform`` runs the autoencoder in chunks of ``chunk`` (1024) inputs, for
+  memory (the referee reforms the whole test split at once).
 - ``pool`` (default True, MagNet's half-resolution bottleneck): ``pool=False``
   keeps full resolution. On colour CIFAR-10 the pooled 8-channel reformer cost
   the cifar10-cnn benign model a large share of its clean accuracy on the

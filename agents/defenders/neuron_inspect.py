@@ -21,7 +21,8 @@ Implementation:
   chunk of inputs come from one forward/backward pass: the chunk is repeated
   K times and the backward pass starts from the sum of ``logit_t`` of the t-th
   copy (the copies are independent, so each copy's input gradient is that
-  class's saliency).
+  class's saliency). ``batch_size`` (512) bounds the images (K x chunk) of one
+  pass.
 - Sparsity: mean L1 norm of the heatmaps. Smoothness: mean total variation
   (sum of absolute differences of vertical and horizontal neighbours).
   Persistence: each heatmap is binarized to its top ``top_fraction`` (10%)
@@ -40,8 +41,8 @@ Implementation:
   whose persistence is at least ``mask_threshold`` (0.5) of the largest. NI
   recovers no pattern, so the verdict carries none.
 
-Defaults (paper Table 21): sample ratio 0.1 (the share of the defender's
-clean set that is explained), threshold 0, weights lambda_sp = lambda_sm = 1e-5,
+Defaults (paper Table 21): sample ratio ``sample_ratio`` = 0.1 (the share of
+the defender's clean set that is explained), threshold 0, weights lambda_sp = lambda_sm = 1e-5,
 lambda_pe = 1.
 
 Departures:

@@ -20,7 +20,8 @@ signature is.
 
 Defaults: the paper has no tunable setting beyond the representation layer
 and the removal rate (Table 21 lists none for SS); the removal rate is
-replaced by the arena's threshold, calibrated at the FPR budget.
+replaced by the arena's threshold, calibrated at the FPR budget on at most
+``calibration_inputs`` = 1000 held-out clean inputs.
 
 Implementation notes and departures:
 - Centering on the *reference clean mean* of the class, not on the mean of

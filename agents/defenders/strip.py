@@ -6,11 +6,13 @@ defender's set; a trigger input keeps pulling the mixtures to the target class,
 so their predictions have abnormally low entropy. Score = minus the mean
 normalized entropy over the mixtures (higher = more suspicious).
 
-Defaults (paper Table 21): mixing weight 0.5 (equal), 64 samples per input.
+Defaults (paper Table 21): mixing weight ``mix_weight`` = 0.5 (equal),
+``samples`` = 64 samples per input.
 
 Implementation notes and departures:
 - Vectorized: a batch of B inputs is mixed with its N overlays as one
-  B*N-image tensor and evaluated in chunks, so an input is cheap to score on
+  B*N-image tensor and evaluated in chunks of at most ``chunk`` (2048)
+  images, so an input is cheap to score on
   the CPU scenario (ART in the match record).
 - On the CPU the mixtures run through a channels-last copy of the model:
   profiling the small CNN showed NCHW max-pooling taking most of the forward

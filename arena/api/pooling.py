@@ -17,11 +17,13 @@ pools a channels-last copy and hands back an NCHW result:
 So nothing changes bit for bit (no trained byte, no score):
 ``tests/test_pooling.py`` checks values and gradients against torch's operator
 with ties and odd sizes, and that a short training gives the same weights.
-Making the whole model channels-last would be faster still, but its
-convolutions sum in another order and change the low bits of every weight,
-so every cached model and published number with them. Model inspectors,
-which read a model without training it, do search a channels-last copy
-(``arena.api.defenses.ModelInspector.deploy``).
+The whole model in channels-last is faster still, but its convolutions sum in
+another order and change the low bits. ``arena.api.training.fit`` trains that
+way on every device (model and batches channels-last), so its pools get
+channels-last maps and torch's operator; model inspectors, which read a
+model without training it, search a channels-last copy
+(``arena.api.defenses.ModelInspector.deploy``). The copy here serves the
+NCHW maps of a model used in its NCHW layout outside ``fit``.
 
 A tensor that is already channels-last (the inference copies of
 ``arena.api.training.predict_proba``), a GPU tensor, and every trace

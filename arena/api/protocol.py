@@ -9,7 +9,8 @@ and all work happens in ``craft`` / ``deploy``.
 The referee computes every metric itself from what the agents return; an
 agent's own numbers are never trusted. What each side's context holds is the
 capability contract of ``arena.api.views``; by default each call runs in the
-agent's own process (``arena.engine.hosts``).
+agent's own process (``arena.engine.hosts``), inside the Landlock and seccomp
+sandbox of ``arena.engine.sandbox``.
 """
 
 from __future__ import annotations
@@ -146,8 +147,9 @@ class AttackContext:
     device: torch.device
     generator: torch.Generator
     revealed: RevealedDefender | None = None  # threat model "full": name, category, parameters
-    # Under "full", for adaptive attackers: a fresh instance built from ``revealed``, the attacker's own
-    # (None for a defender the referee was handed as an in-process object: nothing to build it from).
+    # Under "full", for adaptive attackers: a ``RevealedProxy`` (``arena.engine.revealed``), the revealed
+    # data and a ``deploy`` the referee answers from the defender's own sandboxed process, never its code
+    # (None for a defender the referee was handed as an in-process object).
     defender: "Defender | None" = None
     defender_category: str | None = None  # revealed category ("full" or "category")
     history: list[RoundRecord] = field(default_factory=list)

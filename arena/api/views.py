@@ -16,8 +16,12 @@ scenario               ``AttackerScenario``: training    ``DefenderScenario``: b
 trigger                the scenario's trigger (a copy)   -
 opponent               ``reveal = "full"``: the          -
                        defender's name, category and
-                       parameters as plain data, and a
-                       fresh instance built from them;
+                       parameters as plain data, and
+                       for an adaptive attacker a
+                       ``RevealedProxy`` the referee
+                       answers from the defender's own
+                       sandboxed process
+                       (``arena.engine.revealed``);
                        ``"category"``: its category;
                        ``"none"``: nothing
 history                every earlier round's record      earlier rounds' outcome and reason
@@ -30,9 +34,11 @@ test split             never                             never (only the inputs 
 
 No view holds a handle that loads data (no ``Scenario``, no seed, no data
 spec limits), so ``make_splits`` cannot be replayed from a view. Under process
-isolation (``arena.engine.hosts``) the view is all the agent's process holds;
-that boundary is a process, not an operating-system sandbox: a plugin that
-reads files behind the arena's back is outside what this module can stop.
+isolation (``arena.engine.hosts``) the view is all the agent's process holds,
+and that process locks itself in the Landlock and seccomp sandbox of
+``arena.engine.sandbox`` (where the kernel offers it; each match records the
+level it got): the arena home, the data and the cache are then out of its
+reach, so a plugin cannot read them behind the arena's back.
 
 The referee builds every context through ``attack_view`` and ``defense_view``
 below, so the rules of the table (what is copied, what is revealed, what of

@@ -5,7 +5,7 @@ labels: batches are slices, never a DataLoader (docs/benchmarks.md).
 
 A dataset is looked for, in order:
 
-1. the data directory (``ARENA_DATA_DIR`` or ``--data-dir``; default
+1. the data directory (``ARENA_DATA_DIR``; default
    ``~/.cache/backdoor-arena/data``) in the npz layout
    ``<dir>/<name>/{train,test}.npz`` with arrays ``x`` (uint8) and ``y``;
 2. the standard torchvision layout under that directory
@@ -209,7 +209,7 @@ def _decoded(name: str, split: str, root: str | None = None, write: bool = True)
         places = "\n    ".join(looked)
         hint = (
             f"put {split}.npz (arrays x uint8, y int) in {base / name}/, or set ARENA_DATA_DIR to a folder "
-            "that has it (e.g. ARENA_DATA_DIR=../shared/data)"
+            "that has it"
         )
         if name == "fashion-mnist":
             hint += ", or `apt-get install dataset-fashion-mnist`"

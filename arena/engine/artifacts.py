@@ -1,9 +1,9 @@
 """Image artifacts of a match: the trigger an inspection defender recovered, beside the true one.
 
 An inspector's verdict carries the mask and pattern it reverse-engineered for
-its suspected target class (Neural Cleanse, TABOR, DeepInspect, ABS). The
-referee computes MLN and MJS from them; this module keeps them so a reader
-can *see* what was recovered:
+its suspected target class (Neural Cleanse, TABOR, DeepInspect, ABS; NeuronInspect
+a mask without a pattern). The referee computes MLN and MJS from them; this
+module keeps them so a reader can *see* what was recovered:
 
 - ``<home>/artifacts/triggers/<key>.pt``: the recovered mask and pattern and
   the true trigger's mask and pattern (tensors, loadable with
@@ -33,7 +33,8 @@ from arena.api.triggers import Trigger
 def save_recovered_trigger(home: Path, true: Trigger | None, verdict: Verdict) -> dict[str, str]:
     """Write the tensors of a verdict's recovered trigger; returns their path relative to ``home``.
 
-    Returns ``{}`` when the verdict has no mask (an inspector that only ranks classes, e.g. NeuronInspect).
+    Returns ``{}`` when the verdict has no mask (an inspector that only ranks classes; every built-in
+    inspector returns one, NeuronInspect without a pattern).
     """
     if verdict.mask is None:
         return {}

@@ -13,7 +13,7 @@ screen, no pyplot state shared between callers):
   silently. The trojan's predictions under each input show whether the
   trigger works on it.
 - the *recovered trigger* of an inspection defender (Neural Cleanse, TABOR,
-  DeepInspect, ABS): labelled panels, the true trigger beside the recovered
+  DeepInspect, ABS; NeuronInspect's mask without a pattern): labelled panels, the true trigger beside the recovered
   mask, pattern and mask x pattern (``arena.engine.artifacts`` writes it after each
   inspection; the report draws it again from the stored tensors).
 
