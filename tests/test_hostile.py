@@ -377,7 +377,7 @@ class BigFile(Attacker):
                     written += len(chunk)
         except OSError as exc:
             error = errno.errorcode.get(exc.errno, str(exc.errno))
-        os.remove("big")
+        os.truncate("big", 0)  # scratch is append-only (no removing); truncating gives the space back
         return Trojan(ctx.benign, ctx.trigger, notes={"written_mb": written // 2**20, "error": error})
 
 

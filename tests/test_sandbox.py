@@ -27,7 +27,7 @@ PROBER = '''
 import os, socket, subprocess
 from arena.api import Attacker, Defender, Deployment, Trojan
 
-HOME, DATA, REFEREE, OUTSIDE = {home!r}, {data!r}, {referee}, {outside!r}
+HOME, DATA, REFEREE, OUTSIDE, USER_FILE = {home!r}, {data!r}, {referee}, {outside!r}, {user_file!r}
 
 
 def attempts():
@@ -57,11 +57,46 @@ def attempts():
     t("list_proc", lambda: os.listdir("/proc"))
     t("tcp_socket", lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM))
     t("unix_socket", lambda: socket.socket(socket.AF_UNIX, socket.SOCK_STREAM))
+    t("socket_pair", lambda: socket.socketpair())
     t("subprocess", lambda: subprocess.run(["true"]))
     t("fork", fork)
     t("signal_referee", lambda: os.kill(REFEREE, 0))
     t("write_outside", lambda: open(OUTSIDE, "w").write("x"))
     t("write_scratch", lambda: open("scratch-file", "w").write("x"))
+    # A folder on sys.path that is not the Python installation's (a script's own folder, here the
+    # tests' folder pytest puts there): the user's, and it may hold a .env beside the script.
+    t("read_user_sys_path", lambda: open(USER_FILE, "rb").read(1))
+    # Root's capabilities, the machine's own state, memory and files the budgets could not see.
+    import ctypes, stat
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def c_call(f, *args):  # a C call: -1 is a failure, and only EPERM a refusal (EINVAL got past the filter)
+        if f(*args) == -1 and ctypes.get_errno() == 1:
+            raise PermissionError(os.strerror(1))
+
+    def remove():
+        open("doomed", "w").close()
+        os.remove("doomed")
+
+    def rename():
+        open("before", "w").close()
+        os.rename("before", "after")
+
+    reboot = {{"x86_64": 169, "aarch64": 142}}[os.uname().machine]
+    t("mknod_kmsg", lambda: os.mknod("kmsg", stat.S_IFCHR | 0o600, os.makedev(1, 11)))
+    t("mkfifo", lambda: os.mkfifo("fifo"))
+    t("rename_scratch", rename)
+    t("remove_scratch", remove)
+    t("tmpfile", lambda: os.close(os.open(".", os.O_TMPFILE | os.O_RDWR)))
+    t("memfd", lambda: os.close(os.memfd_create("hidden")))
+    t("sysv_shm", lambda: c_call(libc.shmget, 0, 4096, 0o600))
+    t("msg_queue", lambda: c_call(libc.msgget, 0, 0o600))
+    t("clear_death_signal", lambda: c_call(libc.prctl, 1, 0, 0, 0, 0))
+    t("reboot", lambda: c_call(libc.syscall, reboot, 0, 0, 0, 0))  # a bad magic number: EINVAL if allowed
+    t("set_dumpable", lambda: c_call(libc.prctl, 4, 1, 0, 0, 0))
+    status = open("/proc/self/status").read().splitlines()
+    res["capabilities"] = sum(int(line.split(":")[1], 16) for line in status
+                              if line.split(":")[0] in ("CapInh", "CapPrm", "CapEff", "CapAmb"))
     res["environ"] = sorted(k for k in os.environ if k.startswith("ARENA_") and k != "ARENA_HOME")
     # Descriptors inherited from the forkserver: the forkserver's "alive" pipe (a byte there ends it and,
     # through the parent-death signal, every agent it forked) and the resource tracker's pipe must not be.
@@ -114,7 +149,9 @@ class PipeWriter(Defender):
 '''
 
 DENIED = ["read_db", "list_home", "write_cache", "list_data", "list_etc", "read_shadow", "referee_environ", "parent_environ", "list_proc",
-          "tcp_socket", "unix_socket", "subprocess", "fork", "signal_referee", "write_outside"]
+          "tcp_socket", "unix_socket", "socket_pair", "subprocess", "fork", "signal_referee", "write_outside",
+          "mknod_kmsg", "mkfifo", "rename_scratch", "remove_scratch", "tmpfile", "memfd", "sysv_shm", "msg_queue",
+          "clear_death_signal", "reboot", "set_dumpable", "read_user_sys_path"]
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +160,8 @@ def prober(tmp_path_factory) -> tuple[str, Path]:
     data = DEBIAN_FASHION_MNIST if DEBIAN_FASHION_MNIST.is_dir() else data_dir()
     outside = folder / "escaped"
     (folder / "prober.py").write_text(textwrap.dedent(PROBER.format(
-        home=str(arena_home()), data=str(data), referee=os.getpid(), outside=str(outside))))
+        home=str(arena_home()), data=str(data), referee=os.getpid(), outside=str(outside),
+        user_file=str(Path(__file__).resolve().parent / "conftest.py"))))
     return str(folder / "prober.py"), outside
 
 
@@ -134,7 +172,7 @@ def test_an_attacker_reaches_nothing_outside_its_sandbox(referee, prober):
     rec = referee.play(f"{path}:Prober", "none", seed=0).record
     notes = rec.metrics["attacker_notes"]
     assert {k: notes[k] for k in DENIED if notes[k] == "allowed"} == {}, notes
-    assert notes["write_scratch"] == "allowed" and notes["environ"] == []
+    assert notes["write_scratch"] == "allowed" and notes["environ"] == [] and notes["capabilities"] == 0
     assert notes["channels"] == ["socket"] and notes["raw_stdout_is_stderr"]  # its own pipe to the referee only
     assert not outside.exists() and not (arena_home() / "cache" / "planted").exists()
     assert rec.metrics["sandbox"] == "full"
@@ -148,7 +186,7 @@ def test_a_defender_and_its_controls_reach_nothing_either(referee, prober):
     rec = referee.play("badnet", f"{path}:ProbingDefender", seed=0).record
     notes = rec.metrics["defender_notes"]
     assert {k: notes[k] for k in DENIED if notes[k] == "allowed"} == {}, notes
-    assert notes["channels"] == ["socket"] and notes["raw_stdout_is_stderr"]
+    assert notes["channels"] == ["socket"] and notes["raw_stdout_is_stderr"] and notes["capabilities"] == 0
     assert rec.metrics["sandbox"] == "full"
 
 
@@ -258,6 +296,23 @@ def test_the_seccomp_program_refuses_what_it_lists():
         assert len(prog) % 8 == 0 and len(prog) // 8 < 256
         ks = {struct.unpack("HBBI", prog[i:i + 8])[3] for i in range(0, len(prog), 8)}
         assert set(sandbox._DENY[machine].values()) <= ks
+
+
+@pytest.mark.parametrize("machine,header", [("x86_64", "/usr/include/x86_64-linux-gnu/asm/unistd_64.h"),
+                                            ("x86_64", "/usr/include/asm/unistd_64.h"),
+                                            ("aarch64", "/usr/include/asm-generic/unistd.h")])
+def test_the_seccomp_numbers_are_the_kernels(machine, header):
+    """Every number the filter refuses or reads is the one the kernel's own headers give that name."""
+    import re
+
+    if not Path(header).is_file():
+        pytest.skip(f"no {header} here (linux-libc-dev)")
+    text = Path(header).read_text()
+    numbers = {m.group(1): int(m.group(2)) for m in re.finditer(r"#define __NR(?:3264)?_(\w+)\s+(\d+)", text)}
+    named = {**sandbox._DENY[machine], **sandbox._ENOSYS_CALLS, "clone": sandbox._CLONE[machine],
+             "prctl": sandbox._PRCTL[machine], **{"open" if nr == 2 else "openat": nr
+                                                    for nr in sandbox._OPEN_FLAGS[machine]}}
+    assert {name: nr for name, nr in named.items() if numbers.get(name) != nr} == {}
 
 
 def test_the_weakest_level_wins():

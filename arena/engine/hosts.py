@@ -409,6 +409,7 @@ def _only_own_descriptors(keep: int) -> None:
 
 
 QUERIES = ("predict", "score", "transform", "stamp")  # commands on a batch of inputs
+AGENT_DESCRIPTORS = 1024  # open files, pipes and sockets an agent process may hold at once
 OUTPUT_LIMIT = 10 * 2**20  # bytes of an agent process's output shown; the rest is counted, not shown
 
 
@@ -467,6 +468,12 @@ def _child_main(conn: Any, output: Any, role: str, spec: str, params: dict[str, 
         # No one file over the disk budget (the referee polls the folder's total once a second; this
         # stops the fastest way past it between two polls). Python ignores SIGXFSZ: the write fails.
         resource.setrlimit(resource.RLIMIT_FSIZE, (file_mb * 2**20, file_mb * 2**20))
+        # Pipe buffers are kernel memory that no poll of the process sees; the kernel caps them per user
+        # (capabilities are dropped, so for root too), and this caps how many a process holds. torch and
+        # Python need a few dozen descriptors.
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        cap = AGENT_DESCRIPTORS if hard == resource.RLIM_INFINITY else min(hard, AGENT_DESCRIPTORS)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(soft, cap), cap))
     torch.set_num_threads(threads)
     sys.stdout = sys.stderr  # an agent's prints never reach the referee's stdout (JSON output)
     plugin_file = own_file(spec)  # a plugin's source or a model's weights: the one user file it reads

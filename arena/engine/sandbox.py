@@ -28,9 +28,10 @@ imported, it locks itself in (``enter``):
   parent-death signal.
 
 The level a match ran under is stored with it: ``full`` (both layers),
-``landlock`` (Landlock without seccomp or without signal scoping), ``process``
-(only the process boundary: an old kernel, another OS, or the in-process
-debugging host). ``probe()`` says which level this machine gives.
+``landlock`` (seccomp, and Landlock without signal scoping), ``process``
+(only the process boundary: an old kernel, another OS, a CPU architecture
+other than x86_64 and aarch64, or the in-process debugging host).
+``probe()`` says which level this machine gives.
 
 Out of scope: time and memory (the host's limits do that, polled from the
 referee), CPU side channels, and CUDA devices beyond their device files.
@@ -40,6 +41,8 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import importlib
+import importlib.metadata
 import os
 import platform
 import signal
@@ -69,6 +72,10 @@ _SCOPE_ABSTRACT_UNIX, _SCOPE_SIGNAL = 1 << 0, 1 << 1
 _NET_BIND_TCP, _NET_CONNECT_TCP = 1 << 0, 1 << 1
 _RULE_PATH_BENEATH = 1
 _PR_SET_NO_NEW_PRIVS, _PR_SET_DUMPABLE, _PR_SET_PDEATHSIG, _PR_SET_SECCOMP = 38, 4, 1, 22
+_PR_CAPBSET_DROP, _PR_SET_SECUREBITS, _PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL = 24, 28, 47, 4
+# NOROOT, NO_SETUID_FIXUP, KEEP_CAPS and NO_CAP_AMBIENT_RAISE, each with its lock: uid 0 means nothing
+_SECUREBITS = 0x01 | 0x02 | 0x04 | 0x08 | 0x20 | 0x40 | 0x80
+_CAP_VERSION_3 = 0x20080522
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
@@ -99,20 +106,56 @@ _SECCOMP_RET_ERRNO = 0x00050000
 _EPERM, _ENOSYS = 1, 38
 _AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
 _CLONE_THREAD = 0x00010000
-# Refused outright (EPERM); clone3 answers ENOSYS so libc falls back to clone, whose flags the filter reads.
+# Refused outright (EPERM), by class:
+# - other processes and programs: sockets (socket pairs too: their buffers are kernel memory), ptrace
+#   and other processes' memory, exec, fork, namespaces;
+# - the machine's own state, which root's capabilities would otherwise reach (they are dropped too, but
+#   the filter does not depend on that): reboot, kexec, modules, the clock, the kernel log, swap, device
+#   nodes, the mount API, I/O ports, host names, accounting, quotas, file handles;
+# - memory and files the kernel keeps outside the process, which the referee's memory and disk polls
+#   cannot see (resident memory, the scratch folder's files) and some of which outlive the process:
+#   memfd, SysV shared memory, message queues and semaphores, POSIX message queues (O_TMPFILE below).
+# clone3 and openat2 answer ENOSYS (their flags sit in a struct the filter cannot read), so libc falls
+# back to clone and openat, whose flags it reads.
 _DENY = {
-    "x86_64": {"socket": 41, "ptrace": 101, "process_vm_readv": 310, "process_vm_writev": 311, "execve": 59,
-               "execveat": 322, "fork": 57, "vfork": 58, "io_uring_setup": 425, "bpf": 321,
+    "x86_64": {"socket": 41, "socketpair": 53, "ptrace": 101, "process_vm_readv": 310, "process_vm_writev": 311,
+               "execve": 59, "execveat": 322, "fork": 57, "vfork": 58, "io_uring_setup": 425, "bpf": 321,
                "perf_event_open": 298, "keyctl": 250, "add_key": 248, "request_key": 249, "mount": 165,
                "umount2": 166, "unshare": 272, "setns": 308, "pivot_root": 155, "chroot": 161, "setsid": 112,
-               "setpgid": 109, "kcmp": 312, "userfaultfd": 323},
-    "aarch64": {"socket": 198, "ptrace": 117, "process_vm_readv": 270, "process_vm_writev": 271, "execve": 221,
-                "execveat": 281, "io_uring_setup": 425, "bpf": 280, "perf_event_open": 241, "keyctl": 219,
-                "add_key": 217, "request_key": 218, "mount": 40, "umount2": 39, "unshare": 97, "setns": 268,
-                "pivot_root": 41, "chroot": 51, "setsid": 157, "setpgid": 154, "kcmp": 272, "userfaultfd": 282},
+               "setpgid": 109, "kcmp": 312, "userfaultfd": 323, "pidfd_getfd": 438,
+               "reboot": 169, "kexec_load": 246, "kexec_file_load": 320, "init_module": 175,
+               "finit_module": 313, "delete_module": 176, "settimeofday": 164, "clock_settime": 227,
+               "clock_adjtime": 305, "adjtimex": 159, "syslog": 103, "swapon": 167, "swapoff": 168,
+               "mknod": 133, "mknodat": 259, "open_tree": 428, "move_mount": 429, "fsopen": 430, "fsconfig": 431,
+               "fsmount": 432, "fspick": 433, "mount_setattr": 442, "iopl": 172, "ioperm": 173,
+               "sethostname": 170, "setdomainname": 171, "acct": 163, "quotactl": 179, "quotactl_fd": 443,
+               "name_to_handle_at": 303, "open_by_handle_at": 304, "vhangup": 153, "lookup_dcookie": 212,
+               "memfd_create": 319, "memfd_secret": 447, "shmget": 29, "msgget": 68, "semget": 64,
+               "mq_open": 240},
+    "aarch64": {"socket": 198, "socketpair": 199, "ptrace": 117, "process_vm_readv": 270, "process_vm_writev": 271,
+                "execve": 221, "execveat": 281, "io_uring_setup": 425, "bpf": 280, "perf_event_open": 241, "keyctl":
+                219, "add_key": 217, "request_key": 218, "mount": 40, "umount2": 39, "unshare": 97, "setns": 268,
+                "pivot_root": 41, "chroot": 51, "setsid": 157, "setpgid": 154, "kcmp": 272, "userfaultfd": 282,
+                "pidfd_getfd": 438, "reboot": 142, "kexec_load": 104, "kexec_file_load": 294, "init_module": 105,
+                "finit_module": 273, "delete_module": 106, "settimeofday": 170, "clock_settime": 112,
+                "clock_adjtime": 266, "adjtimex": 171, "syslog": 116, "swapon": 224, "swapoff": 225, "mknodat": 33,
+                "open_tree": 428, "move_mount": 429, "fsopen": 430, "fsconfig": 431, "fsmount": 432, "fspick": 433,
+                "mount_setattr": 442, "sethostname": 161, "setdomainname": 162, "acct": 89, "quotactl": 60,
+                "quotactl_fd": 443, "name_to_handle_at": 264, "open_by_handle_at": 265, "vhangup": 58,
+                "lookup_dcookie": 18, "memfd_create": 279, "memfd_secret": 447, "shmget": 194, "msgget": 186,
+                "semget": 190, "mq_open": 180},
 }
+_ENOSYS_CALLS = {"clone3": 435, "openat2": 437}  # the same number on both machines
 _CLONE = {"x86_64": 56, "aarch64": 220}
-_CLONE3 = 435
+_PRCTL = {"x86_64": 157, "aarch64": 167}
+# open's and openat's flags (argument index): O_TMPFILE makes a file with no name, which no walk of the
+# scratch folder finds; it stays on disk for as long as a descriptor or a mapping holds it.
+_OPEN_FLAGS = {"x86_64": {2: 1, 257: 2}, "aarch64": {56: 2}}
+_O_TMPFILE_BIT = 0o20000000  # __O_TMPFILE, the same on both machines (O_TMPFILE adds O_DIRECTORY)
+# prctl options an agent may not use: clearing its parent-death signal (with it, an agent outlived a
+# referee killed outright: no limit was polled any more), its dumpability, a ptracer, a subreaper, its
+# memory map's fields.
+_PRCTL_DENIED = (1, 4, 0x59616D61, 36, 35)  # PDEATHSIG, DUMPABLE, PTRACER, CHILD_SUBREAPER, SET_MM
 
 
 def _bpf(code: int, jt: int, jf: int, k: int) -> bytes:
@@ -120,31 +163,67 @@ def _bpf(code: int, jt: int, jf: int, k: int) -> bytes:
 
 
 def seccomp_program(machine: str) -> bytes:
-    """The filter for ``machine`` (x86_64 or aarch64) as packed ``sock_filter`` instructions:
-
-    0  load arch; another ABI (i386 compat) is refused      4+n    clone3? -> ENOSYS (libc falls back to clone)
-    3  load nr; x32 numbers (bit 30) are refused             4+n+2  clone without CLONE_THREAD -> EPERM
-    5… each denied number -> EPERM                           last   allow
-    """
+    """The filter for ``machine`` (x86_64 or aarch64) as packed ``sock_filter`` instructions: another
+    ABI (i386 compat) and x32 numbers are refused; each number of ``_DENY`` -> EPERM; clone3 and openat2
+    -> ENOSYS; clone without CLONE_THREAD -> EPERM; prctl with an option of ``_PRCTL_DENIED`` -> EPERM;
+    open and openat with O_TMPFILE -> EPERM; everything else is allowed."""
     ld_w_abs, jeq_k, jge_k, jset_k, ret_k = 0x20, 0x15, 0x35, 0x45, 0x06
-    deny = sorted(_DENY[machine].values())
-    n = len(deny)
-    eperm = 5 + n + 5  # index of the shared "return EPERM"
-    prog = [_bpf(ld_w_abs, 0, 0, 4),
-            _bpf(jeq_k, 1, 0, _AUDIT_ARCH[machine]),
-            _bpf(ret_k, 0, 0, _SECCOMP_RET_ERRNO | _EPERM),
-            _bpf(ld_w_abs, 0, 0, 0),
-            _bpf(jge_k, eperm - 5, 0, 0x40000000)]
-    prog += [_bpf(jeq_k, eperm - (5 + i) - 1, 0, nr) for i, nr in enumerate(deny)]
-    prog += [_bpf(jeq_k, 0, 1, _CLONE3),                        # 5+n
-             _bpf(ret_k, 0, 0, _SECCOMP_RET_ERRNO | _ENOSYS),   # 5+n+1
-             _bpf(jeq_k, 0, 3, _CLONE[machine]),                # 5+n+2
-             _bpf(ld_w_abs, 0, 0, 16),                          # 5+n+3: clone's flags, low word of args[0]
-             _bpf(jset_k, 1, 0, _CLONE_THREAD),                 # 5+n+4: a thread -> allow
-             _bpf(ret_k, 0, 0, _SECCOMP_RET_ERRNO | _EPERM),    # 5+n+5 = eperm
-             _bpf(ret_k, 0, 0, _SECCOMP_RET_ALLOW)]             # 5+n+6
-    assert struct.unpack("HBBI", prog[eperm])[3] == _SECCOMP_RET_ERRNO | _EPERM
-    return b"".join(prog)
+    prog: list[tuple[int, int | str, int | str, int] | str] = []  # an instruction, or a label (a str)
+
+    def op(code: int, k: int, jt: int | str = 0, jf: int | str = 0) -> None:
+        prog.append((code, jt, jf, k))
+
+    def arg_low(i: int) -> None:  # the low 32 bits of syscall argument i (seccomp_data.args[i], little-endian)
+        op(ld_w_abs, 16 + 8 * i)
+
+    op(ld_w_abs, 4)                                   # seccomp_data.arch
+    op(jeq_k, _AUDIT_ARCH[machine], 0, "eperm")
+    op(ld_w_abs, 0)                                   # seccomp_data.nr
+    op(jge_k, 0x40000000, "eperm", 0)                 # x32 numbers
+    for nr in sorted(_DENY[machine].values()):
+        op(jeq_k, nr, "eperm", 0)
+    for nr in _ENOSYS_CALLS.values():
+        op(jeq_k, nr, "enosys", 0)
+    op(jeq_k, _CLONE[machine], "clone", 0)
+    op(jeq_k, _PRCTL[machine], "prctl", 0)
+    for nr, arg in _OPEN_FLAGS[machine].items():
+        op(jeq_k, nr, f"open{arg}", 0)
+    op(ret_k, _SECCOMP_RET_ALLOW)
+    prog.append("clone")
+    arg_low(0)                                        # clone's flags
+    op(jset_k, _CLONE_THREAD, "allow", "eperm")       # a thread -> allow
+    prog.append("prctl")
+    arg_low(0)                                        # the option
+    for option in _PRCTL_DENIED:
+        op(jeq_k, option, "eperm", 0)
+    op(ret_k, _SECCOMP_RET_ALLOW)
+    for arg in sorted(set(_OPEN_FLAGS[machine].values())):
+        prog.append(f"open{arg}")
+        arg_low(arg)                                  # the flags
+        op(jset_k, _O_TMPFILE_BIT, "eperm", "allow")
+    prog += ["allow"]
+    op(ret_k, _SECCOMP_RET_ALLOW)
+    prog += ["eperm"]
+    op(ret_k, _SECCOMP_RET_ERRNO | _EPERM)
+    prog += ["enosys"]
+    op(ret_k, _SECCOMP_RET_ERRNO | _ENOSYS)
+
+    at, index = {}, 0  # each label's instruction index
+    for item in prog:
+        if isinstance(item, str):
+            at[item] = index
+        else:
+            index += 1
+    out, index = [], 0
+    for item in prog:
+        if isinstance(item, str):
+            continue
+        code, jt, jf, k = item
+        jumps = [at[j] - index - 1 if isinstance(j, str) else j for j in (jt, jf)]
+        assert all(0 <= j < 256 for j in jumps), "a jump past a classic BPF program's reach"
+        out.append(_bpf(code, jumps[0], jumps[1], k))
+        index += 1
+    return b"".join(out)
 
 
 def _install_seccomp(machine: str) -> None:
@@ -187,6 +266,26 @@ ETC_FILES = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/l
              "/etc/passwd", "/etc/group", "/etc/nsswitch.conf", "/etc/os-release", "/etc/mime.types")
 
 
+def _installed_plugin_code() -> list[str]:
+    """The code of every installed agent and architecture (entry points), wherever it lives: a
+    package's folder, or a single module's file (never the folder around it)."""
+    from importlib.metadata import entry_points
+    from importlib.util import find_spec
+
+    from arena.plugins import GROUPS
+
+    found: list[str] = []
+    for group in (*GROUPS.values(), "arena.architectures"):
+        for ep in entry_points(group=group):
+            try:
+                spec = find_spec(ep.module.split(".")[0])
+            except (ImportError, ValueError):
+                continue
+            if spec is not None:
+                found += list(spec.submodule_search_locations or ([spec.origin] if spec.origin else []))
+    return found
+
+
 def policy(scratch: str, plugin_file: str | None, secret: Iterable[str], extra_files: Iterable[str] = ()
            ) -> Policy:
     """The read and write paths for an agent whose scratch folder is ``scratch``."""
@@ -201,8 +300,15 @@ def policy(scratch: str, plugin_file: str | None, secret: Iterable[str], extra_f
         roots.append(os.path.dirname(os.path.abspath(arena_agents.__file__)))
     except ImportError:
         pass
-    roots += [p for p in sys.path if p and os.path.isdir(p)]
-    roots += site.getsitepackages() + [site.getusersitepackages()]
+    sites = site.getsitepackages() + [site.getusersitepackages()]
+    installed = [Path(r).resolve() for r in (*roots[:4], *sites) if r]
+    # Of sys.path, only what lies in the Python installation: a script's own folder, the current
+    # folder or a PYTHONPATH entry is the user's, and may hold anything (a `.env` beside the script
+    # a user ran was readable, and an agent's notes are published). Installed plugins whose code lives
+    # elsewhere (an editable install) are granted by name below.
+    roots += [p for p in sys.path if p and os.path.isdir(p)
+              and any(_within(Path(p).resolve(), root) for root in installed)]
+    roots += sites + _installed_plugin_code()
     roots += ["/usr/lib", "/usr/lib64", "/usr/local/lib", "/lib", "/lib64", *ETC_FILES, "/usr/share/zoneinfo",
               "/sys/devices/system/cpu", "/sys/fs/cgroup", "/proc/cpuinfo", "/proc/meminfo", "/proc/stat",
               f"/proc/{os.getpid()}", "/dev/urandom", "/dev/random", "/dev/null"]
@@ -224,8 +330,41 @@ def policy(scratch: str, plugin_file: str | None, secret: Iterable[str], extra_f
     return Policy(tuple(read), (str(Path(scratch).resolve()),), secrets)
 
 
-def _landlock(pol: Policy, abi: int, devices: Iterable[str] = ()) -> bool:
-    """Restrict this process to ``pol``; True when signals and abstract sockets are scoped too."""
+def drop_capabilities() -> bool:
+    """Give up every capability for good; True when none is left (effective, permitted, inheritable,
+    ambient). Run as root (most containers and CI runners), an agent kept root's: a device node made in
+    its scratch folder (which Landlock judges by its path, not by the device behind it) opened the
+    kernel log, the console or the disk, and reboot or the clock were a system call away. Without
+    CAP_SETPCAP (not root) the bounding set stays, which matters only to exec, refused anyway."""
+    try:
+        last = int(Path("/proc/sys/kernel/cap_last_cap").read_text())
+    except (OSError, ValueError):
+        last = 63
+    _libc.prctl(_PR_CAP_AMBIENT, _PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+    _libc.prctl(_PR_SET_SECUREBITS, _SECUREBITS, 0, 0, 0)  # needs CAP_SETPCAP: root's; else no effect
+    for cap in range(last + 1):
+        _libc.prctl(_PR_CAPBSET_DROP, cap, 0, 0, 0)
+    header = struct.pack("Ii", _CAP_VERSION_3, 0)
+    _libc.capset(header, bytes(24))  # two {effective, permitted, inheritable} words, all zero
+    return capabilities_left() == 0
+
+
+def capabilities_left() -> int:
+    """This process's effective, permitted, inheritable and ambient capability bits, or-ed (-1: unknown)."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return -1
+    bits = 0
+    for line in status.splitlines():
+        if line.split(":")[0] in ("CapInh", "CapPrm", "CapEff", "CapAmb"):
+            bits |= int(line.split(":")[1], 16)
+    return bits
+
+
+def _landlock(pol: Policy, abi: int, devices: Iterable[str] = (), append_only: bool = True) -> bool:
+    """Restrict this process to ``pol``; True when signals and abstract sockets are scoped too.
+    ``append_only``: the write paths allow no removal, renaming or special files (an agent's scratch)."""
     nr = _NR[platform.machine()]
     handled = _fs_rights(abi)
     scoped = (_SCOPE_ABSTRACT_UNIX | _SCOPE_SIGNAL) if abi >= 6 else 0
@@ -236,8 +375,13 @@ def _landlock(pol: Policy, abi: int, devices: Iterable[str] = ()) -> bool:
     if fd < 0:
         raise OSError(ctypes.get_errno(), "landlock_create_ruleset")
     read_rights = _EXECUTE | _READ_FILE | _READ_DIR
+    # In the scratch folder: files and folders may be made, written and truncated, not removed or
+    # renamed (a file removed while still open or mapped keeps its disk, and no walk of the folder
+    # finds it: the disk budget would not see it), and no device node, FIFO or socket file is made.
+    write_rights = handled & ~(_REMOVE_FILE | _REMOVE_DIR | _MAKE_CHAR | _MAKE_BLOCK | _MAKE_FIFO | _MAKE_SOCK
+                               if append_only else 0)
     try:
-        rules = [(p, read_rights) for p in pol.read] + [(p, handled) for p in pol.write]
+        rules = [(p, read_rights) for p in pol.read] + [(p, write_rights) for p in pol.write]
         rules += [("/dev/null", _READ_FILE | _WRITE_FILE)] + [(d, _READ_FILE | _WRITE_FILE | (_IOCTL_DEV if abi >= 5 else 0))
                                                                 for d in devices]
         for path, rights in rules:
@@ -273,7 +417,7 @@ def restrict(read: Iterable[str], write: Iterable[str]) -> None:
         raise OSError("Landlock is not available on this kernel")
     if _libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
-    _landlock(Policy(tuple(read), tuple(write), ()), abi)
+    _landlock(Policy(tuple(read), tuple(write), ()), abi, append_only=False)
 
 
 def enter(scratch: str, plugin_file: str | None, secret: Iterable[str], extra_files: Iterable[str] = ()) -> str:
@@ -286,17 +430,24 @@ def enter(scratch: str, plugin_file: str | None, secret: Iterable[str], extra_fi
     _libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)  # no core dumps, no /proc/PID/mem for same-uid readers
     if _libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
         return "process"
+    unprivileged = drop_capabilities()
     abi = landlock_abi()
     scoped = False
     if abi:
         devices = [f"/dev/{d}" for d in os.listdir("/dev") if d.startswith("nvidia")] if os.path.isdir("/dev") else []
         scoped = _landlock(policy(scratch, plugin_file, secret, extra_files), abi, devices)
+    # Listings of sys.path folders cached before the lock (this process's own, or the forkserver's)
+    # may show what the lock now hides: a checkout's *.egg-info found first, then unreadable, hid the
+    # installed agents' entry points behind it. Whatever is looked up from now on, is looked up as locked.
+    importlib.invalidate_caches()
+    fast_path = getattr(importlib.metadata, "FastPath", None)  # the folder listings of importlib.metadata,
+    getattr(getattr(fast_path, "__new__", None), "cache_clear", lambda: None)()  # which 3.11's call leaves
     seccomp = False
     machine = platform.machine()
     if machine in _DENY:
         _install_seccomp(machine)
         seccomp = True
-    if abi and seccomp and scoped:
+    if abi and seccomp and scoped and unprivileged:
         return "full"
     return "landlock" if abi else "process"
 
