@@ -35,7 +35,8 @@ def verdict(outcome: float) -> str:
 # match page of `arena report` and in docs/metrics.md.
 GLOSSARY: dict[str, str] = {
     "ASR": "attack success rate: the share of stamped non-target test inputs the model puts in the target class",
-    "TMC": "trojan misclassification confidence: the model's mean probability of the target class on them",
+    "TMC": "trojan misclassification confidence: the model's mean probability of the target class on the "
+           "stamped inputs it puts in the target class (the successful ones only; 0 when there are none)",
     "CAD": "clean accuracy drop: the benign model's clean test accuracy minus the trojan's (attack), or the "
            "undefended trojan's minus the deployment's (defense); in points of accuracy",
     "CCC": "clean classification confidence: the mean probability of the true class on clean inputs",
