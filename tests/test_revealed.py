@@ -154,3 +154,61 @@ def test_an_agent_that_asks_without_end_still_runs_out_of_time(tiny, tmp_path):
     rec = Referee(sc, device="cpu").play(f"{plugin}:Asker", "strip", seed=0).record
     forfeit = rec.metrics.get("forfeit") or {}
     assert forfeit.get("side") == "attacker" and forfeit.get("kind") == "ran out of time", forfeit
+
+
+SPINNER = '''
+import threading
+import time
+
+import torch
+
+from arena.api import Attacker, DefenseContext, DefenderScenario, InputReformer, Trojan
+
+
+class Spinner(InputReformer):
+    """Leaves a thread counting in its process once deployed; its transform tells the count."""
+    name = "spinner"
+
+    def prepare(self, model, ctx):
+        self.ticks = 0
+
+        def spin():
+            while True:
+                self.ticks += 1
+                time.sleep(0.005)
+
+        threading.Thread(target=spin, daemon=True).start()
+        return {}
+
+    def reform(self, x):
+        return torch.full_like(x, min(self.ticks, 1000) / 1000)
+
+
+class Timer(Attacker):
+    """Deploys the revealed defender, waits a second, and reads how far its thread counted meanwhile."""
+    name = "timer"
+    adaptive = True
+
+    def craft(self, ctx):
+        surrogate = DefenseContext(scenario=DefenderScenario(budgets=ctx.scenario.budgets, dataset=ctx.info.name),
+                                   clean=ctx.data.subset(torch.arange(64)), info=ctx.info, device=ctx.device,
+                                   generator=torch.Generator().manual_seed(0))
+        deployed = ctx.defender.deploy(ctx.benign, surrogate)
+        x = ctx.data.x[:2]
+        before = float(deployed.transform(x).flatten()[0])
+        time.sleep(1.0)
+        after = float(deployed.transform(x).flatten()[0])
+        return Trojan(ctx.benign, ctx.trigger, notes={"ticks_while_waiting": round((after - before) * 1000)})
+'''
+
+
+@requires_fmnist
+def test_a_revealed_defender_runs_nothing_between_the_attackers_questions(full, tmp_path):
+    """A defender that leaves threads running after it answers would spend the CPU the adaptive attacker
+    crafts with (and its craft time): between questions the defender's process is held."""
+    p = tmp_path / "spinner.py"
+    p.write_text(textwrap.dedent(SPINNER))
+    rec = full.play(f"{p}:Timer", f"{p}:Spinner", seed=0).record
+    assert "attacker_notes" in rec.metrics, (rec.reason, rec.metrics.get("forfeit"))
+    ticks = rec.metrics["attacker_notes"]["ticks_while_waiting"]
+    assert 0 <= ticks < 40, ticks  # unheld: about 200 in the attacker's one-second wait

@@ -32,6 +32,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import socket
 import sys
 import tempfile
@@ -937,6 +938,16 @@ class ProcessHost:
             return asked if self._frame_limit is None else min(asked, self._frame_limit)
         return self._frame_limit
 
+    def hold(self, held: bool) -> None:
+        """Stop the process between commands (SIGSTOP), or let it go on (SIGCONT). A process held runs
+        nothing, its own threads included: a revealed defender waiting for an attacker's next question
+        could otherwise spend the two of them's CPU, and the attacker's craft time with it."""
+        if self._proc.is_alive() and self._proc.pid:
+            try:
+                os.kill(self._proc.pid, signal.SIGSTOP if held else signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+
     def kill(self) -> None:
         if self._proc.is_alive():
             self._proc.kill()
@@ -947,6 +958,7 @@ class ProcessHost:
 
     def close(self) -> None:
         if self._proc.is_alive():
+            self.hold(False)  # a held process could not read that it may go
             try:
                 self._send({"c": "close", "p": None}, self._limits("close", 2.0, time.monotonic() + 2.0))
             except (OSError, AgentFault):

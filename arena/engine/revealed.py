@@ -134,10 +134,23 @@ class RevealedRelay:
             self.close()  # a new surrogate: a fresh process
             model, clean, seed = payload
             self._host = self._open()
-            return self._host.call("deploy", (model, self._context(clean, seed)), self.seconds)
+            return self._held_after(lambda: self._host.call("deploy", (model, self._context(clean, seed)),
+                                                             self.seconds))
         if self._host is None:
             raise RevealedDefenderError(f"'{cmd}' before 'deploy'")
-        return self._host.call(cmd, payload, self.seconds)
+        return self._held_after(lambda: self._host.call(cmd, payload, self.seconds))
+
+    def _held_after(self, answer: Callable[[], Any]) -> Any:
+        """Run the defender for one answer only: between the attacker's questions its process is held
+        (``ProcessHost.hold``), so threads it left running cannot take the attacker's CPU and craft
+        time. An in-process host (a debugger's) has nothing to hold."""
+        hold = getattr(self._host, "hold", lambda held: None)
+        hold(False)
+        try:
+            return answer()
+        finally:
+            if self._host is not None:
+                hold(True)
 
     def close(self) -> None:
         if self._host is not None:
