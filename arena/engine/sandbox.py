@@ -133,8 +133,9 @@ _DENY = {
                "memfd_create": 319, "memfd_secret": 447, "shmget": 29, "msgget": 68, "semget": 64,
                "mq_open": 240},
     "aarch64": {"socket": 198, "socketpair": 199, "ptrace": 117, "process_vm_readv": 270, "process_vm_writev": 271,
-                "execve": 221, "execveat": 281, "io_uring_setup": 425, "bpf": 280, "perf_event_open": 241, "keyctl":
-                219, "add_key": 217, "request_key": 218, "mount": 40, "umount2": 39, "unshare": 97, "setns": 268,
+                "execve": 221, "execveat": 281, "io_uring_setup": 425, "bpf": 280, "perf_event_open": 241,
+                "keyctl": 219, "add_key": 217, "request_key": 218, "mount": 40, "umount2": 39, "unshare": 97,
+                "setns": 268,
                 "pivot_root": 41, "chroot": 51, "setsid": 157, "setpgid": 154, "kcmp": 272, "userfaultfd": 282,
                 "pidfd_getfd": 438, "reboot": 142, "kexec_load": 104, "kexec_file_load": 294, "init_module": 105,
                 "finit_module": 273, "delete_module": 106, "settimeofday": 170, "clock_settime": 112,
