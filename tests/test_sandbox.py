@@ -298,16 +298,18 @@ def test_the_seccomp_program_refuses_what_it_lists():
         assert set(sandbox._DENY[machine].values()) <= ks
 
 
-@pytest.mark.parametrize("machine,header", [("x86_64", "/usr/include/x86_64-linux-gnu/asm/unistd_64.h"),
-                                            ("x86_64", "/usr/include/asm/unistd_64.h"),
-                                            ("aarch64", "/usr/include/asm-generic/unistd.h")])
-def test_the_seccomp_numbers_are_the_kernels(machine, header):
-    """Every number the filter refuses or reads is the one the kernel's own headers give that name."""
+@pytest.mark.parametrize("machine,headers", [("x86_64", ("/usr/include/x86_64-linux-gnu/asm/unistd_64.h",
+                                                         "/usr/include/asm/unistd_64.h")),
+                                             ("aarch64", ("/usr/include/asm-generic/unistd.h",))])
+def test_the_seccomp_numbers_are_the_kernels(machine, headers):
+    """Every number the filter refuses or reads is the one the kernel's own headers give that name
+    (wherever the distribution keeps them; skipped only where linux-libc-dev is not installed)."""
     import re
 
-    if not Path(header).is_file():
-        pytest.skip(f"no {header} here (linux-libc-dev)")
-    text = Path(header).read_text()
+    header = next((Path(h) for h in headers if Path(h).is_file()), None)
+    if header is None:
+        pytest.skip(f"none of {', '.join(headers)} here (linux-libc-dev)")
+    text = header.read_text()
     numbers = {m.group(1): int(m.group(2)) for m in re.finditer(r"#define __NR(?:3264)?_(\w+)\s+(\d+)", text)}
     named = {**sandbox._DENY[machine], **sandbox._ENOSYS_CALLS, "clone": sandbox._CLONE[machine],
              "prctl": sandbox._PRCTL[machine], **{"open" if nr == 2 else "openat": nr

@@ -293,8 +293,8 @@ def policy(scratch: str, plugin_file: str | None, secret: Iterable[str], extra_f
     import arena
 
     secrets = tuple(str(Path(s).resolve()) for s in secret if s)
-    roots: list[str] = [sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(os.path.realpath(sys.executable)),
-                        os.path.dirname(os.path.dirname(os.path.abspath(arena.__file__))) + "/arena"]
+    prefixes = [sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(os.path.realpath(sys.executable))]
+    roots: list[str] = [*prefixes, os.path.dirname(os.path.dirname(os.path.abspath(arena.__file__))) + "/arena"]
     try:
         import arena_agents
 
@@ -302,7 +302,7 @@ def policy(scratch: str, plugin_file: str | None, secret: Iterable[str], extra_f
     except ImportError:
         pass
     sites = site.getsitepackages() + [site.getusersitepackages()]
-    installed = [Path(r).resolve() for r in (*roots[:4], *sites) if r]
+    installed = [Path(r).resolve() for r in (*prefixes, *sites) if r]
     # Of sys.path, only what lies in the Python installation: a script's own folder, the current
     # folder or a PYTHONPATH entry is the user's, and may hold anything (a `.env` beside the script
     # a user ran was readable, and an agent's notes are published). Installed plugins whose code lives
