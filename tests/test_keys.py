@@ -9,6 +9,7 @@ import torch
 
 from arena.core.keys import key_id, referee_key, secret_seed
 from arena.engine.referee import ServedDeployment
+from conftest import requires_fmnist, share_key
 
 
 def test_the_key_is_made_once_private_and_kept(tmp_path):
@@ -47,3 +48,28 @@ def test_questions_come_in_fixed_size_calls_with_clean_and_stamped_mixed():
     assert (p[:300].argmax(1) == 0).all() and (p[300:].argmax(1) == 2).all()  # answers back in order
     scores = served.score(torch.cat([clean, stamped]))
     assert torch.equal(scores, torch.cat([torch.zeros(300), torch.full((200,), 2.0)]))
+
+
+@requires_fmnist
+def test_benign_models_are_drawn_from_the_homes_key(tiny, tmp_path, monkeypatch, arena_home):
+    """Anyone could train a benign model that is a function of the seed alone, and an inspector carrying
+    its hash would reject every trojan that changes a weight with no analysis: the referee's own draws
+    come from the home's key. The same key gives the same bytes (a seed moves between homes that share
+    it, and tests stay reproducible); another key, another model."""
+    from arena.config.micro import shrink
+    from arena.engine.referee import Referee
+
+    sc = shrink(tiny, train_limit=600, test_limit=100)
+
+    def state(home) -> dict:
+        monkeypatch.setenv("ARENA_HOME", str(home))
+        model, _ = Referee(sc, device="cpu").benign(0)
+        return {k: v.clone() for k, v in model.state_dict().items()}
+
+    share_key(arena_home, tmp_path / "same-key")
+    mine, twin, other = state(tmp_path / "same-key"), state(tmp_path / "copy"), state(tmp_path / "other-key")
+    share_key(arena_home, tmp_path / "copy-again")
+    again = state(tmp_path / "copy-again")
+    assert all(torch.equal(mine[k], again[k]) for k in mine)
+    assert not all(torch.equal(mine[k], other[k]) for k in mine)
+    assert not all(torch.equal(twin[k], other[k]) for k in mine)  # two fresh keys differ too

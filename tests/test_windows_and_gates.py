@@ -41,15 +41,22 @@ def test_batch_aware_filters_see_windows_at_the_trigger_share():
 @requires_fmnist
 def test_activation_clustering_keeps_its_fpr_budget_at_the_stated_share(referee, tiny):
     # On the benign model, windows holding 10% stamped inputs (no backdoor to find): AC's FPR on the
-    # clean inputs of those windows stays in budget (a 50% share gave 8-14% in the old scoring).
+    # clean inputs of those windows stays in budget (a 50% share gave 8-14% in the old scoring). Its
+    # threshold is a quantile of the calibration half of the clean set, and with the tiny scenario's
+    # 400 clean images that half holds ~20 inputs a class: the FPR then swung from 0.01 to 0.26 with
+    # the split alone (one referee key, three defender draws). The defender here holds 1700 clean
+    # test inputs (disjoint from the 300 scored), nearer fmnist-cnn's set, where AC's FPR over the
+    # 200 published matches was at most 0.06.
     from arena.engine.metrics import LocalDeployment
     from arena.api.models import clone
     from arena.api.protocol import DefenseContext
+    from arena.config.datasets import Tensors
     from arena_agents.defenders.activation_clustering import ActivationClustering
 
     sp = referee.splits(0)
     benign, _ = referee.benign(0)
-    ctx = DefenseContext(scenario=tiny, clean=sp.defender, info=sp.info, device=referee.device,
+    clean = Tensors(sp.test.x[300:], sp.test.y[300:])
+    ctx = DefenseContext(scenario=tiny, clean=clean, info=sp.info, device=referee.device,
                          generator=torch.Generator().manual_seed(7))
     dep = LocalDeployment(ActivationClustering().deploy(clone(benign), ctx))
     _, _, trig_x = referee._scoring_inputs(0)

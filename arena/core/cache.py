@@ -53,10 +53,11 @@ from arena.core.keys import referee_key
 __all__ = ["ArtifactCache", "CorruptEntry", "arena_home", "digest_tensors", "key_of", "pid_alive"]
 
 # Bump when a change to the engine invalidates stored artifacts.
-ENGINE_VERSION = "4"  # 2: matches on a fixed thread count, trojans keyed by agent cards;
+ENGINE_VERSION = "5"  # 2: matches on a fixed thread count, trojans keyed by agent cards;
 # 3: agents' generators from the home's secret key, blinded queries (arena.core.keys);
 # 4: entries carry a keyed MAC, benign models are keyed by the data's content (a new key space,
-#    so entries of 3 are never looked at rather than each reported as corrupt)
+#    so entries of 3 are never looked at rather than each reported as corrupt);
+# 5: benign models and the scenario's trigger drawn from the home's key, no longer from the seed alone
 
 MAGIC = b"ARENA-HMAC:"
 _HEADER_LEN = len(MAGIC) + 64 + 1  # magic, hex MAC, newline

@@ -35,7 +35,7 @@ import arena
 from arena.engine.artifacts import save_recovered_trigger
 from arena.core.cache import ArtifactCache, digest_tensors, key_of
 from arena.core.errors import ArenaError
-from arena.core.keys import key_id, referee_key, secret_generator
+from arena.core.keys import key_id, referee_key, secret_generator, secret_seed
 from arena.config.datasets import DATASET_INFO, Tensors
 from arena.config.splits import Splits, bind_data, make_splits
 from arena.engine.hosts import (AgentCard, AgentFault, DeploymentSummary, InProcessHost, TrojanPayload,
@@ -63,14 +63,6 @@ from arena.engine.revealed import RevealedRelay
 class MatchResult:
     record: MatchRecord
     rounds: list[RoundRecord] = field(default_factory=list)
-
-
-def _public_generator(seed: int, *labels: Any) -> torch.Generator:
-    """The referee's own draws (the scenario's trigger, benign training), never handed to an agent: a
-    function of the seed alone, so cached benign models are the same bytes in every home. What agents
-    get comes from the home's secret key instead (``arena.core.keys``)."""
-    digest = hashlib.sha256(json.dumps([seed, *labels], default=str).encode()).digest()
-    return torch.Generator().manual_seed(int.from_bytes(digest[:6], "big"))
 
 
 def draw_label(card: AgentCard) -> str:
@@ -281,7 +273,8 @@ class Referee:
 
     def trigger(self, seed: int) -> Trigger:
         sp = self.splits(seed)
-        return make_trigger(self.scenario.trigger, sp.info.channels, sp.info.size, _public_generator(seed, "trigger"))
+        return make_trigger(self.scenario.trigger, sp.info.channels, sp.info.size,
+                            secret_generator(self.key, seed, "referee", "trigger"))
 
     def benign(self, seed: int, member: int = 0) -> tuple[nn.Module, str]:
         """A benign model of this seed (trained once, then from the cache) and its cache key.
@@ -296,7 +289,10 @@ class Referee:
 
     def _benign_model(self, seed: int, member: int) -> tuple[nn.Module, str]:
         s, sp = self.scenario, self.splits(seed)
-        fields = _benign_fields(s, seed)
+        # Benign training draws from the home's key, as agents' generators do: were it a function of
+        # the seed alone, anyone could train the same bytes, and an inspector carrying their hashes
+        # would reject every trojan that changes a weight and never flag a control, with no analysis.
+        fields = {**_benign_fields(s, seed), "key_id": key_id(self.key)}
         if member:
             fields["member"] = member
         key = key_of(fields)
@@ -308,7 +304,7 @@ class Referee:
         def _train() -> dict[str, Any]:
             which = f"seed {seed}" + (f", control population member {member}" if member else "")
             self._say(f"training the benign {s.architecture} on {s.dataset} ({which})")
-            torch.manual_seed(seed if not member else seed * 1_000_003 + member)
+            torch.manual_seed(secret_seed(self.key, seed, "referee", "benign init", member))
             info = sp.info
             model = build_model(ArchSpec(s.architecture, info.channels, info.size, info.num_classes,
                                          info.mean, info.std)).to(self.device)
@@ -316,7 +312,8 @@ class Referee:
             labels = ("benign",) if not member else ("benign", member)
             fit(model, sp.attacker.x, sp.attacker.y, epochs=t.epochs, batch_size=t.batch_size, lr=t.lr,
                 optimizer=t.optimizer, momentum=t.momentum, weight_decay=t.weight_decay, augment=t.augment,
-                generator=_public_generator(seed, *labels), progress=self.progress, label="benign")
+                generator=secret_generator(self.key, seed, "referee", *labels), progress=self.progress,
+                label="benign")
             return _model_payload(model)
 
         if not self.make:  # read-only (pictures from what matches left): the cache or nothing
