@@ -76,6 +76,14 @@ def test_the_command_says_what_it_ran_and_the_power_it_buys(tiny_path, tmp_path,
     assert table.exit_code == 0 and "result.flagged" in table.output.splitlines()[0]
     misnamed = CliRunner().invoke(main, ["matches", "export", "--controls", "-o", str(tmp_path / "runs.jsonl.gz")])
     assert misnamed.exit_code != 0 and "runs.controls.jsonl.gz" in misnamed.output
+    # Published beside a written leaderboard (one match is enough to write one).
+    res = CliRunner().invoke(main, ["match", "none", "neuron-inspect", "-s", str(tiny_path), "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(main, ["leaderboard", str(tiny_path), "--bootstrap", "10", "--write",
+                                    "--out", str(tmp_path / "lb")])
+    assert res.exit_code == 0, res.output
+    assert [c.member for c in read_controls_gz(tmp_path / "lb" / "tiny.controls.jsonl.gz")] == [0, 1]
+    assert "Usability over benign models" in res.output
     monkeypatch.setenv("ARENA_HOME", str(tmp_path / "elsewhere"))
     res = CliRunner().invoke(main, ["matches", "import", str(out)])
     assert res.exit_code == 0 and "2 extra control run(s)" in res.output, res.output

@@ -115,8 +115,8 @@ def leaderboard(scenario: str, write: bool, out: str | None, bootstrap: int, uni
         if controls:
             from arena.results.io import write_controls_gz
 
-            extra = write_controls_gz(controls, Path(md).with_name(f"{name}.controls.jsonl.gz"))
-            _say(f"wrote {_shown(extra)} ({len(controls)} extra control run(s))")
+            controls_file = write_controls_gz(controls, Path(md).with_name(f"{name}.controls.jsonl.gz"))
+            _say(f"wrote {_shown(controls_file)} ({len(controls)} extra control run(s))")
     if as_json:
         from arena.results.leaderboard import leaderboard_data
 
