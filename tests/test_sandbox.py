@@ -197,7 +197,7 @@ def test_inherited_descriptors_cannot_end_the_forkserver(referee, prober):
     notes = first.metrics.get("defender_notes")  # none: the deployment was killed before it answered
     assert first.status == "ok" and notes and notes["written"] > 0, first.metrics.get("forfeit")
     assert first.metrics.get("forfeit") is None
-    again = referee.play("badnet", "strip", seed=0).record  # and the next agents still start
+    again = referee.play("badnet", "down-upsampling", seed=0).record  # and the next agent still starts
     assert again.status == "ok", again.error
 
 
