@@ -90,7 +90,7 @@ def test_tabor_flags_badnet_and_not_the_benign_model(referee, tiny):
 def test_deep_inspect_flags_badnet_above_its_benign_control(referee, tiny):
     # A quarter of the 400-image clean set (the paper's ratio 0.1 would leave 40 images here).
     # Over five referee keys: target norm at 0.06-0.19 of the median, anomaly index 3.7-11.9 on log
-    # norms. DeepInspect flags about one benign model in ten (11 of 100 on fmnist-cnn's population:
+    # norms. DeepInspect flags about one benign model in ten (23 of 200 on fmnist-cnn's population:
     # unusable at the 5% budget), so the control is asserted to read lower, not to pass.
     result = referee.play("badnet", DeepInspect(sample_ratio=0.25), seed=0)
     m = result.record.metrics

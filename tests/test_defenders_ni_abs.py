@@ -52,8 +52,8 @@ def test_stimulation_elevates_one_channel_at_a_time():
     assert float(diff[1]) <= 0
 
 
-def test_neuron_inspect_flags_badnet_above_its_benign_control(referee, tiny):
-    # NeuronInspect's outlier test also flags most benign models (78 of 100 on fmnist-cnn's population;
+def test_neuron_inspect_flags_badnet_and_names_its_target(referee, tiny):
+    # NeuronInspect's outlier test also flags most benign models (152 of 200 on fmnist-cnn's population;
     # here the benign model on 3 of 5 referee keys, once reading higher than the trojan): the pooled
     # usability test lists it as unusable, and no test asserts that it passes or ranks a benign model.
     # What it does on every key tried: flags the trojan and names its target.
