@@ -50,12 +50,11 @@ def test_activation_clustering_keeps_its_fpr_budget_at_the_stated_share(referee,
     from arena.engine.metrics import LocalDeployment
     from arena.api.models import clone
     from arena.api.protocol import DefenseContext
-    from arena.config.datasets import Tensors
     from arena_agents.defenders.activation_clustering import ActivationClustering
 
     sp = referee.splits(0)
     benign, _ = referee.benign(0)
-    clean = Tensors(sp.test.x[300:], sp.test.y[300:])
+    clean = sp.test.subset(torch.arange(300, len(sp.test.x)))
     ctx = DefenseContext(scenario=tiny, clean=clean, info=sp.info, device=referee.device,
                          generator=torch.Generator().manual_seed(7))
     dep = LocalDeployment(ActivationClustering().deploy(clone(benign), ctx))
