@@ -15,6 +15,7 @@ from arena.api.training import Progress
 from arena.config.scenario import Scenario
 from arena.core.cache import arena_home
 from arena.core.errors import ArenaError
+from arena.core.progress import clock as mmss  # "1:05"
 from arena.engine.hosts import describe
 from arena.results.record import MatchRecord
 
@@ -91,26 +92,32 @@ def play_job(job: Job, progress: Progress | None = None) -> MatchRecord:
         return error_record(job, scenario, exc)
 
 
-def _clock(seconds: float) -> str:
-    """``1:05`` or ``2:03:09``: an ETA is read at a glance, not to the second."""
-    s = max(0, round(seconds))
-    h, rest = divmod(s, 3600)
-    return f"{h}:{rest // 60:02d}:{rest % 60:02d}" if h else f"{rest // 60}:{rest % 60:02d}"
-
-
 class Tally:
-    """Live counts of a tournament's matches and the line each finished match prints.
+    """Live counts of a tournament's matches, the line each finished match prints, and the pulse.
 
     Shared by every backend, so a tournament reads the same whether its matches run here, in a
     local pool or on a Ray cluster: ``[i/n] a vs d seed s: outcome (t s) | done D, running R,
     failed F, ETA m:ss``, where i = D + F. The ETA is the remaining matches at the rate matches
     have finished so far (wall-clock, so parallel workers count), and is left out until one has.
+
+    The pulse: a CIFAR match runs for minutes, so a backend that plays matches out of this
+    process tells the tally which are running (``began``, ``heard``, ``ended``) and calls
+    ``pulse()`` while it waits; after ``quiet_s`` without a line, one line names each running
+    match, how long it has run and the last progress line it sent (``  running: badnet vs strip
+    seed 0 1:12: train: epoch 2/4, ...``), so a tournament is never silent for long.
     """
 
+    quiet_s = 10.0
+
     def __init__(self, total: int, say: Progress, clock: Callable[[], float] = time.monotonic) -> None:
-        self.total, self.say, self.clock = total, say, clock
+        self.total, self._say, self.clock = total, say, clock
         self.done = self.failed = self.running = 0
-        self._t0 = clock()
+        self._t0 = self._said = clock()
+        self._live: dict[object, list] = {}  # key -> [label, started, last progress line]
+
+    def say(self, msg: str) -> None:
+        self._said = self.clock()
+        self._say(msg)
 
     def start(self, n: int = 1) -> None:
         """``n`` matches began playing."""
@@ -120,12 +127,33 @@ class Tally:
         """``n`` matches in flight went back to the queue (their worker died); they will start again."""
         self.running = max(0, self.running - n)
 
+    def began(self, key: object, job: Job) -> None:
+        """The match of ``job`` (known by ``key`` to the backend) is running out of this process."""
+        self._live[key] = [f"{job.attacker} vs {job.defender} seed {job.seed}", self.clock(), ""]
+
+    def heard(self, key: object, line: str) -> None:
+        """The running match ``key`` sent a progress line."""
+        if key in self._live:
+            self._live[key][2] = " ".join(line.split())  # the agents' indentation and newlines, flattened
+
+    def ended(self, key: object) -> None:
+        self._live.pop(key, None)
+
+    def pulse(self) -> None:
+        """One line on the running matches, if nothing was said for ``quiet_s``."""
+        now = self.clock()
+        if not self._live or now - self._said < self.quiet_s:
+            return
+        self.say("  running: " + " | ".join(
+            f"{label} {mmss(now - started)}" + (f": {last}" if last else "")
+            for label, started, last in self._live.values()))
+
     def counts(self) -> str:
         finished = self.done + self.failed
         parts = f"done {self.done}, running {self.running}, failed {self.failed}"
         left = self.total - finished
         if finished and left > 0:
-            parts += f", ETA {_clock((self.clock() - self._t0) / finished * left)}"
+            parts += f", ETA {mmss((self.clock() - self._t0) / finished * left)}"
         return parts
 
     def finish(self, rec: MatchRecord) -> None:

@@ -10,16 +10,20 @@ is recorded as an error and the tournament goes on with a new pool.
 from __future__ import annotations
 
 import multiprocessing
+import queue
 import signal
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from typing import Any
 
 from arena.api.training import Progress, pin_threads, pinned_threads
 from arena.results.record import MatchRecord
 from arena.run.jobs import Job, JobQueue, Player, Tally, WorkerDied, error_record, play_job
+
+_WAIT_S = 2.0  # how often the pool is looked at for progress lines and the pulse while no match ends
 
 
 @dataclass
@@ -41,8 +45,39 @@ class LocalBackend:
             _run_pooled(jobs, self.workers, threads, done, say, tally, self.player)
 
 
-def _init_worker(threads: int) -> None:
+_LINES: Any = None  # in a worker: the queue its matches' progress lines go to (``_play_reporting``)
+_LINE_MAX = 1000  # bytes: a pipe writes up to PIPE_BUF (4096) at once, so a killed worker never
+# leaves half a line in the queue for the tournament to block on
+
+
+def _init_worker(threads: int, lines: Any = None) -> None:
+    global _LINES
     pin_threads(threads)
+    _LINES = lines
+
+
+def _play_reporting(player: Player, job: Job, key: int) -> MatchRecord:
+    """``player(job)`` in a worker, its progress lines sent to the tournament's process as ``(key, line)``."""
+    def progress(line: str) -> None:
+        if _LINES is not None:
+            try:
+                _LINES.put_nowait((key, line[:_LINE_MAX]))
+            except Exception:  # a progress line must never cost a match
+                pass
+
+    return player(job, progress)
+
+
+def _drain(lines: Any, tally: Tally) -> None:
+    """Hand the workers' progress lines received so far to the tally (the latest per match counts)."""
+    while True:
+        try:
+            key, line = lines.get_nowait()
+        except queue.Empty:
+            return
+        except Exception:  # a queue broken by a dead worker: the pulse shows elapsed times only
+            return
+        tally.heard(key, line)
 
 
 def _death_cause(exitcode: int | None) -> str:
@@ -75,6 +110,7 @@ def _pool_pass(jobs: list[Job], todo: JobQueue, workers: int, threads: int,
     procs: dict[int, multiprocessing.process.BaseProcess] = {}
 
     def settle(fut: Future, i: int) -> None:
+        tally.ended(i)
         try:
             rec = fut.result()
         except BrokenProcessPool:
@@ -85,8 +121,10 @@ def _pool_pass(jobs: list[Job], todo: JobQueue, workers: int, threads: int,
         todo.finish(i, rec.status == "ok")
         done(rec)
 
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_init_worker, initargs=(threads,)) as pool:
+    ctx = multiprocessing.get_context("spawn")
+    lines = ctx.Queue()
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
+                             initializer=_init_worker, initargs=(threads, lines)) as pool:
         try:
             while (todo or in_flight) and not crashed:
                 while len(in_flight) < workers and not crashed:
@@ -94,16 +132,19 @@ def _pool_pass(jobs: list[Job], todo: JobQueue, workers: int, threads: int,
                     if i is None:
                         break
                     tally.start()
+                    tally.began(i, jobs[i])
                     try:
-                        in_flight[pool.submit(player, jobs[i])] = i
+                        in_flight[pool.submit(_play_reporting, player, jobs[i], i)] = i
                     except BrokenProcessPool:  # a worker died between two results; i counts as in flight
                         crashed.append(i)
                     procs.update(getattr(pool, "_processes", None) or {})  # for exit codes (private API)
                 if not in_flight:
                     break
-                ready, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                ready, _ = wait(in_flight, timeout=_WAIT_S, return_when=FIRST_COMPLETED)
+                _drain(lines, tally)
                 for fut in ready:
                     settle(fut, in_flight.pop(fut))
+                tally.pulse()
         except BaseException:
             # Interrupted (Ctrl-C, SIGTERM, an error here): only finished matches are stored, so the
             # ones in flight are lost either way. Stop their workers now rather than let the pool's
@@ -114,6 +155,8 @@ def _pool_pass(jobs: list[Job], todo: JobQueue, workers: int, threads: int,
     # processes are joined, so their exit codes are known.
     for fut, i in in_flight.items():
         settle(fut, i)
+    lines.close()
+    lines.cancel_join_thread()  # nothing this process put there waits to be flushed
     codes = sorted({_death_cause(p.exitcode) for p in procs.values() if p.exitcode not in (0, None)})
     return crashed, ", ".join(codes) or "cause unknown"
 

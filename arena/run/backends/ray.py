@@ -343,6 +343,7 @@ def run_on_ray(jobs: list[Job], threads: int, done: Callable[[MatchRecord], None
                     job, threads, marker, token)
                 in_flight[ref] = i
                 tally.start()
+                tally.began(ref, job)  # the pulse names it with its running time (no progress lines from Ray)
             if not in_flight:  # nothing could start: the cluster lost the nodes that fit a match
                 slots, slots_at = _slots(ray, cpus, gpus), time.monotonic()
                 if slots == 0:
@@ -351,9 +352,11 @@ def run_on_ray(jobs: list[Job], threads: int, done: Callable[[MatchRecord], None
             ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=_WAIT_S)
             for ref in ready:
                 i = in_flight.pop(ref)
+                tally.ended(ref)
                 rec = _outcome(ray, ref, jobs[i])
                 queue.finish(i, rec.status == "ok")
                 done(rec)
+            tally.pulse()
     finally:
         for ref in in_flight:  # interrupted, or stopped by HomeNotShared: nothing keeps running for us
             try:
