@@ -171,6 +171,22 @@ class ArtifactCache:
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
 
+    def busy(self, kind: str, key: str) -> bool:
+        """Whether another process is making this entry now (holds its lock): a caller with other
+        entries to make can make those first instead of waiting (``Referee._control``). A hint, not
+        a claim: the lock may be taken the moment after, and ``get_or_make`` then waits as ever."""
+        try:
+            f = open(self.root / kind / f"{key}.lock")
+        except FileNotFoundError:
+            return False
+        with f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(f, fcntl.LOCK_UN)
+            return False
+
     def _event(self, msg: str) -> None:
         if self.on_event is not None:
             self.on_event(msg)

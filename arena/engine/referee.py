@@ -287,15 +287,18 @@ class Referee:
         with self.stages("benign"):
             return self._benign_model(seed, member)
 
-    def _benign_model(self, seed: int, member: int) -> tuple[nn.Module, str]:
-        s, sp = self.scenario, self.splits(seed)
+    def _benign_key(self, seed: int, member: int) -> str:
         # Benign training draws from the home's key, as agents' generators do: were it a function of
         # the seed alone, anyone could train the same bytes, and an inspector carrying their hashes
         # would reject every trojan that changes a weight and never flag a control, with no analysis.
-        fields = {**_benign_fields(s, seed), "key_id": key_id(self.key)}
+        fields = {**_benign_fields(self.scenario, seed), "key_id": key_id(self.key)}
         if member:
             fields["member"] = member
-        key = key_of(fields)
+        return key_of(fields)
+
+    def _benign_model(self, seed: int, member: int) -> tuple[nn.Module, str]:
+        s, sp = self.scenario, self.splits(seed)
+        key = self._benign_key(seed, member)
 
         def train() -> dict[str, Any]:
             with pinned_threads(match_threads()):  # the same bytes whoever trains it first
@@ -554,12 +557,19 @@ class Referee:
         loses the defender its matches."""
         population = self.scenario.controls.population
         eta = Eta(population)
-        members = []
-        for i in range(population):
-            members.append(self._control_member(defender, d_card, seed, i))
-            cached = members[-1].pop("cached")  # how this run got it, not a property of the model: not stored
+        made: dict[int, dict[str, Any]] = {}
+        pending = list(range(population))
+        while pending:
+            # A member another worker is making now waits its turn: the first matches of a seed all
+            # meet the first inspector, and two workers then make different members side by side
+            # instead of one idling on the other's locks for the whole population (minutes on CIFAR).
+            i = next((j for j in pending if not self._control_busy(d_card, seed, j)), pending[0])
+            pending.remove(i)
+            made[i] = self._control_member(defender, d_card, seed, i)
+            cached = made[i].pop("cached")  # how this run got it, not a property of the model: not stored
             if population > 1 and not cached:
-                self._say(f"  {d_card.name} control (seed {seed}): {eta.status(i + 1)} benign model(s)")
+                self._say(f"  {d_card.name} control (seed {seed}): {eta.status(len(made))} benign model(s)")
+        members = [made[i] for i in range(population)]
         fault = next((m["fault"] for m in members if m.get("fault")), None)
         if fault:
             return Control(flagged=False, fpr=None, cad=0.0, fault=fault, population=len(members))
@@ -582,12 +592,21 @@ class Referee:
         out.pop("cached")
         return out
 
+    def _control_key(self, d_card: AgentCard, benign_key: str, seed: int) -> str:
+        return key_of({"kind": "control", "benign": benign_key, "defender": d_card.identity(),
+                       "budgets": {"fpr": self.scenario.budgets.fpr},
+                       "scoring": dataclasses.asdict(self.scenario.scoring), "seed": seed})
+
+    def _control_busy(self, d_card: AgentCard, seed: int, member: int) -> bool:
+        """Whether another process is making this member's benign model or this defender's run on it."""
+        benign_key = self._benign_key(seed, member)
+        return self.cache.busy("benign", benign_key) or self.cache.busy(
+            "control", self._control_key(d_card, benign_key, seed))
+
     def _control_member(self, defender: AgentLike, d_card: AgentCard, seed: int, member: int) -> dict[str, Any]:
         """The defender on one benign model of the population (cached per defender, model and scoring)."""
         benign, benign_key = self.benign(seed, member)
-        key = key_of({"kind": "control", "benign": benign_key, "defender": d_card.identity(),
-                      "budgets": {"fpr": self.scenario.budgets.fpr},
-                      "scoring": dataclasses.asdict(self.scenario.scoring), "seed": seed})
+        key = self._control_key(d_card, benign_key, seed)
 
         def run() -> dict[str, Any]:
             which = f"seed {seed}" + (f", member {member}" if member else "")
