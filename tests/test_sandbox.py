@@ -337,3 +337,17 @@ def test_scratch_folders_of_a_referee_that_is_gone_are_swept(tmp_path):
         (d / "sub").mkdir(parents=True)
     assert sweep_scratch(str(tmp_path)) == [str(dead)]
     assert not dead.exists() and live.exists() and unnamed.exists()
+
+
+def test_a_home_whose_cache_links_elsewhere_keeps_the_target_secret(tmp_path, monkeypatch):
+    """A cache on another disk, or shared by workers (the test suite's xdist workers share one), is a
+    link in the home: what it points to is as far out of an agent's reach as the home itself."""
+    from arena.engine.hosts import secret_paths
+
+    home, elsewhere = tmp_path / "home", tmp_path / "big-disk" / "cache"
+    home.mkdir()
+    elsewhere.mkdir(parents=True)
+    (home / "cache").symlink_to(elsewhere, target_is_directory=True)
+    monkeypatch.setenv("ARENA_HOME", str(home))
+    secret = secret_paths()
+    assert str(home.resolve()) in secret and str(elsewhere.resolve()) in secret

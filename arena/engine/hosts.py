@@ -690,9 +690,14 @@ def secret_paths() -> list[str]:
     from arena.config.datasets import DEBIAN_FASHION_MNIST, data_dir
     from arena.core.cache import arena_home
 
-    paths = [arena_home(), data_dir(), DEBIAN_FASHION_MNIST.parent, Path.cwd()]
+    home = arena_home()
+    paths = [home, data_dir(), DEBIAN_FASHION_MNIST.parent, Path.cwd()]
     if os.environ.get("ARENA_DATA_DIR"):
         paths.append(Path(os.environ["ARENA_DATA_DIR"]))
+    # A part of the home may be a link to elsewhere (a cache on a larger disk, or shared by the
+    # workers of a cluster or of the test suite): its target is as secret as the home.
+    if home.is_dir():
+        paths += [p for p in home.iterdir() if p.is_symlink()]
     return [str(p.resolve()) for p in paths]
 
 
