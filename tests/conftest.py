@@ -76,8 +76,11 @@ requires_cifar10 = pytest.mark.skipif(
 # The suite runs on two xdist workers, each taking whole files in collection order
 # (--dist loadfile --no-loadscope-reorder, pyproject.toml). The longest files go first, so
 # they run beside the rest rather than after it (measured: test_every_pair ~200 s,
-# test_cifar_cpu ~150 s; left last, the run waited on them with one worker idle).
-LONGEST_FIRST = ("test_every_pair.py", "test_cifar_cpu.py", "test_imc.py", "test_hostile.py", "test_gpu_check.py")
+# test_cifar_cpu ~150 s; left last, the run waited on them with one worker idle). The Ray file
+# is the longest of all (its three tests took 537 s of a loaded machine's 21-minute run, against
+# 152 s for test_every_pair); by name it came near the end of the queue.
+LONGEST_FIRST = ("test_tournament_ray.py", "test_every_pair.py", "test_cifar_cpu.py", "test_imc.py",
+                 "test_hostile.py", "test_gpu_check.py")
 
 
 def pytest_collection_modifyitems(session, config, items) -> None:
@@ -95,12 +98,28 @@ def arena_home(tmp_path_factory) -> Path:
     home.mkdir(parents=True, exist_ok=True)
     if not (home / "referee.key").exists():
         (home / "referee.key").write_bytes(TEST_KEY)
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if worker and not os.environ.get("ARENA_TEST_HOME") and not (home / "cache").exists():
+        # The xdist workers share one artifact cache (not the store): a benign model or trojan that
+        # files on both workers need is made once, under the cache's per-entry lock, as tournament
+        # workers share theirs. Every worker's home has the same key, so each accepts the others' MACs.
+        shared = tmp_path_factory.getbasetemp().parent / "shared-cache"
+        shared.mkdir(exist_ok=True)
+        (home / "cache").symlink_to(shared, target_is_directory=True)
     return home
 
 
 # ARENA_TEST_KEY (64 hex digits) runs the suite under another key: every draw changes (the benign
 # models too, engine 5), and the behaviour tests should still hold (README, after the test commands).
 TEST_KEY = bytes.fromhex(os.environ["ARENA_TEST_KEY"]) if os.environ.get("ARENA_TEST_KEY") else bytes(range(32))
+
+
+def copy_benign(from_home: Path, home: Path) -> None:
+    """Give ``home`` the benign models of ``from_home`` (nothing trained twice). The session's cache is
+    shared with the other xdist worker, which may be writing an entry now: its temporary files and
+    locks are left behind, and only finished entries (renamed into place whole) are copied."""
+    shutil.copytree(from_home / "cache" / "benign", home / "cache" / "benign",
+                    ignore=shutil.ignore_patterns("*.lock", "*.tmp*"))
 
 
 def share_key(session_home: Path, home: Path) -> None:

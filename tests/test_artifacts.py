@@ -7,7 +7,6 @@ import hashlib
 import hmac
 import io
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ from arena.core.keys import referee_key
 from arena.plugins import canonical_spec, load_agent
 from arena.config.scenario import load_scenario
 from arena.results.store import Store
-from conftest import share_key, TINY_TOML, requires_fmnist
+from conftest import copy_benign, share_key, TINY_TOML, requires_fmnist
 
 pytestmark = pytest.mark.slow  # trains models: not in the fast lane (README)
 
@@ -225,7 +224,7 @@ def test_same_trojan_bytes_with_one_or_two_workers(referee, arena_home, tmp_path
     for workers in (1, 2):
         home = tmp_path / f"home{workers}"
         # The same benign model in both homes; each crafts its own trojan.
-        shutil.copytree(arena_home / "cache" / "benign", home / "cache" / "benign")
+        copy_benign(arena_home, home)
         share_key(arena_home, home)
         monkeypatch.setenv("ARENA_HOME", str(home))
         report = tournament.run(tiny, attackers=["badnet"], defenders=["none"], seeds=[0], workers=workers,

@@ -77,15 +77,13 @@ def test_plain_imc_is_crafted_once_for_the_defenders_it_does_not_adapt_to(tiny, 
     """imc-adaptive names its plain-IMC craft (craft_key): against a second defender it ignores, the referee
     hands over the trojan made for the first, with the second's own reason, and it is the very trojan a
     fresh home crafts for that defender alone."""
-    import shutil
-
-    from conftest import share_key
+    from conftest import copy_benign, share_key
 
     def home(name: str, benign_from: Path) -> Referee:
         h = tmp_path / name
         share_key(arena_home, h)
         if (benign_from / "cache" / "benign").is_dir():  # a benign model already trained: not trained again
-            shutil.copytree(benign_from / "cache" / "benign", h / "cache" / "benign")
+            copy_benign(benign_from, h)
         monkeypatch.setenv("ARENA_HOME", str(h))
         return Referee(tiny, device="cpu")
 

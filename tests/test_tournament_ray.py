@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import shutil
 import sys
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 from arena.run import jobs, tournament
-from conftest import share_key
+from conftest import copy_benign, share_key
 from arena.config.scenario import load_scenario
 from arena.results.store import MatchRecord, Store
 from conftest import TINY_TOML, requires_fmnist
@@ -95,7 +94,7 @@ def tiny1(tmp_path_factory):
 
 def fresh_home(folder: Path, session_home: Path) -> Path:
     """A home holding only the session's benign model: every other artifact is made by the run."""
-    shutil.copytree(session_home / "cache" / "benign", folder / "cache" / "benign")
+    copy_benign(session_home, folder)
     share_key(session_home, folder)
     (folder / "log").mkdir()
     return folder
