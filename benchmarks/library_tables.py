@@ -199,6 +199,14 @@ def write_keeping_notes(path: Path, generated: str) -> None:
     path.write_text(generated + ("\n" + notes if notes else ""))
 
 
+def _shown(path: Path) -> str:
+    """``path`` as the regenerate command should name it: relative to the checkout when inside it."""
+    try:
+        return str(path.resolve().relative_to(ROOT.resolve()))
+    except ValueError:
+        return str(path)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--scenario", default="fmnist-cnn")
@@ -252,7 +260,9 @@ def main() -> None:
     regen = (f"`.venv/bin/python benchmarks/library_tables.py --scenario {sc.name}"
              + (f" --seeds {args.seeds}" if args.seeds else "")
              + (f" --defense-seeds {args.defense_seeds}" if args.defense_seeds else "")
-             + (" --transparent ''" if tsc is None else "") + " --play`")
+             + (" --transparent ''" if tsc is None else "")
+             # Without it the command would write the default scenario's pages (docs/) over theirs.
+             + (f" --out {_shown(out)}" if out.resolve() != (ROOT / "docs").resolve() else "") + " --play`")
     stored_none = sorted({r.seed for r in records if r.defender == "none"})
     stored_rest = sorted({r.seed for r in records if r.defender != "none"})
     head = (f"Scenario `{sc.name}` (digest {sc.digest}): matches against `none` stored for seeds {stored_none} "

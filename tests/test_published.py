@@ -76,7 +76,7 @@ def test_leaderboard_and_matches_speak_json(tmp_path, monkeypatch):
     assert shown == listed[0]
     board = json.loads(run(main, ["leaderboard", "cifar10-cnn", "--json"]).stdout)
     assert board["interval_unit"] == "match" and board["orderings"] == []  # one seed: nothing claimed
-    assert [u["defender"] for u in board["usability"] if not u["usable"]] == ["neuron-inspect"]
+    assert [u["defender"] for u in board["usability"] if not u["usable"]] == ["deep-inspect", "neuron-inspect"]
     assert {r["name"] for r in board["ratings"]} >= {"none", "badnet", "strip"}
 
 
