@@ -74,13 +74,20 @@ requires_cifar10 = pytest.mark.skipif(
 
 
 # The suite runs on two xdist workers, each taking whole files in collection order
-# (--dist loadfile --no-loadscope-reorder, pyproject.toml). The longest files go first, so
-# they run beside the rest rather than after it (measured: test_every_pair ~200 s,
-# test_cifar_cpu ~150 s; left last, the run waited on them with one worker idle). The Ray file
-# is the longest of all (its three tests took 537 s of a loaded machine's 21-minute run, against
-# 152 s for test_every_pair); by name it came near the end of the queue.
-LONGEST_FIRST = ("test_tournament_ray.py", "test_every_pair.py", "test_cifar_cpu.py", "test_imc.py",
-                 "test_hostile.py", "test_gpu_check.py")
+# (--dist loadfile --no-loadscope-reorder, pyproject.toml); a worker that finishes a file takes
+# the next in the queue. The longest files go first, longest first (the LPT rule), so that the
+# last files to end are short ones and the two workers end close together. Seconds per file,
+# measured on a nearly idle 2-core machine, 2026-12-07 (`pytest -v`, each result line
+# timestamped; 487 s in all): every_pair 82, tv_models 77, hostile 75, cifar_cpu 72, imc 57,
+# tournament_ray 42, gpu_check 39, artifacts 39, scan 37, controls 37, ar_tabor_di 36,
+# windows_and_gates 30, own_data 27, tournament_workers 26, cli_results 22, sanitize_inspect 20;
+# the rest 15 s or less each. Queued alphabetically, test_tv_models ran last and ended 33 s
+# after the other worker's last file.
+LONGEST_FIRST = ("test_every_pair.py", "test_tv_models.py", "test_hostile.py", "test_cifar_cpu.py", "test_imc.py",
+                 "test_tournament_ray.py", "test_gpu_check.py", "test_artifacts.py", "test_scan.py",
+                 "test_controls.py", "test_defenders_ar_tabor_di.py", "test_windows_and_gates.py",
+                 "test_own_data.py", "test_tournament_workers.py", "test_cli_results.py",
+                 "test_defenders_sanitize_inspect.py")
 
 
 def pytest_collection_modifyitems(session, config, items) -> None:
