@@ -49,3 +49,26 @@ def test_members_another_worker_is_making_are_taken_last(tiny, monkeypatch, tmp_
     # The control itself is the same whatever the order: members in population order.
     assert [m["member"] for m in control.members] == [0, 1, 2, 3, 4]
     assert control.flagged_models == 1 and abs(control.cad - 0.02) < 1e-12
+
+
+def test_arena_controls_groups_take_members_another_worker_is_making_last(tiny, monkeypatch, tmp_path):
+    """`arena controls` runs (defender, seed) groups side by side, and two groups of one seed need the
+    same new benign members: each takes first those the other is not making."""
+    from arena.run import controls
+
+    referee = Referee(tiny, device="cpu", cache=ArtifactCache(tmp_path))
+    busy = {5, 6}
+    taken: list[int] = []
+
+    def member(defender, seed, i):
+        taken.append(i)
+        return {"member": i, "verdict": True, "flagged": False}
+
+    monkeypatch.setattr(referee, "card", lambda role, agent: types.SimpleNamespace(name=agent))
+    monkeypatch.setattr(referee, "_control_busy", lambda d_card, seed, i: i in busy)
+    monkeypatch.setattr(referee, "control_member", member)
+    monkeypatch.setattr(controls, "process_referee", lambda *args: referee)
+    group = controls._Group(tiny, "x", "1", 0, (5, 6, 7, 8, 9), "cpu", "process")
+    records = controls._run_group(group)
+    assert taken == [7, 8, 9, 5, 6]
+    assert sorted(r.member for r in records) == [5, 6, 7, 8, 9]

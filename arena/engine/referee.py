@@ -563,7 +563,7 @@ class Referee:
             # A member another worker is making now waits its turn: the first matches of a seed all
             # meet the first inspector, and two workers then make different members side by side
             # instead of one idling on the other's locks for the whole population (minutes on CIFAR).
-            i = next((j for j in pending if not self._control_busy(d_card, seed, j)), pending[0])
+            i = self._free_member(d_card, seed, pending)
             pending.remove(i)
             made[i] = self._control_member(defender, d_card, seed, i)
             cached = made[i].pop("cached")  # how this run got it, not a property of the model: not stored
@@ -596,6 +596,16 @@ class Referee:
         return key_of({"kind": "control", "benign": benign_key, "defender": d_card.identity(),
                        "budgets": {"fpr": self.scenario.budgets.fpr},
                        "scoring": dataclasses.asdict(self.scenario.scoring), "seed": seed})
+
+    def free_member(self, defender: AgentLike, seed: int, pending: list[int]) -> int:
+        """Of the ``pending`` members of ``seed``'s benign population, the first that no other process is
+        making now for this defender (else the first): workers that reach the same population, in
+        matches or in ``arena controls``, then make different members side by side instead of each
+        waiting on the other's locks, member by member."""
+        return self._free_member(self.card("defender", defender), seed, pending)
+
+    def _free_member(self, d_card: AgentCard, seed: int, pending: list[int]) -> int:
+        return next((j for j in pending if not self._control_busy(d_card, seed, j)), pending[0])
 
     def _control_busy(self, d_card: AgentCard, seed: int, member: int) -> bool:
         """Whether another process is making this member's benign model or this defender's run on it."""

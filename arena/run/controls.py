@@ -69,7 +69,12 @@ def _run_group(g: _Group) -> list[ControlRecord]:
     """The group's runs, in this process's referee (its data and benign models stay loaded)."""
     referee = process_referee(g.scenario, g.device, g.isolation)
     out = []
-    for member in g.members:
+    pending = list(g.members)
+    while pending:
+        # Another worker's group on the same seed needs the same new benign members: take first
+        # those it is not making now, rather than wait on its locks one member after another.
+        member = referee.free_member(g.defender, g.seed, pending)
+        pending.remove(member)
         with pinned_threads(match_threads()):  # the bytes a tournament's worker would make
             result = referee.control_member(g.defender, g.seed, member)
         out.append(ControlRecord(
