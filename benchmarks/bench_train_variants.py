@@ -1,4 +1,4 @@
-"""Training-step variants on the CPU that issue 22 listed as candidates: are they faster than `fit`'s?
+"""Training-step variants on the CPU (compiled, vectorized over a population): faster than `fit`'s?
 
 Times one SGD step of the arena's models, one thread as every match, on random inputs of the
 scenario's shape and batch size, three ways:

@@ -173,7 +173,7 @@ class ArtifactCache:
 
     def busy(self, kind: str, key: str) -> bool:
         """Whether another process is making this entry now (holds its lock): a caller with other
-        entries to make can make those first instead of waiting (``Referee._control``). A hint, not
+        entries to make can make those first instead of waiting (``Referee.free_member``). A hint, not
         a claim: the lock may be taken the moment after, and ``get_or_make`` then waits as ever."""
         try:
             f = open(self.root / kind / f"{key}.lock")
