@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import pytest
 from click.testing import CliRunner
@@ -13,6 +14,7 @@ from arena.results.io import read_controls_gz, write_controls_gz
 from arena.results.leaderboard import leaderboard_data
 from arena.results.store import Store
 from arena.results.usability import usability
+from arena.run import controls
 from arena.run.controls import extend
 from conftest import requires_fmnist, share_key
 
@@ -99,18 +101,27 @@ def test_the_command_says_what_it_ran_and_the_power_it_buys(tiny_path, tmp_path,
 def test_a_pool_of_workers_makes_the_same_runs(tiny, tmp_path, monkeypatch, arena_home):
     """Two spawned workers, each training its benign models from scratch in a home of its own, give the
     runs made in this process (the same bytes: the thread count is pinned as in a tournament)."""
-    # One benign model a seed, two seeds: two groups, one per worker (members past 0 take the same
-    # path, Referee.benign(seed, member); test_extra_members_enlarge_the_gate_and_resume runs them).
+    # One benign model a seed, three seeds: the inspector's first run tells it judges models (in this
+    # process), then two groups, one per worker (members past 0 take the same path,
+    # Referee.benign(seed, member); test_extra_members_enlarge_the_gate_and_resume runs them).
     here = Store(tmp_path / "here.db")
-    extend(tiny, 1, defenders=["neuron-inspect"], seeds=[0, 1], device="cpu", store=here)
+    extend(tiny, 1, defenders=["neuron-inspect"], seeds=[0, 1, 2], device="cpu", store=here)
     home = tmp_path / "fresh"
     share_key(arena_home, home)
     monkeypatch.setenv("ARENA_HOME", str(home))  # an empty cache: the workers make everything again
     pooled = Store(tmp_path / "pooled.db")
-    report = extend(tiny, 1, defenders=["neuron-inspect"], seeds=[0, 1], device="cpu", store=pooled, workers=2)
-    assert (report.played, report.faults) == (2, [])
+    monkeypatch.setattr(controls.Pulse, "quiet_s", 0.0)  # a pulse at every look at the pool
+    monkeypatch.setattr(controls, "_WAIT_S", 0.2)
+    said: list[str] = []
+    report = extend(tiny, 1, defenders=["neuron-inspect"], seeds=[0, 1, 2], device="cpu", store=pooled, workers=2,
+                    progress=said.append)
+    assert (report.played, report.faults) == (3, [])
+    # Never silent while a worker trains: the pulse names each group and the last line its worker sent.
+    pulses = [line for line in said if line.startswith("  running: ")]
+    for seed in (1, 2):  # "... 0:03: training the benign small-cnn ...", "... 0:05: benign: epoch 1/3 ..."
+        assert any(re.search(rf"neuron-inspect seed {seed}, benign model 0 \d+:\d\d: \S", p) for p in pulses), said
 
     def runs(store: Store) -> dict:
         return {(c.seed, c.member): c.result for c in store.controls(tiny.digest)}
 
-    assert runs(pooled) == runs(here) and len(runs(here)) == 2
+    assert runs(pooled) == runs(here) and len(runs(here)) == 3

@@ -25,9 +25,9 @@ def test_the_pulse_names_running_matches_after_a_quiet_spell(tiny):
     tally = jobs.Tally(2, lines.append, clock=lambda: now[0])
     a, b = jobs.Job(tiny, "badnet", "strip", 3, 1, "cpu"), jobs.Job(tiny, "abe", "neo", 3, 1, "cpu")
     tally.start(2)
-    tally.began("x", a)
+    tally.began("x", a.label)
     now[0] = 4.0
-    tally.began("y", b)
+    tally.began("y", b.label)
     tally.heard("x", "  train:\n epoch 2/4, 0:30")
     now[0] = 9.0
     tally.pulse()
@@ -73,3 +73,14 @@ def test_a_pooled_tournament_passes_its_workers_progress_on(tiny, monkeypatch):
     # The workers' own lines reach the tournament's process, each under its match.
     assert any("none vs d1 seed 0 " in p and ": d1: scoring 3/5 inputs" in p for p in pulses), pulses
     assert any("none vs d2 seed 0 " in p and ": d2: " in p for p in pulses), pulses
+
+
+def test_a_control_group_is_named_by_its_defender_seed_and_members(tiny):
+    from arena.run.controls import _Group
+
+    def label(members: tuple[int, ...]) -> str:
+        return _Group(tiny, "abs", "1", 2, members, "cpu", "process").label
+
+    assert label((5, 6, 7, 8, 9)) == "abs seed 2, benign models 5-9"
+    assert label((0, 3)) == "abs seed 2, benign models 0, 3"
+    assert label((4,)) == "abs seed 2, benign model 4"

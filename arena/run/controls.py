@@ -22,7 +22,10 @@ control population is empty when it does not); without any, one run tells.
 With ``workers > 1`` the (seed, defender) groups run in a pool of spawned
 processes, one referee each, every run at the tournament's thread count, so a
 run gives the bytes it gives alone; this process writes the store as each
-group ends, so an interrupted run loses at most the groups in flight.
+group ends, so an interrupted run loses at most the groups in flight. The workers' progress lines
+come back on a queue, and while no group ends a line every ``Pulse.quiet_s`` names each running
+group and the last line its worker sent (``arena.run.pulse``): a CIFAR benign model trains for
+minutes. With one worker, the referee's lines go straight to ``progress``.
 """
 
 from __future__ import annotations
@@ -30,10 +33,12 @@ from __future__ import annotations
 import datetime as dt
 import multiprocessing
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import arena
-from arena.api.training import Progress, match_threads, pin_threads, pinned_threads
+from arena.api.training import Progress, match_threads, pinned_threads
 from arena.config.scenario import Scenario
 from arena.config.splits import bind_data
 from arena.engine.hosts import describe
@@ -42,6 +47,9 @@ from arena.results.record import ControlRecord
 from arena.results.store import Store
 from arena.run.backends.local import _stop_workers
 from arena.run.jobs import process_referee
+from arena.run.pulse import Pulse, drain, init_worker, reporting
+
+_WAIT_S = 2.0  # how often the pool is looked at for progress lines and the pulse while no group ends
 
 
 @dataclass
@@ -65,9 +73,20 @@ class _Group:
     isolation: str
 
 
-def _run_group(g: _Group) -> list[ControlRecord]:
-    """The group's runs, in this process's referee (its data and benign models stay loaded)."""
+    @property
+    def label(self) -> str:
+        """How progress lines name the group: ``abs seed 1, benign models 5-9``."""
+        span = (f"{self.members[0]}-{self.members[-1]}" if len(self.members) > 1
+                and self.members == tuple(range(self.members[0], self.members[-1] + 1))
+                else ", ".join(map(str, self.members)))
+        return f"{self.defender} seed {self.seed}, benign model{'s' if len(self.members) > 1 else ''} {span}"
+
+
+def _run_group(g: _Group, progress: Progress | None = None) -> list[ControlRecord]:
+    """The group's runs, in this process's referee (its data and benign models stay loaded); the
+    referee's progress lines (benign training, the defender's run) go to ``progress``."""
     referee = process_referee(g.scenario, g.device, g.isolation)
+    referee.progress = progress
     out = []
     pending = list(g.members)
     while pending:
@@ -84,6 +103,11 @@ def _run_group(g: _Group) -> list[ControlRecord]:
         if not result.get("verdict") and not result.get("fault"):
             break  # judges no model: one run says so
     return out
+
+
+def _run_group_reporting(g: _Group, key: int) -> list[ControlRecord]:
+    """``_run_group`` in a pool's worker, its progress lines sent to the waiting process."""
+    return _run_group(g, reporting(key))
 
 
 def _judges_by_matches(store: Store, scenario: Scenario, names: list[str]) -> dict[str, bool]:
@@ -103,7 +127,8 @@ def extend(scenario: Scenario, population: int, *, defenders: list[str] | None =
     fault) are skipped, so an interrupted run resumes."""
     scenario = bind_data(scenario)
     store = store or Store()
-    say = progress or (lambda _msg: None)
+    live = Pulse(progress or (lambda _msg: None))  # pooled groups: a line on them while none ends
+    say = live.say
     names = [canonical_spec(d) for d in defenders] if defenders else list(discover("defender"))
     names = [d for d in names if d != "none"]  # deploys nothing: judges no model
     versions = {d: describe("defender", d, scenario.agent_params("defender", d), isolation).version for d in names}
@@ -140,7 +165,7 @@ def extend(scenario: Scenario, population: int, *, defenders: list[str] | None =
             continue
         first = store.control_result(scenario.digest, d, versions[d], seeds[0], 0)
         if first is None or first.get("fault"):
-            settle(_run_group(_Group(scenario, d, versions[d], seeds[0], (0,), device, isolation)))
+            settle(_run_group(_Group(scenario, d, versions[d], seeds[0], (0,), device, isolation), say))
             first = store.control_result(scenario.digest, d, versions[d], seeds[0], 0) or {}
         known[d] = bool(first.get("verdict") or first.get("fault"))  # a fault tells nothing: try the rest
         if not known[d]:
@@ -152,22 +177,37 @@ def extend(scenario: Scenario, population: int, *, defenders: list[str] | None =
     todo = [g for seed in seeds for d in names if known.get(d) for g in [group(d, seed)] if g is not None]
     if workers <= 1 or len(todo) <= 1:
         for g in todo:
-            settle(_run_group(g))
+            settle(_run_group(g, say))
         return report
+    # A CIFAR benign member trains for minutes in a worker: its lines come back on a queue, and
+    # while no group ends, a line every Pulse.quiet_s names what each worker is doing.
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=pin_threads,
-                             initargs=(match_threads(),)) as pool:
-        in_flight: dict[Future, _Group] = {}
+    lines = ctx.Queue()
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=init_worker,
+                             initargs=(match_threads(), lines)) as pool:
+        in_flight: dict[Future, int] = {}
         try:
-            while todo or in_flight:
-                while todo and len(in_flight) < workers:
-                    g = todo.pop(0)
-                    in_flight[pool.submit(_run_group, g)] = g
-                ready, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-                for fut in ready:
-                    in_flight.pop(fut)
-                    settle(fut.result())
+            for n, g in enumerate(todo):
+                while len(in_flight) >= workers:
+                    _collect(in_flight, lines, live, settle)
+                in_flight[pool.submit(_run_group_reporting, g, n)] = n
+                live.began(n, g.label)
+            while in_flight:
+                _collect(in_flight, lines, live, settle)
         except BaseException:  # interrupted: the groups in flight are lost either way; stop their workers now
             _stop_workers(pool)
             raise
+    lines.close()
+    lines.cancel_join_thread()  # nothing this process put there waits to be flushed
     return report
+
+
+def _collect(in_flight: dict[Future, int], lines: Any, live: Pulse,
+             settle: Callable[[list[ControlRecord]], None]) -> None:
+    """Wait up to ``_WAIT_S`` for a group to end: store the ended ones, pass on the workers' lines, pulse."""
+    ready, _ = wait(in_flight, timeout=_WAIT_S, return_when=FIRST_COMPLETED)
+    drain(lines, live)
+    for fut in ready:
+        live.ended(in_flight.pop(fut))
+        settle(fut.result())
+    live.pulse()

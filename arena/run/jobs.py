@@ -18,6 +18,7 @@ from arena.core.errors import ArenaError
 from arena.core.progress import clock as mmss  # "1:05"
 from arena.engine.hosts import describe
 from arena.results.record import MatchRecord
+from arena.run.pulse import Pulse
 
 if TYPE_CHECKING:
     from arena.engine.referee import Referee
@@ -36,6 +37,11 @@ class Job:
     rounds: int
     device: str
     isolation: str = "process"
+
+    @property
+    def label(self) -> str:
+        """How progress lines name the match: ``badnet vs strip seed 0``."""
+        return f"{self.attacker} vs {self.defender} seed {self.seed}"
 
 
 class Player(Protocol):
@@ -92,32 +98,23 @@ def play_job(job: Job, progress: Progress | None = None) -> MatchRecord:
         return error_record(job, scenario, exc)
 
 
-class Tally:
+class Tally(Pulse):
     """Live counts of a tournament's matches, the line each finished match prints, and the pulse.
 
     Shared by every backend, so a tournament reads the same whether its matches run here, in a
     local pool or on a Ray cluster: ``[i/n] a vs d seed s: outcome (t s) | done D, running R,
     failed F, ETA m:ss``, where i = D + F. The ETA is the remaining matches at the rate matches
     have finished so far (wall-clock, so parallel workers count), and is left out until one has.
-
-    The pulse: a CIFAR match runs for minutes, so a backend that plays matches out of this
-    process tells the tally which are running (``began``, ``heard``, ``ended``) and calls
-    ``pulse()`` while it waits; after ``quiet_s`` without a line, one line names each running
-    match, how long it has run and the last progress line it sent (``  running: badnet vs strip
-    seed 0 1:12: train: epoch 2/4, ...``), so a tournament is never silent for long.
+    A backend that plays matches out of this process names each running match to the pulse
+    (``began(key, job.label)``, ``heard``, ``ended``, ``arena.run.pulse``), so a tournament is
+    never silent for long.
     """
 
-    quiet_s = 10.0
-
     def __init__(self, total: int, say: Progress, clock: Callable[[], float] = time.monotonic) -> None:
-        self.total, self._say, self.clock = total, say, clock
+        super().__init__(say, clock)
+        self.total = total
         self.done = self.failed = self.running = 0
-        self._t0 = self._said = clock()
-        self._live: dict[object, list] = {}  # key -> [label, started, last progress line]
-
-    def say(self, msg: str) -> None:
-        self._said = self.clock()
-        self._say(msg)
+        self._t0 = clock()
 
     def start(self, n: int = 1) -> None:
         """``n`` matches began playing."""
@@ -126,27 +123,6 @@ class Tally:
     def requeue(self, n: int = 1) -> None:
         """``n`` matches in flight went back to the queue (their worker died); they will start again."""
         self.running = max(0, self.running - n)
-
-    def began(self, key: object, job: Job) -> None:
-        """The match of ``job`` (known by ``key`` to the backend) is running out of this process."""
-        self._live[key] = [f"{job.attacker} vs {job.defender} seed {job.seed}", self.clock(), ""]
-
-    def heard(self, key: object, line: str) -> None:
-        """The running match ``key`` sent a progress line."""
-        if key in self._live:
-            self._live[key][2] = " ".join(line.split())  # the agents' indentation and newlines, flattened
-
-    def ended(self, key: object) -> None:
-        self._live.pop(key, None)
-
-    def pulse(self) -> None:
-        """One line on the running matches, if nothing was said for ``quiet_s``."""
-        now = self.clock()
-        if not self._live or now - self._said < self.quiet_s:
-            return
-        self.say("  running: " + " | ".join(
-            f"{label} {mmss(now - started)}" + (f": {last}" if last else "")
-            for label, started, last in self._live.values()))
 
     def counts(self) -> str:
         finished = self.done + self.failed

@@ -10,18 +10,17 @@ is recorded as an error and the tournament goes on with a new pool.
 from __future__ import annotations
 
 import multiprocessing
-import queue
 import signal
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from typing import Any
 
-from arena.api.training import Progress, pin_threads, pinned_threads
+from arena.api.training import Progress, pinned_threads
 from arena.results.record import MatchRecord
 from arena.run.jobs import Job, JobQueue, Player, Tally, WorkerDied, error_record, play_job
+from arena.run.pulse import drain, init_worker, reporting
 
 _WAIT_S = 2.0  # how often the pool is looked at for progress lines and the pulse while no match ends
 
@@ -45,39 +44,9 @@ class LocalBackend:
             _run_pooled(jobs, self.workers, threads, done, say, tally, self.player)
 
 
-_LINES: Any = None  # in a worker: the queue its matches' progress lines go to (``_play_reporting``)
-_LINE_MAX = 1000  # bytes: a pipe writes up to PIPE_BUF (4096) at once, so a killed worker never
-# leaves half a line in the queue for the tournament to block on
-
-
-def _init_worker(threads: int, lines: Any = None) -> None:
-    global _LINES
-    pin_threads(threads)
-    _LINES = lines
-
-
 def _play_reporting(player: Player, job: Job, key: int) -> MatchRecord:
     """``player(job)`` in a worker, its progress lines sent to the tournament's process as ``(key, line)``."""
-    def progress(line: str) -> None:
-        if _LINES is not None:
-            try:
-                _LINES.put_nowait((key, line[:_LINE_MAX]))
-            except Exception:  # a progress line must never cost a match
-                pass
-
-    return player(job, progress)
-
-
-def _drain(lines: Any, tally: Tally) -> None:
-    """Hand the workers' progress lines received so far to the tally (the latest per match counts)."""
-    while True:
-        try:
-            key, line = lines.get_nowait()
-        except queue.Empty:
-            return
-        except Exception:  # a queue broken by a dead worker: the pulse shows elapsed times only
-            return
-        tally.heard(key, line)
+    return player(job, reporting(key))
 
 
 def _death_cause(exitcode: int | None) -> str:
@@ -124,7 +93,7 @@ def _pool_pass(jobs: list[Job], todo: JobQueue, workers: int, threads: int,
     ctx = multiprocessing.get_context("spawn")
     lines = ctx.Queue()
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx,
-                             initializer=_init_worker, initargs=(threads, lines)) as pool:
+                             initializer=init_worker, initargs=(threads, lines)) as pool:
         try:
             while (todo or in_flight) and not crashed:
                 while len(in_flight) < workers and not crashed:
@@ -132,7 +101,7 @@ def _pool_pass(jobs: list[Job], todo: JobQueue, workers: int, threads: int,
                     if i is None:
                         break
                     tally.start()
-                    tally.began(i, jobs[i])
+                    tally.began(i, jobs[i].label)
                     try:
                         in_flight[pool.submit(_play_reporting, player, jobs[i], i)] = i
                     except BrokenProcessPool:  # a worker died between two results; i counts as in flight
@@ -141,7 +110,7 @@ def _pool_pass(jobs: list[Job], todo: JobQueue, workers: int, threads: int,
                 if not in_flight:
                     break
                 ready, _ = wait(in_flight, timeout=_WAIT_S, return_when=FIRST_COMPLETED)
-                _drain(lines, tally)
+                drain(lines, tally)
                 for fut in ready:
                     settle(fut, in_flight.pop(fut))
                 tally.pulse()

@@ -343,7 +343,7 @@ def run_on_ray(jobs: list[Job], threads: int, done: Callable[[MatchRecord], None
                     job, threads, marker, token)
                 in_flight[ref] = i
                 tally.start()
-                tally.began(ref, job)  # the pulse names it with its running time (no progress lines from Ray)
+                tally.began(ref, job.label)  # the pulse names it with its running time (no progress lines from Ray)
             if not in_flight:  # nothing could start: the cluster lost the nodes that fit a match
                 slots, slots_at = _slots(ray, cpus, gpus), time.monotonic()
                 if slots == 0:
