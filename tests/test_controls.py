@@ -118,6 +118,9 @@ def test_a_pool_of_workers_makes_the_same_runs(tiny, tmp_path, monkeypatch, aren
     assert (report.played, report.faults) == (3, [])
     # Never silent while a worker trains: the pulse names each group and the last line its worker sent.
     pulses = [line for line in said if line.startswith("  running: ")]
+    # Each run's line counts the planned runs (the inspector's first run, which planned them, aside).
+    ends = [line.rsplit(" | ", 1)[-1] for line in said if line.startswith("controls tiny: neuron-inspect seed")]
+    assert re.fullmatch(r"2/2 runs, \d+:\d\d", ends[-1]) and " runs" not in ends[0], ends
     for seed in (1, 2):  # "... 0:03: training the benign small-cnn ...", "... 0:05: benign: epoch 1/3 ..."
         assert any(re.search(rf"neuron-inspect seed {seed}, benign model 0 \d+:\d\d: \S", p) for p in pulses), said
 

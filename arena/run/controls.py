@@ -40,6 +40,7 @@ from typing import Any
 import arena
 from arena.api.training import Progress, match_threads, pinned_threads
 from arena.config.scenario import Scenario
+from arena.core.progress import Eta
 from arena.config.splits import bind_data
 from arena.engine.hosts import describe
 from arena.plugins import canonical_spec, discover
@@ -58,6 +59,15 @@ class ControlsReport:
     skipped: int = 0
     judged_no_model: list[str] = field(default_factory=list)
     faults: list[tuple[str, int, int, str]] = field(default_factory=list)
+
+
+@dataclass
+class _Count:
+    """The planned runs' progress: an ETA once the groups are planned (the first runs that tell
+    whether a defender judges models are not counted)."""
+
+    eta: Eta | None = None
+    done: int = 0
 
 
 @dataclass(frozen=True)
@@ -137,6 +147,7 @@ def extend(scenario: Scenario, population: int, *, defenders: list[str] | None =
     known = _judges_by_matches(store, scenario, names)
 
     ran: set[tuple[str, int, int]] = set()  # runs made by this call (not "skipped" when met again)
+    count = _Count()
 
     def group(d: str, seed: int) -> _Group | None:
         missing = []
@@ -155,9 +166,12 @@ def extend(scenario: Scenario, population: int, *, defenders: list[str] | None =
             report.played += 1
             if c.result.get("fault"):
                 report.faults.append((c.defender, c.seed, c.member, str(c.result["fault"])))
-            say(f"controls {scenario.name}: {c.defender} seed {c.seed} benign model {c.member}: "
-                + ("fault" if c.result.get("fault") else "judges no model" if not c.result.get("verdict")
-                   else "flagged" if c.result.get("flagged") else "passed"))
+            what = ("fault" if c.result.get("fault") else "judges no model" if not c.result.get("verdict")
+                    else "flagged" if c.result.get("flagged") else "passed")
+            if count.eta is not None:
+                count.done += 1
+                what += f" | {count.eta.status(count.done, 'runs')}"
+            say(f"controls {scenario.name}: {c.defender} seed {c.seed} benign model {c.member}: {what}")
 
     # A defender no stored match speaks for is tried once first, so a filter costs one run, not one a seed.
     for d in names:
@@ -175,6 +189,7 @@ def extend(scenario: Scenario, population: int, *, defenders: list[str] | None =
             report.judged_no_model.append(d)
             say(f"controls {scenario.name}: {d} judges no model (no model-level gate): left out")
     todo = [g for seed in seeds for d in names if known.get(d) for g in [group(d, seed)] if g is not None]
+    count.eta = Eta(sum(len(g.members) for g in todo))
     if workers <= 1 or len(todo) <= 1:
         for g in todo:
             settle(_run_group(g, say))
