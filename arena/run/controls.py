@@ -32,16 +32,16 @@ from __future__ import annotations
 
 import datetime as dt
 import multiprocessing
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
 import arena
 from arena.api.training import Progress, match_threads, pinned_threads
 from arena.config.scenario import Scenario
-from arena.core.progress import Eta
 from arena.config.splits import bind_data
+from arena.core.progress import Eta
 from arena.engine.hosts import describe
 from arena.plugins import canonical_spec, discover
 from arena.results.record import ControlRecord
