@@ -339,8 +339,7 @@ def run_on_ray(jobs: list[Job], threads: int, done: Callable[[MatchRecord], None
                 if i is None:  # the rest wait for a trojan being crafted, or there are none left
                     break
                 job = jobs[i]
-                ref = task.options(name=f"{job.attacker} vs {job.defender} seed {job.seed}").remote(
-                    job, threads, marker, token)
+                ref = task.options(name=job.label).remote(job, threads, marker, token)
                 in_flight[ref] = i
                 tally.start()
                 tally.began(ref, job.label)  # the pulse names it with its running time (no progress lines from Ray)
