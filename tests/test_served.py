@@ -9,7 +9,7 @@ from torch import nn
 from arena.api.protocol import Defender, Deployment
 from arena.core.progress import Ticker
 from arena.core.stages import Stages
-from arena.engine.hosts import _untouched
+from arena.engine.agent_process import _untouched
 from conftest import requires_fmnist
 
 

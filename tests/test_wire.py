@@ -10,7 +10,7 @@ import torch
 
 from arena.api.triggers import Trigger
 from arena.engine import wire
-from arena.engine.hosts import AGENT_TYPES, AgentCard, check_answer
+from arena.engine.messages import AGENT_TYPES, AgentCard, check_answer
 
 
 def test_values_round_trip_bit_for_bit():

@@ -223,7 +223,7 @@ class DeploymentHandle(Protocol):
 
     threshold: float | None
     passes_per_input: int
-    verdict: Any  # arena.engine.hosts.VerdictData or None
+    verdict: Any  # arena.engine.messages.VerdictData or None
     score: Callable[[torch.Tensor], torch.Tensor] | None
 
     def predict(self, x: torch.Tensor) -> torch.Tensor: ...

@@ -38,8 +38,9 @@ from arena.core.errors import ArenaError
 from arena.core.keys import key_id, referee_key, secret_generator, secret_seed
 from arena.config.datasets import DATASET_INFO, Tensors
 from arena.config.splits import Splits, bind_data, make_splits
-from arena.engine.hosts import (AgentCard, AgentFault, DeploymentSummary, InProcessHost, TrojanPayload,
-                             gpu_peak_mb, model_from_payload, open_host)
+from arena.engine.agent_process import gpu_peak_mb, model_from_payload
+from arena.engine.hosts import AgentFault, InProcessHost, open_host
+from arena.engine.messages import AgentCard, DeploymentSummary, TrojanPayload
 from arena.engine.metrics import (AttackMetrics, DefenseMetrics, defense_metrics, measure_attack, scored_prefix,
                                   stream_scores)
 from arena.api.exported import EXPORTED
