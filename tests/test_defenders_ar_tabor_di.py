@@ -83,7 +83,11 @@ def test_tabor_flags_badnet_and_not_the_benign_model(referee, tiny):
     assert norms[0] < 0.5 * norms.median()
     assert d["mjs"] > 0 and d["mln"] < 3 * tiny.trigger.size**2
     assert m["control"]["flagged"] is False
-    assert d["aiv"] > m["control"]["aiv"] + 1  # the target stands out more than anything on the benign model
+    # The target stands out more than anything on the benign model. A margin of 1 held on the machine
+    # it was written on and not on another (2026-12-07, same torch, an AVX-512 EPYC): there the
+    # trojan's AIV was 2.7-9.1 and the benign model's 1.4-2.6 under five keys, the suite's 3.33 against
+    # 2.64. Float kernels differ between CPUs, so a behaviour test asserts the order, not a margin.
+    assert d["aiv"] > m["control"]["aiv"]
     assert d["cad"] == 0.0 and result.record.outcome == 0.0
 
 
