@@ -29,6 +29,7 @@ from arena.core.errors import ArenaError
 from arena.engine import wire
 from arena.engine.messages import AgentCard, DeploymentSummary, TrojanPayload, VerdictData, referee_types
 
+
 def _plain(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=str))
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+
 @dataclass(frozen=True)
 class AgentCard:
     """Plain facts about an agent, read in its own process (the referee never imports plugin code)."""
