@@ -92,7 +92,7 @@ LONGEST_FIRST = ("test_every_pair.py", "test_tv_models.py", "test_hostile.py", "
 
 # The fast lane (`-m "not slow"`) leaves most of those out, and its own longest files are others.
 # Seconds per file there, idle 2-core machine, 2026-12-07 (`pytest -m "not slow" --durations=0`,
-# summed per file; 125 s in all, 91 s wall in that order): sandbox 30.8 (its environment test
+# summed per file; 125 s in all, 91 s wall in the full suite's order): sandbox 30.8 (its environment test
 # starts a fresh interpreter and forkserver, 20 s with the tiny benign model to train, 11 s
 # without), scan 18.1, tv_models 10.8, published 10.7, plugins 9.3, own_data 9.0, coverage 9.0,
 # inputs 8.7, revealed 5.6; the rest 3.3 s or less each.
