@@ -47,16 +47,20 @@ def test_the_shipped_leaderboard_is_what_its_matches_give(name):
             assert re.search(r"95% interval \[-?\d+, -?\d+\], Holm-adjusted p = ", line), line
 
 
-def test_the_readme_counts_the_orderings_that_the_computation_finds():
+@pytest.mark.parametrize("name", ["fmnist-cnn", "cifar10-cnn"])
+def test_the_readme_counts_the_orderings_that_the_computation_finds(name):
     readme = (ROOT / "README.md").read_text()
     assert "ranks above" not in readme  # orderings live in the generated leaderboards only
-    rated, _ = rated_records(shipped("fmnist-cnn"), load_scenario("fmnist-cnn").budgets.model_fpr,
-                             shipped_controls("fmnist-cnn"))
+    rated, _ = rated_records(shipped(name), load_scenario(name).budgets.model_fpr, shipped_controls(name))
     claims = pair_claims(rate(games_from_records(rated)))
     counted = {role: (sum(c.ordered for c in cs), sum(not math.isnan(c.p) for c in cs)) for role, cs in claims.items()}
+    # The first count after the scenario's own paragraph opens ("`NAME`: ...") is that scenario's.
+    text = " ".join(readme.split())
+    opening = text.find(f"`{name}`: ")
+    assert opening >= 0, f"the README has no paragraph on {name}'s published board"
     stated = re.search(r"(\d+) of (\d+) attacker pairs and (\d+) of the (\d+) defender pairs that can be tested",
-                       " ".join(readme.split()))
-    assert stated, "the README no longer states how many pairs are ordered"
+                       text[opening:])
+    assert stated, f"the README no longer states how many of {name}'s pairs are ordered"
     assert tuple(map(int, stated.groups())) == (*counted["attacker"], *counted["defender"])
 
 
@@ -71,11 +75,14 @@ def test_leaderboard_and_matches_speak_json(tmp_path, monkeypatch):
     run = CliRunner().invoke
     assert run(main, ["matches", "import", str(ROOT / "leaderboards" / "cifar10-cnn.matches.jsonl.gz")]).exit_code == 0
     listed = json.loads(run(main, ["matches", "list", "--json"]).stdout)
-    assert len(listed) == 150 and {"attacker", "defender", "outcome", "metrics"} <= set(listed[0])
+    assert len(listed) == 750 and {"attacker", "defender", "outcome", "metrics"} <= set(listed[0])
     shown = json.loads(run(main, ["matches", "show", str(listed[0]["id"]), "--json"]).stdout)
     assert shown == listed[0]
     board = json.loads(run(main, ["leaderboard", "cifar10-cnn", "--json"]).stdout)
-    assert board["interval_unit"] == "match" and board["orderings"] == []  # one seed: nothing claimed
+    assert board["interval_unit"] == "seed" and board["seeds"] == [0, 1, 2, 3, 4]
+    # Every ordering the JSON claims carries an interval that excludes a tie and a corrected p under 5%.
+    assert board["orderings"] and all(o["ci_low"] > 0 and o["p_holm"] < 0.05 for o in board["orderings"])
+    # Judged here on the matches' own control runs (25 models a defender), without the published extra runs.
     assert [u["defender"] for u in board["usability"] if not u["usable"]] == ["deep-inspect", "neuron-inspect"]
     assert {r["name"] for r in board["ratings"]} >= {"none", "badnet", "strip"}
 
