@@ -73,7 +73,8 @@ def test_leaderboard_and_matches_speak_json(tmp_path, monkeypatch):
 
     monkeypatch.setenv("ARENA_HOME", str(tmp_path))
     run = CliRunner().invoke
-    assert run(main, ["matches", "import", str(ROOT / "leaderboards" / "cifar10-cnn.matches.jsonl.gz")]).exit_code == 0
+    shipped_files = [str(ROOT / "leaderboards" / f"cifar10-cnn.{kind}.jsonl.gz") for kind in ("matches", "controls")]
+    assert run(main, ["matches", "import", *shipped_files]).exit_code == 0
     listed = json.loads(run(main, ["matches", "list", "--json"]).stdout)
     assert len(listed) == 750 and {"attacker", "defender", "outcome", "metrics"} <= set(listed[0])
     shown = json.loads(run(main, ["matches", "show", str(listed[0]["id"]), "--json"]).stdout)
@@ -82,9 +83,14 @@ def test_leaderboard_and_matches_speak_json(tmp_path, monkeypatch):
     assert board["interval_unit"] == "seed" and board["seeds"] == [0, 1, 2, 3, 4]
     # Every ordering the JSON claims carries an interval that excludes a tie and a corrected p under 5%.
     assert board["orderings"] and all(o["ci_low"] > 0 and o["p_holm"] < 0.05 for o in board["orderings"])
-    # Judged here on the matches' own control runs (25 models a defender), without the published extra runs.
     assert [u["defender"] for u in board["usability"] if not u["usable"]] == ["deep-inspect", "neuron-inspect"]
     assert {r["name"] for r in board["ratings"]} >= {"none", "badnet", "strip"}
+    # Imported, the board is the published page to the byte, Elo included: the import keeps the order
+    # in which the matches were played, and online Elo is replayed in that order.
+    baseline = re.search(r"^## What seeds .+ added to seeds ([0-9, -]+)$", (ROOT / "leaderboards" / "cifar10-cnn.md")
+                         .read_text(), re.M).group(1)
+    page = run(main, ["leaderboard", "cifar10-cnn", "--baseline-seeds", baseline]).stdout
+    assert page.rstrip("\n") == (ROOT / "leaderboards" / "cifar10-cnn.md").read_text().rstrip("\n")
 
 
 def test_the_paper_page_is_what_its_shipped_matches_give(tmp_path, monkeypatch):
