@@ -85,8 +85,8 @@ def test_leaderboard_and_matches_speak_json(tmp_path, monkeypatch):
     assert board["orderings"] and all(o["ci_low"] > 0 and o["p_holm"] < 0.05 for o in board["orderings"])
     assert [u["defender"] for u in board["usability"] if not u["usable"]] == ["deep-inspect", "neuron-inspect"]
     assert {r["name"] for r in board["ratings"]} >= {"none", "badnet", "strip"}
-    # Imported, the board is the published page to the byte, Elo included: the import keeps the order
-    # in which the matches were played, and online Elo is replayed in that order.
+    # Imported, the board is the published page to the byte, Elo included: the import keeps the matches'
+    # order in the store that wrote the file, and online Elo is replayed in that order.
     baseline = re.search(r"^## What seeds .+ added to seeds ([0-9, -]+)$", (ROOT / "leaderboards" / "cifar10-cnn.md")
                          .read_text(), re.M).group(1)
     page = run(main, ["leaderboard", "cifar10-cnn", "--baseline-seeds", baseline]).stdout

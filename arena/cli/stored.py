@@ -138,9 +138,10 @@ def matches_import(files: tuple[str, ...], replace: bool) -> None:
     from arena.results.store import Store
 
     is_controls = [f.endswith(".controls.jsonl.gz") for f in files]
-    # Each file's matches in the order they were played (their ids in the store that played them), so
-    # that this store's ids keep that order and online Elo, replayed in id order, gives the published
-    # column; files keep the order they are named in, since two stores' ids are not comparable.
+    # Each file's matches in the order of their ids in the store that wrote the file (the order it played
+    # or imported them), so that this store's ids keep that order and online Elo, replayed in id order,
+    # gives the published column; files keep the order they are named in, since two stores' ids are not
+    # comparable.
     records = [r for f, c in zip(files, is_controls) if not c
                for r in sorted(read_jsonl_gz(Path(f)), key=lambda r: (r.id is None, r.id or 0))]
     controls = [r for f, c in zip(files, is_controls) if c for r in read_controls_gz(Path(f))]
