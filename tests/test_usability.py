@@ -63,6 +63,26 @@ def test_populations_are_counted_once_per_seed_and_an_unusable_defender_is_not_r
     assert "defender:alarmist" not in csv and "defender:careful" in csv  # left out of the ratings
 
 
+def test_the_page_gives_each_defender_its_power_and_says_what_its_interval_excludes():
+    # Three inspectors on populations of different sizes (as after `arena controls -d ...` for some of them):
+    # each row's power is its own, and only an interval that ends below twice the budget is said to.
+    recs = []
+    for seed in range(20):
+        recs.append(_rec("wide", seed, [False] * 10, "strong", 0.9))  # 0 of 200: [0, 0.018]
+        recs.append(_rec("narrow", seed, [False] * 2, "strong", 0.5))  # 0 of 40: [0, 0.088]
+        recs.append(_rec("few", seed, [False], "strong", 0.4))  # 0 of 20: [0, 0.168]
+    judged = {u.defender: u for u in usability(recs, 0.05)}
+    assert judged["wide"].power == power(200, 0.05) >= 0.8 > power(40, 0.05) == judged["narrow"].power
+    assert judged["few"].ci_high > 0.10 > judged["narrow"].ci_high
+    md, _ = render_leaderboard("s", recs)
+    section = md[md.index("## Usability over benign models"):]
+    section = section[: section.index("\n## ", 3)]
+    row = next(line for line in section.splitlines() if line.startswith("| narrow"))
+    assert f"{power(40, 0.05):.2f}" in row and "0/40" in row
+    assert "(20 to 200)" in section and "arena controls --population N" in section  # the weakest row lacks power
+    assert "the intervals of `narrow`, `wide` end below twice the budget (10%); that of `few` does not." in section
+
+
 def test_rescore_brings_a_match_stored_under_the_old_gate_under_the_current_rule(tmp_path, monkeypatch):
     import dataclasses
     from pathlib import Path

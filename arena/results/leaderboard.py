@@ -214,9 +214,21 @@ def _usability_section(judged: Sequence[Usability]) -> list[str]:
         return []
     budget = judged[0].budget
     rows = [(u.defender, f"{u.flagged}/{u.models}", f"{u.rate:.3f}", f"[{u.ci_low:.3f}, {u.ci_high:.3f}]",
-             f"{u.p_value:.3g}", "usable" if u.usable else "**unusable at this budget**") for u in judged]
-    n = max(u.models for u in judged)
+             f"{u.p_value:.3g}", f"{u.power:.2f}", "usable" if u.usable else "**unusable at this budget**")
+            for u in judged]
+    sizes = sorted({u.models for u in judged})
     unusable = [u.defender for u in judged if not u.usable]
+    # What the data already exclude, whatever the design's power: a usable defender whose interval ends
+    # below twice the budget is not one whose true rate is that high (at 95%), however few models it took.
+    shown = [f"`{u.defender}`" for u in judged if u.usable and u.ci_high < 2 * budget]
+    open_ = [f"`{u.defender}`" for u in judged if u.usable and u.ci_high >= 2 * budget]
+    weak = min(power(n, budget) for n in sizes)
+    if len(sizes) == 1:
+        design = (f"With {sizes[0]} benign models the test fails a defender whose true rate is twice the budget "
+                  f"with probability {power(sizes[0], budget):.2f}")
+    else:
+        design = (f"The power column is the chance that the test fails a defender whose true rate is twice the "
+                  f"budget, with that defender's number of benign models ({sizes[0]} to {sizes[-1]})")
     return [
         "## Usability over benign models", "",
         f"Defenders that judge models were also run on every seed's population of benign models. Their flags are "
@@ -225,13 +237,15 @@ def _usability_section(judged: Sequence[Usability]) -> list[str]:
         f"the budget; the interval is Clopper-Pearson 95%). A defender that fails is unusable at this budget: "
         f"its matches keep the outcomes its deployments earned but are left out of the ratings"
         + (f" ({', '.join(f'`{d}`' for d in unusable)})." if unusable else "."), "",
-        tabulate(rows, headers=["defender", "flagged", "rate", "95% CI", "p", "verdict"], tablefmt="github",
-                 disable_numparse=True, colalign=("left", "right", "right", "right", "right", "left")), "",
-        f"With {n} benign models the test fails a defender whose true rate is twice the budget with probability "
-        f"{power(n, budget):.2f}; 80% would take {models_needed(budget)} benign models"
-        + (" (`arena controls --population N` adds them without replaying a match)" if power(n, budget) < 0.8
-           else "")
-        + ". A defender listed as usable has not been shown to be within the budget, only not shown to be over it.",
+        tabulate(rows, headers=["defender", "flagged", "rate", "95% CI", "p", "power", "verdict"], tablefmt="github",
+                 disable_numparse=True, colalign=("left", "right", "right", "right", "right", "right", "left")), "",
+        f"{design}; 80% would take {models_needed(budget)} benign models"
+        + (" (`arena controls --population N` adds them without replaying a match)" if weak < 0.8 else "")
+        + ". A defender listed as usable has not been shown to be within the budget, only not shown to be over it"
+        + (f"; the interval{'s' if len(shown) > 1 else ''} of {', '.join(shown)} end{'' if len(shown) > 1 else 's'} "
+           f"below twice the budget ({2 * budget:.0%})" if shown else "")
+        + (f"; {'that' if len(open_) == 1 else 'those'} of {', '.join(open_)} "
+           f"do{'es' if len(open_) == 1 else ''} not" if open_ else "") + ".",
         "",
     ]
 
