@@ -39,6 +39,7 @@ def test_extra_members_enlarge_the_gate_and_resume(tiny, tmp_path):
     by_member = {c.member: c.result for c in rows if c.defender == "neuron-inspect"}
     for m in rec.metrics["control"]["members"]:
         assert by_member[m["member"]]["flagged"] == m["flagged"] and by_member[m["member"]]["aiv"] == m["aiv"]
+    assert {c.result["key_id"] for c in rows} == {rec.metrics["key_id"]}  # which key drew each benign model
 
     (alone,) = usability([rec], budget=0.05)
     (pooled,) = usability([rec], budget=0.05, controls=rows)

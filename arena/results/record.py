@@ -38,7 +38,8 @@ class ControlRecord:
     """One defender on one benign model of a seed, run apart from any match to enlarge the pooled
     usability gate's sample (``arena controls``). ``result`` holds what a match's control member holds:
     ``flagged``, ``verdict`` (whether the deployment judged the model at all), ``fpr``, ``cad``,
-    ``suspected_target``, ``aiv``, ``aiv_max`` and ``fault``."""
+    ``suspected_target``, ``aiv``, ``aiv_max``, ``fault`` and, since 2026-12-08, ``key_id`` (the key
+    that drew the benign model; ``arena.run.controls``)."""
 
     scenario: str
     scenario_digest: str

@@ -11,6 +11,16 @@ from; the matches already ran 0-4, which come from the cache), and stores each
 run apart from the matches, so no match is re-keyed or played again and the
 leaderboard's usability verdicts and detection ROCs count every benign model.
 
+Extra members may be drawn in another arena home than the one that played the
+seed's matches. A seed's matches must share one key (they share its benign
+models and control runs); an extra member shares nothing with them: it is one
+more independent draw of the scenario's benign training, and the pooled gate
+asks only that its draws be independent and of that recipe. Under another key,
+member 12 of seed 0 is another model than member 12 elsewhere, so a seed's
+extra members are run in one home at a time (the store keeps the first run of a
+defender, seed and member it is given), and each run records its key's
+``key_id``.
+
 Each run is exactly a match's control run (``Referee.control_member``): the
 defender deployed in its own sandboxed process on that benign model, asked the
 questions of a match, cached by model and defender. A defender that judges no
@@ -41,6 +51,7 @@ import arena
 from arena.api.training import Progress, match_threads, pinned_threads
 from arena.config.scenario import Scenario
 from arena.config.splits import bind_data
+from arena.core.keys import key_id
 from arena.core.progress import Eta
 from arena.engine.hosts import describe
 from arena.plugins import canonical_spec, discover
@@ -106,6 +117,9 @@ def _run_group(g: _Group, progress: Progress | None = None) -> list[ControlRecor
         pending.remove(member)
         with pinned_threads(match_threads()):  # the bytes a tournament's worker would make
             result = referee.control_member(g.defender, g.seed, member)
+        # Which home's key drew this benign model (a hash prefix, as match records carry it): members
+        # past the matches' population may come from another home than the seed's matches (docstring).
+        result = {**result, "key_id": key_id(referee.key)}
         out.append(ControlRecord(
             scenario=g.scenario.name, scenario_digest=g.scenario.digest, defender=g.defender,
             defender_version=g.version, seed=g.seed, member=member, result=result, code_version=arena.__version__,
