@@ -72,3 +72,17 @@ def test_arena_controls_groups_take_members_another_worker_is_making_last(tiny, 
     records = controls._run_group(group)
     assert taken == [7, 8, 9, 5, 6]
     assert sorted(r.member for r in records) == [5, 6, 7, 8, 9]
+
+
+def test_extra_members_are_planned_in_chunks_every_defender_over_the_same_members():
+    from arena.run.controls import plan
+
+    missing = {("abs", 0): list(range(10, 22)), ("tabor", 0): list(range(10, 22)), ("abs", 1): [3],
+               ("tabor", 1): []}
+    groups = plan([0, 1], ["abs", "tabor"], missing, chunk=5)
+    assert groups == [(0, "abs", (10, 11, 12, 13, 14)), (0, "tabor", (10, 11, 12, 13, 14)),
+                      (0, "abs", (15, 16, 17, 18, 19)), (0, "tabor", (15, 16, 17, 18, 19)),
+                      (0, "abs", (20, 21)), (0, "tabor", (20, 21)), (1, "abs", (3,))]
+    # Every missing run is planned once, however the members fall into chunks.
+    runs = [(d, seed, m) for seed, d, ms in groups for m in ms]
+    assert sorted(runs) == sorted((d, seed, m) for (d, seed), ms in missing.items() for m in ms)

@@ -29,10 +29,12 @@ a seed, on member 0, and left out after that: it has no model-level gate.
 Whether a defender judges models is read from its stored matches (their
 control population is empty when it does not); without any, one run tells.
 
-With ``workers > 1`` the (seed, defender) groups run in a pool of spawned
+The missing runs are grouped by seed and defender, at most ``CHUNK`` members a
+group (``plan``), and this process writes the store as each group ends, so an
+interrupted run loses at most the groups in flight (and their finished runs are
+in the cache). With ``workers > 1`` the groups run in a pool of spawned
 processes, one referee each, every run at the tournament's thread count, so a
-run gives the bytes it gives alone; this process writes the store as each
-group ends, so an interrupted run loses at most the groups in flight. The workers' progress lines
+run gives the bytes it gives alone. The workers' progress lines
 come back on a queue, and while no group ends a line every ``Pulse.quiet_s`` names each running
 group and the last line its worker sent (``arena.run.pulse``): a CIFAR benign model trains for
 minutes. With one worker, the referee's lines go straight to ``progress``.
@@ -62,6 +64,11 @@ from arena.run.jobs import process_referee
 from arena.run.pulse import Pulse, drain, init_worker, reporting
 
 _WAIT_S = 2.0  # how often the pool is looked at for progress lines and the pulse while no group ends
+# A group's runs are stored when the group ends, so a group is at most this many members of one
+# defender and seed: on cifar10-cnn five members take about half an hour, where a population
+# grown from 10 to 39 would otherwise be stored only after hours, and an interrupted session
+# would leave the store (and what `arena matches export --controls` can carry) without them.
+CHUNK = 5
 
 
 @dataclass
@@ -83,7 +90,7 @@ class _Count:
 
 @dataclass(frozen=True)
 class _Group:
-    """One defender's missing runs on one seed."""
+    """Up to ``CHUNK`` of one defender's missing runs on one seed (``plan``)."""
 
     scenario: Scenario
     defender: str
@@ -101,6 +108,22 @@ class _Group:
                 and self.members == tuple(range(self.members[0], self.members[-1] + 1))
                 else ", ".join(map(str, self.members)))
         return f"{self.defender} seed {self.seed}, benign model{'s' if len(self.members) > 1 else ''} {span}"
+
+
+def plan(seeds: list[int], defenders: list[str], missing: dict[tuple[str, int], list[int]],
+         chunk: int = CHUNK) -> list[tuple[int, str, tuple[int, ...]]]:
+    """(seed, defender, members) groups of at most ``chunk`` missing members each, seed by seed and,
+    within a seed, the same members for every defender before the next ones: the defenders advance
+    together over the benign models as they are trained (a model is trained once, for the first
+    defender that reaches it, and read from the cache by the others), and an interrupted run leaves
+    every defender with about as many new members as the others."""
+    out = []
+    for seed in seeds:
+        parts = {d: [tuple(m[i:i + chunk]) for i in range(0, len(m), chunk)]
+                 for d in defenders for m in [missing.get((d, seed), [])]}
+        for k in range(max((len(p) for p in parts.values()), default=0)):
+            out += [(seed, d, parts[d][k]) for d in defenders if k < len(parts[d])]
+    return out
 
 
 def _run_group(g: _Group, progress: Progress | None = None) -> list[ControlRecord]:
@@ -163,15 +186,15 @@ def extend(scenario: Scenario, population: int, *, defenders: list[str] | None =
     ran: set[tuple[str, int, int]] = set()  # runs made by this call (not "skipped" when met again)
     count = _Count()
 
-    def group(d: str, seed: int) -> _Group | None:
-        missing = []
+    def missing(d: str, seed: int) -> list[int]:
+        out = []
         for member in range(population):
             stored = store.control_result(scenario.digest, d, versions[d], seed, member)
             if stored is None or stored.get("fault"):
-                missing.append(member)
+                out.append(member)
             elif (d, seed, member) not in ran:
                 report.skipped += 1
-        return _Group(scenario, d, versions[d], seed, tuple(missing), device, isolation) if missing else None
+        return out
 
     def settle(records: list[ControlRecord]) -> None:
         for c in records:
@@ -202,7 +225,10 @@ def extend(scenario: Scenario, population: int, *, defenders: list[str] | None =
         if known.get(d) is False:
             report.judged_no_model.append(d)
             say(f"controls {scenario.name}: {d} judges no model (no model-level gate): left out")
-    todo = [g for seed in seeds for d in names if known.get(d) for g in [group(d, seed)] if g is not None]
+    judging = [d for d in names if known.get(d)]
+    todo = [_Group(scenario, d, versions[d], seed, members, device, isolation)
+            for seed, d, members in plan(seeds, judging, {(d, seed): missing(d, seed) for seed in seeds
+                                                          for d in judging})]
     count.eta = Eta(sum(len(g.members) for g in todo))
     if workers <= 1 or len(todo) <= 1:
         for g in todo:
