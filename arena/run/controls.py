@@ -17,9 +17,9 @@ models and control runs); an extra member shares nothing with them: it is one
 more independent draw of the scenario's benign training, and the pooled gate
 asks only that its draws be independent and of that recipe. Under another key,
 member 12 of seed 0 is another model than member 12 elsewhere, so a seed's
-extra members are run in one home at a time (the store keeps the first run of a
-defender, seed and member it is given), and each run records its key's
-``key_id``.
+extra members are run in one home at a time (the store keeps one run per
+defender, version, seed and member: the last it is given, imports included), and
+each run records its key's ``key_id``.
 
 Each run is exactly a match's control run (``Referee.control_member``): the
 defender deployed in its own sandboxed process on that benign model, asked the
