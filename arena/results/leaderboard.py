@@ -29,7 +29,7 @@ from arena.results.ratings import (ATTACKER, BASE_RATING, DEFAULT_ANCHOR, DEFEND
 from arena.config.scenario import is_safe_name
 from arena.results.record import ControlRecord, MatchRecord
 from arena.results.roster import leave_one_out, nash
-from arena.results.usability import Usability, models_needed, power, usability
+from arena.results.usability import Usability, models_needed, usability
 
 DEFAULT_MODEL_FPR = 0.05  # budgets.model_fpr when the caller does not give the scenario's
 
@@ -222,10 +222,10 @@ def _usability_section(judged: Sequence[Usability]) -> list[str]:
     # below twice the budget is not one whose true rate is that high (at 95%), however few models it took.
     shown = [f"`{u.defender}`" for u in judged if u.usable and u.ci_high < 2 * budget]
     open_ = [f"`{u.defender}`" for u in judged if u.usable and u.ci_high >= 2 * budget]
-    weak = min(power(n, budget) for n in sizes)
+    weak = min(u.power for u in judged)  # the row with the fewest models
     if len(sizes) == 1:
         design = (f"With {sizes[0]} benign models the test fails a defender whose true rate is twice the budget "
-                  f"with probability {power(sizes[0], budget):.2f}")
+                  f"with probability {judged[0].power:.2f}")
     else:
         design = (f"The power column is the chance that the test fails a defender whose true rate is twice the "
                   f"budget, with that defender's number of benign models ({sizes[0]} to {sizes[-1]})")
